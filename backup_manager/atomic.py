@@ -1,0 +1,143 @@
+"""Atomic, durable file I/O and inter-process locks.
+
+Every file is written under a temporary name in its final folder, flushed,
+fsync'd, closed and only then renamed (or linked) into place; the folder is
+fsync'd last so the new name survives a power cut. A reader sees the old file
+or the new one, never a torn one.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import secrets
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from .errors import LockTimeout
+from .formats import TEMP_MARK
+
+_CREATE_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK}
+
+
+def fsync_dir(folder: str | Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def temp_name(final_name: str) -> str:
+    # Hidden, and never a backup name, so listings skip it; short enough for NAME_MAX.
+    return f".{final_name[:200]}{TEMP_MARK}{secrets.token_hex(4)}"
+
+
+def write_temp(folder: str | Path, final_name: str, data: bytes, *, mode: int = 0o600,
+               durable: bool = True) -> str:
+    """Write `data` to a new temp file in `folder` and return its path.
+
+    O_EXCL|O_NOFOLLOW: a symlink planted at the temp name is never written through.
+    """
+    tmp = os.path.join(folder, temp_name(final_name))
+    fd = os.open(tmp, _CREATE_NEW, 0o600)
+    try:
+        os.fchmod(fd, mode)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        if durable:
+            os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        unlink_quietly(tmp)
+        raise
+    try:
+        # Close, then rename: close can still report a deferred write error (NFS).
+        os.close(fd)
+    except BaseException:
+        unlink_quietly(tmp)
+        raise
+    return tmp
+
+
+def atomic_write(path: str | Path, data: bytes, *, durable: bool = True,
+                 mode: int | None = None) -> None:
+    """Replace `path` with `data` atomically: readers see the old or the new bytes.
+
+    With durable=True (the default) the data and the new name are on disk when
+    this returns. `mode` defaults to the replaced file's mode, or 0o600.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(path) or "."
+    if mode is None:
+        try:
+            mode = os.stat(path).st_mode & 0o7777
+        except FileNotFoundError:
+            mode = 0o600
+    tmp = write_temp(folder, os.path.basename(path), data, mode=mode, durable=durable)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        unlink_quietly(tmp)
+        raise
+    if durable:
+        fsync_dir(folder)
+
+
+def publish_new(tmp: str, final: str) -> None:
+    """Give the finished temp file `tmp` the name `final`, which must not exist yet.
+
+    A hard link is atomic and exclusive: FileExistsError when `final` exists (a
+    file, a folder or a symlink alike). `tmp` is removed only on success.
+    """
+    try:
+        os.link(tmp, final, follow_symlinks=False)
+    except OSError as exc:
+        if exc.errno not in _NO_HARD_LINKS:
+            raise
+        # Some mounted folders (FUSE, SMB) refuse hard links: check, then rename.
+        if os.path.lexists(final):
+            raise FileExistsError(errno.EEXIST, "file exists", final) from None
+        os.rename(tmp, final)
+        return
+    os.unlink(tmp)
+
+
+def unlink_quietly(path: str) -> None:
+    """Remove a file if it is there; a leftover is cleaned later, never an error."""
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+@contextmanager
+def file_lock(path: str | Path, timeout: float, what: str = "lock") -> Iterator[None]:
+    """Hold an exclusive flock on `path` (created if missing), waiting at most `timeout` s.
+
+    The lock belongs to the open file, so it is released when the process dies.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        deadline = time.monotonic() + timeout
+        delay = 0.001
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise LockTimeout(
+                        f"{what} {os.fspath(path)} is held by another process; "
+                        f"gave up after {timeout:g} s"
+                    ) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.05)
+        yield
+    finally:
+        os.close(fd)

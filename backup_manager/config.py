@@ -1,0 +1,133 @@
+"""The `backup:` section of config.yaml, checked key by key.
+
+Relative paths resolve against the folder holding config.yaml, never the
+working directory, so cron and a dashboard see the same files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError, MissingDependency
+
+BACKUP_DEFAULTS: dict[str, Any] = {
+    "dir": "backups",
+    "state_files": [],
+    "retention_days": 30,
+    "keep_last": 10,
+    "keep_daily": 30,
+    "durable": True,
+    "lock_timeout_seconds": 10,
+    "cloud_enabled": False,
+    "s3_bucket": None,
+    "s3_prefix": "dalio-lite-backups",
+    "s3_endpoint_url": None,
+    "s3_region": None,
+    "s3_sse": None,
+    "s3_kms_key_id": None,
+    "s3_expected_bucket_owner": None,
+    "mirror_dirs": [],
+}
+SSE_MODES = (None, "AES256", "aws:kms")
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file into a mapping; ConfigError names the file and the problem."""
+    try:
+        import yaml
+    except ImportError:
+        raise MissingDependency("reading config.yaml needs PyYAML: pip install PyYAML") from None
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    return doc
+
+
+def check_keys(section: Mapping[str, Any], valid: Mapping[str, Any], where: str) -> None:
+    unknown = sorted(set(section) - set(valid))
+    if unknown:
+        raise ConfigError(f"unknown key(s) {', '.join(map(str, unknown))} in {where}; "
+                          f"valid keys: {', '.join(valid)}")
+
+
+def whole_number(key: str, value: Any, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{key} must be a whole number >= {minimum}, got {value!r}")
+    return value
+
+
+def number(key: str, value: Any, minimum: float = 0.0) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum \
+            or value != value:
+        raise ConfigError(f"{key} must be a number >= {minimum:g}, got {value!r}")
+    return float(value)
+
+
+def flag(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+    return value
+
+
+def text_or_none(key: str, value: Any) -> str | None:
+    if value is not None and (not isinstance(value, str) or not value.strip()):
+        raise ConfigError(f"{key} must be a non-empty string or null, got {value!r}")
+    return value
+
+
+def path_list(key: str, value: Any, base: Path) -> list[Path]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"{key} must be a list of paths, got {value!r}")
+    return [base / v for v in value]
+
+
+def backup_options(section: Mapping[str, Any] | None, base_dir: Path) -> dict[str, Any]:
+    """BackupManager keyword arguments from a `backup:` section (None means all defaults)."""
+    if section is None:
+        section = {}
+    if not isinstance(section, Mapping):
+        raise ConfigError(f"backup must be a mapping of keys, got {section!r}")
+    check_keys(section, BACKUP_DEFAULTS, "backup")
+    s = {**BACKUP_DEFAULTS, **section}
+    where = "backup."
+    directory = s["dir"]
+    if not isinstance(directory, str) or not directory:
+        raise ConfigError(f"{where}dir must be a folder path, got {directory!r}")
+    sse = s["s3_sse"]
+    if sse not in SSE_MODES:
+        raise ConfigError(f"{where}s3_sse must be null, AES256 or aws:kms, got {sse!r}")
+    options = {
+        "backup_dir": base_dir / directory,
+        "state_files": path_list(where + "state_files", s["state_files"], base_dir),
+        "retention_days": whole_number(where + "retention_days", s["retention_days"]),
+        "keep_last": whole_number(where + "keep_last", s["keep_last"]),
+        "keep_daily": whole_number(where + "keep_daily", s["keep_daily"]),
+        "durable": flag(where + "durable", s["durable"]),
+        "lock_timeout": number(where + "lock_timeout_seconds", s["lock_timeout_seconds"]),
+        "cloud_enabled": flag(where + "cloud_enabled", s["cloud_enabled"]),
+        "mirror_dirs": path_list(where + "mirror_dirs", s["mirror_dirs"], base_dir),
+        "s3_prefix": s["s3_prefix"] if s["s3_prefix"] is not None else "",
+        "s3_sse": sse,
+    }
+    for key in ("s3_bucket", "s3_endpoint_url", "s3_region", "s3_kms_key_id",
+                "s3_expected_bucket_owner"):
+        options[key] = text_or_none(where + key, s[key])
+    if not isinstance(options["s3_prefix"], str):
+        raise ConfigError(f"{where}s3_prefix must be a string, got {s['s3_prefix']!r}")
+    if options["cloud_enabled"] and not options["s3_bucket"]:
+        raise ConfigError(f"{where}cloud_enabled is true but {where}s3_bucket is not set")
+    return options

@@ -1,0 +1,59 @@
+"""Every error the package raises on purpose: one base class, a flat hierarchy."""
+
+from __future__ import annotations
+
+
+class BackupError(Exception):
+    """Base class of every error raised on purpose by backup_manager."""
+
+
+class ConfigError(BackupError, ValueError):
+    """A configuration key is unknown or has a bad value; the message names the key."""
+
+
+class InvalidStateError(BackupError, ValueError):
+    """State content failed validation; nothing was written."""
+
+
+class IntegrityError(BackupError):
+    """A backup does not match its sidecar, or its sidecar is missing or malformed."""
+
+
+class NoValidBackupError(BackupError):
+    """No complete, verified, valid backup exists; `tried` lists each candidate and why."""
+
+    def __init__(self, message: str, tried: list[tuple[str, str]] | None = None):
+        super().__init__(message)
+        self.tried = list(tried or [])
+
+
+class LockTimeout(BackupError, TimeoutError):
+    """Another process held the backups folder lock for longer than lock_timeout."""
+
+
+class StorageError(BackupError, OSError):
+    """The disk refused: full, permission denied, not a folder, read-only."""
+
+
+class CloudError(BackupError):
+    """The object store refused a request; not worth retrying as it stands."""
+
+
+class CloudUnavailable(CloudError):
+    """The object store could not be reached or was overloaded; worth retrying later."""
+
+
+class UploadConflict(CloudError):
+    """A remote object with that key exists and holds other bytes; it is never overwritten."""
+
+
+class MissingDependency(BackupError, ImportError):
+    """An optional dependency is not installed; the message says what to install."""
+
+
+def storage_error(exc: OSError, doing: str) -> StorageError:
+    """Wrap an OSError so callers can catch BackupError, keeping errno and filename."""
+    reason = exc.strerror or str(exc)
+    err = StorageError(exc.errno, f"{doing}: {reason}", exc.filename)
+    err.__cause__ = exc
+    return err

@@ -1,0 +1,184 @@
+"""File formats: backup names, checksum sidecars and state content rules.
+
+A backup of ``state/last_rebalance.json`` taken at 10:30:00.123456 UTC is
+``last_rebalance_2026-02-17_10-30-00.123456Z.json``; its sidecar is that name
+plus ``.sha256`` and holds ``{hex}  {name}\\n`` as ``sha256sum`` writes it.
+Names written by the original module (``last_rebalance_2026-02-17_10-30-00.json``,
+local time, whole seconds) are read as well.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from .errors import InvalidStateError
+
+SIDECAR_SUFFIX = ".sha256"
+TEMP_MARK = ".tmp-"
+CLOCK_SKEW = timedelta(minutes=5)
+
+_STAMP = re.compile(r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d(?:\.\d{6}Z)?")
+_ANY_BACKUP = re.compile(
+    r"(?P<stem>.+?)_(?P<stamp>\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d(?:\.\d{6}Z)?)(?P<suffix>(?:\.[^.]+)?)"
+)
+_SIDECAR_LINE = re.compile(r"([0-9a-fA-F]{64}) [ *](.+)\n?")
+_TIMESTAMP_PREFIX = re.compile(r"[0-9_.Z-]+")
+
+
+@dataclass(frozen=True)
+class BackupName:
+    """A parsed backup name. `when` is the UTC instant the name denotes."""
+
+    name: str
+    stem: str
+    suffix: str
+    stamp: str
+    when: datetime
+
+    @property
+    def legacy(self) -> bool:
+        return not self.stamp.endswith("Z")
+
+
+def format_backup_name(stem: str, suffix: str, when: datetime) -> str:
+    when = when.astimezone(timezone.utc)
+    return f"{stem}_{when:%Y-%m-%d_%H-%M-%S}.{when:%f}Z{suffix}"
+
+
+def stamp_time(stamp: str) -> datetime:
+    """The UTC instant of a timestamp part; legacy stamps are local time. ValueError if bad."""
+    iso = f"{stamp[:10]}T{stamp[11:13]}:{stamp[14:16]}:{stamp[17:19]}"
+    if stamp.endswith("Z"):
+        return datetime.fromisoformat(f"{iso}.{stamp[20:26]}+00:00")
+    return datetime.fromisoformat(iso).astimezone().astimezone(timezone.utc)
+
+
+def parse_backup_name(name: str, stem: str, suffix: str) -> BackupName | None:
+    """Parse `name` as a backup of exactly `{stem}{suffix}`; None for anything else.
+
+    Anchored on the whole stem, so ``a``'s backups never include ``a_b``'s.
+    """
+    prefix = stem + "_"
+    if not name.startswith(prefix) or not name.endswith(suffix):
+        return None
+    stamp = name[len(prefix) : len(name) - len(suffix)]
+    if not _STAMP.fullmatch(stamp):
+        return None
+    try:
+        when = stamp_time(stamp)
+    except ValueError:
+        return None
+    return BackupName(name, stem, suffix, stamp, when)
+
+
+def parse_any_backup_name(name: str) -> BackupName | None:
+    """Parse a backup name of any state file (used to find every stem in a folder)."""
+    if name.endswith(SIDECAR_SUFFIX) or name.startswith("."):
+        return None
+    m = _ANY_BACKUP.fullmatch(name)
+    if not m:
+        return None
+    return parse_backup_name(name, m["stem"], m["suffix"])
+
+
+def state_key(path: str | Path) -> tuple[str, str]:
+    """The (stem, suffix) pair a state file's backups are named by."""
+    p = Path(path)
+    if not p.name or p.name in (".", ".."):
+        raise ValueError(f"not a state file path: {str(path)!r}")
+    if p.name.endswith(SIDECAR_SUFFIX):
+        raise ValueError(f"state file name must not end in {SIDECAR_SUFFIX}: {p.name!r}")
+    return p.stem, p.suffix
+
+
+def check_timestamp_prefix(prefix: str | None) -> str | None:
+    """Accept a prefix of a backup's timestamp part; anything else is a ValueError."""
+    if prefix is None:
+        return None
+    if not isinstance(prefix, str) or not _TIMESTAMP_PREFIX.fullmatch(prefix):
+        raise ValueError(
+            f"backup_timestamp {prefix!r} is not a timestamp prefix: use digits, '-', '_', "
+            "'.' and 'Z' only, e.g. '2026-02-17_10-30-00' or '2026-02-17'"
+        )
+    return prefix
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sidecar_text(digest: str, name: str) -> bytes:
+    return f"{digest}  {name}\n".encode()
+
+
+def parse_sidecar(data: bytes, name: str) -> str:
+    """The hex digest a sidecar records for backup `name`; ValueError when malformed."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError("sidecar is not text") from None
+    m = _SIDECAR_LINE.fullmatch(text)
+    if not m:
+        raise ValueError("sidecar is empty or not in 'sha256  name' form")
+    if m[2] != name:
+        raise ValueError(f"sidecar names {m[2]!r}, not {name!r}")
+    return m[1].lower()
+
+
+# --- content validation -------------------------------------------------------
+
+Validator = Callable[[object], None]
+"""Called with the parsed JSON of a state file; raises InvalidStateError to refuse it."""
+
+_VALIDATORS: dict[str, Validator] = {}
+
+
+def register_validator(file_name: str, validator: Validator) -> None:
+    """Add a content rule for every state file called `file_name` (e.g. 'x.json')."""
+    _VALIDATORS[file_name] = validator
+
+
+def parse_iso_timestamp(value: object) -> datetime:
+    """An aware UTC datetime from ISO-8601 text; a naive value is read as local time."""
+    if not isinstance(value, str):
+        raise InvalidStateError(f"timestamp must be an ISO-8601 string, got {value!r}")
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidStateError(f"timestamp {value!r} is not ISO-8601") from None
+    if when.tzinfo is None:
+        when = when.astimezone()
+    return when.astimezone(timezone.utc)
+
+
+def _check_last_rebalance(doc: object) -> None:
+    when = parse_iso_timestamp(doc.get("timestamp"))  # type: ignore[union-attr]
+    if when > datetime.now(timezone.utc) + CLOCK_SKEW:
+        raise InvalidStateError(f"timestamp {when.isoformat()} is in the future")
+
+
+register_validator("last_rebalance.json", _check_last_rebalance)
+
+
+def validate_content(file_name: str, data: bytes) -> None:
+    """Refuse content a state file must never hold. Non-JSON files are not inspected."""
+    if not file_name.endswith(".json"):
+        return
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise InvalidStateError(f"{file_name}: not valid JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise InvalidStateError(f"{file_name}: JSON must be an object, got {type(doc).__name__}")
+    rule = _VALIDATORS.get(file_name)
+    if rule is not None:
+        try:
+            rule(doc)
+        except InvalidStateError as exc:
+            raise InvalidStateError(f"{file_name}: {exc}") from None

@@ -1,0 +1,159 @@
+"""The local store: a folder of backups and sidecars (backups/, or a mirror folder).
+
+Every store (this one, S3Store) offers the same three calls, so listing,
+verification and restore are written once over all of them:
+
+- ``list_names(prefix)``: names of stored objects starting with `prefix`, in no
+  particular order; [] when the store is empty or does not exist yet.
+- ``read(name)``: the object's bytes, or None if it does not exist.
+- ``write(name, data)``: store `data` under `name` atomically. Idempotent: the
+  same bytes already there is success; other bytes raise UploadConflict and
+  are never overwritten.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from .atomic import atomic_write, fsync_dir, publish_new, unlink_quietly, write_temp
+from .errors import UploadConflict
+from .formats import SIDECAR_SUFFIX, format_backup_name, sha256_hex, sidecar_text
+
+_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+_MAX_NAME_CLASHES = 1000
+
+
+class LocalStore:
+    """A folder of backups. Symlinks and sub-folders in it are never objects."""
+
+    def __init__(self, root: str | Path, *, durable: bool = True):
+        self.root = Path(root)
+        self.durable = durable
+
+    def __repr__(self) -> str:
+        return f"LocalStore({str(self.root)!r})"
+
+    @property
+    def label(self) -> str:
+        return str(self.root)
+
+    def ensure(self) -> None:
+        """Create the folder (0700) if missing; its parent must exist for a mirror."""
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    def ensure_mirror(self) -> None:
+        """Create a missing mirror folder, but only inside a parent that exists: a
+        parent that is gone means a drive that is not mounted, not a folder to make."""
+        if self.root.is_dir():
+            return
+        if not self.root.parent.is_dir():
+            raise FileNotFoundError(errno.ENOENT, "mirror folder's parent is missing "
+                                    "(not mounted?)", str(self.root.parent))
+        self.root.mkdir(mode=0o700, exist_ok=True)
+
+    def scan(self) -> tuple[list[str], list[str]]:
+        """(regular file names, names of anything else) in the folder; ([], []) if missing."""
+        files, others = [], []
+        try:
+            with os.scandir(self.root) as entries:
+                for entry in entries:
+                    (files if entry.is_file(follow_symlinks=False) else others).append(entry.name)
+        except FileNotFoundError:
+            pass
+        return files, others
+
+    def list_names(self, prefix: str = "") -> list[str]:
+        return [name for name in self.scan()[0] if name.startswith(prefix)]
+
+    def read(self, name: str) -> bytes | None:
+        try:
+            fd = os.open(self.root / name, _READ)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return None  # a symlink is never a backup
+            raise
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                return None
+            return f.read()
+
+    def write(self, name: str, data: bytes, *, mode: int = 0o600) -> None:
+        existing = self.read(name)
+        if existing is not None:
+            if existing == data:
+                return
+            raise UploadConflict(f"{self.root / name} exists with other content; not overwritten")
+        tmp = write_temp(self.root, name, data, mode=mode, durable=self.durable)
+        try:
+            publish_new(tmp, os.fspath(self.root / name))
+        except FileExistsError:
+            os.unlink(tmp)
+            raise UploadConflict(f"{self.root / name} appeared while writing; not overwritten") \
+                from None
+        if self.durable:
+            fsync_dir(self.root)
+
+    def create_backup(self, stem: str, suffix: str, data: bytes, mode: int,
+                      when: datetime) -> str:
+        """Write a new backup and then its sidecar (the commit marker); return its name.
+
+        The name is taken exclusively: on a clash with any other writer, thread or
+        process, it moves to the next free microsecond.
+        """
+        first = format_backup_name(stem, suffix, when)
+        tmp = write_temp(self.root, first, data, mode=mode, durable=self.durable)
+        try:
+            name = self._publish_unique(tmp, stem, suffix, when)
+        except BaseException:
+            unlink_quietly(tmp)
+            raise
+        # Sidecar last: a crash before this line leaves an incomplete backup, never a
+        # sidecar vouching for bytes that are not on disk.
+        sidecar = name + SIDECAR_SUFFIX
+        side_tmp = write_temp(self.root, sidecar, sidecar_text(sha256_hex(data), name),
+                              mode=mode, durable=self.durable)
+        try:
+            os.replace(side_tmp, self.root / sidecar)
+        except BaseException:
+            unlink_quietly(side_tmp)
+            raise
+        if self.durable:
+            fsync_dir(self.root)
+        return name
+
+    def _publish_unique(self, tmp: str, stem: str, suffix: str, when: datetime) -> str:
+        for step in range(_MAX_NAME_CLASHES):
+            name = format_backup_name(stem, suffix, when + timedelta(microseconds=step))
+            try:
+                publish_new(tmp, os.fspath(self.root / name))
+                return name
+            except FileExistsError:
+                continue
+        raise FileExistsError(errno.EEXIST, "no free backup name", os.fspath(self.root))
+
+    def remove(self, name: str) -> None:
+        """Delete one object; idempotent."""
+        unlink_quietly(os.fspath(self.root / name))
+
+    def mtime(self, name: str) -> float | None:
+        try:
+            return os.lstat(self.root / name).st_mtime
+        except FileNotFoundError:
+            return None
+
+    def size(self, name: str) -> int | None:
+        try:
+            return os.lstat(self.root / name).st_size
+        except FileNotFoundError:
+            return None
+
+    def put_file(self, name: str, data: bytes) -> None:
+        """Write or replace a bookkeeping file (not a backup) atomically."""
+        atomic_write(self.root / name, data, durable=self.durable, mode=0o600)
+

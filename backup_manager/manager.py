@@ -1,0 +1,802 @@
+"""BackupManager: back up, restore, verify and prune state files.
+
+Local backups are taken under an inter-process lock on the backups folder;
+copies to mirror folders and S3 are made outside it, through the outbox, so a
+slow endpoint never blocks a local backup and a failed copy is retried later.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .atomic import atomic_write, file_lock
+from .config import backup_options, load_config_file, number
+from .errors import (
+    BackupError,
+    CloudError,
+    ConfigError,
+    IntegrityError,
+    InvalidStateError,
+    NoValidBackupError,
+    UploadConflict,
+    storage_error,
+)
+from .formats import (
+    SIDECAR_SUFFIX,
+    TEMP_MARK,
+    BackupName,
+    check_timestamp_prefix,
+    parse_any_backup_name,
+    parse_backup_name,
+    parse_sidecar,
+    sha256_hex,
+    state_key,
+    validate_content,
+)
+from .local import LocalStore
+from .outbox import Outbox, PendingCopy
+from .retention import GRACE_PERIOD, Decision, RetentionPolicy, plan_cleanup, plan_retention
+
+log = logging.getLogger("backup_manager")
+
+CLOUD_TARGET = "s3"
+CORRUPT_DIR = "corrupt"
+LOCK_FILE = ".lock"
+OUTBOX_DIR = ".outbox"
+
+
+@dataclass(frozen=True)
+class BackupInfo:
+    """One backup as listed: `timestamp` is the aware UTC instant in its name."""
+
+    name: str
+    path: Path | None
+    timestamp: datetime
+    size: int | None
+    complete: bool
+    location: str = "local"
+
+
+@dataclass(frozen=True)
+class RestoreResult(BackupInfo):
+    """The backup restore chose, and what it did with the file it replaced."""
+
+    changed: bool = True
+    replaced: str | None = None
+    kept_as: str | None = None
+    skipped: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class VerifyItem:
+    location: str
+    name: str
+    status: str
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("ok", "in progress")
+
+
+@dataclass
+class VerifyReport:
+    items: list[VerifyItem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(item.ok for item in self.items)
+
+    @property
+    def problems(self) -> list[VerifyItem]:
+        return [item for item in self.items if not item.ok]
+
+
+@dataclass(frozen=True)
+class StateFileGroup:
+    """The files in one store that belong to one state file, parsed from names alone."""
+
+    backups: list[tuple[BackupName, bool]]  # (name, has sidecar), newest first
+    orphans: list[str]
+
+
+@dataclass
+class SyncResult:
+    copied: int = 0
+    pending: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class BackupManager:
+    """Backups of state files in `backup_dir`, optionally mirrored and sent to S3.
+
+    The first four arguments are the original specification's; everything newer
+    is keyword-only. Nothing touches the disk until the first backup or restore,
+    so a broken backups folder never stops the host from starting.
+    """
+
+    def __init__(self, backup_dir: str | Path = "backups", retention_days: int = 30,
+                 cloud_enabled: bool = False, s3_bucket: str | None = None, *,
+                 keep_last: int = 10, keep_daily: int = 30, durable: bool = True,
+                 lock_timeout: float = 10.0, state_files: Iterable[str | Path] = (),
+                 mirror_dirs: Iterable[str | Path] = (), s3_prefix: str = "dalio-lite-backups",
+                 s3_endpoint_url: str | None = None, s3_region: str | None = None,
+                 s3_sse: str | None = None, s3_kms_key_id: str | None = None,
+                 s3_expected_bucket_owner: str | None = None,
+                 s3_client_config: Mapping[str, Any] | None = None,
+                 clock: Callable[[], datetime] | None = None):
+        try:
+            self.policy = RetentionPolicy(keep_last, keep_daily, retention_days)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        if not isinstance(cloud_enabled, bool):
+            raise ConfigError(f"cloud_enabled must be true or false, got {cloud_enabled!r}")
+        if cloud_enabled and not s3_bucket:
+            raise ConfigError("cloud_enabled is true but s3_bucket is not set")
+        self.backup_dir = Path(backup_dir)
+        self.retention_days = retention_days
+        self.cloud_enabled = cloud_enabled
+        self.s3_bucket = s3_bucket
+        self.durable = bool(durable)
+        self.lock_timeout = number("lock_timeout", lock_timeout)
+        self.state_files = [Path(p) for p in state_files]
+        self.store = LocalStore(self.backup_dir, durable=self.durable)
+        self.outbox = Outbox(self.backup_dir / OUTBOX_DIR, durable=self.durable)
+        self.mirrors = {_mirror_id(Path(d)): LocalStore(d, durable=self.durable)
+                        for d in mirror_dirs}
+        self.cloud = None
+        if cloud_enabled:
+            from .s3 import S3Store
+
+            self.cloud = S3Store(s3_bucket, s3_prefix, endpoint_url=s3_endpoint_url,
+                                 region=s3_region, sse=s3_sse, kms_key_id=s3_kms_key_id,
+                                 expected_owner=s3_expected_bucket_owner,
+                                 client_config=dict(s3_client_config or {}))
+        self._clock = clock or (lambda: datetime.now(timezone.utc))
+        self._unreachable: dict[str, str] = {}
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any] | str | Path, *,
+                    base_dir: str | Path | None = None, **overrides: Any) -> BackupManager:
+        """Build from a whole configuration: a mapping with a `backup:` key, or a
+        config.yaml path (whose folder then anchors relative paths)."""
+        if isinstance(config, (str, Path)):
+            base_dir = Path(config).resolve().parent
+            config = load_config_file(config)
+        if not isinstance(config, Mapping):
+            raise ConfigError(f"config must be a mapping, got {type(config).__name__}")
+        base = Path(base_dir) if base_dir is not None else Path.cwd()
+        options = backup_options(config.get("backup"), base)
+        options.update(overrides)
+        return cls(**options)
+
+    def __repr__(self) -> str:
+        return f"BackupManager({str(self.backup_dir)!r})"
+
+    # --- backup -------------------------------------------------------------
+
+    def backup_state_file(self, state_file_path: str | Path) -> Path | None:
+        """Back up one state file; return the new backup's path, or None if it is missing.
+
+        When this returns, the backup and its sidecar are on disk (unless
+        durable=False). Invalid content raises InvalidStateError and changes
+        nothing. Copies to mirrors and S3 never raise: failures wait in the outbox.
+        """
+        path = Path(state_file_path)
+        stem, suffix = state_key(path)
+        try:
+            data, mode = _read_state(path)
+        except FileNotFoundError:
+            log.info("nothing to back up: %s does not exist", path)
+            return None
+        except OSError as exc:
+            raise storage_error(exc, f"cannot read {path}") from None
+        validate_content(path.name, data)
+        with self._locked():
+            try:
+                name = self.store.create_backup(stem, suffix, data, mode, self._clock())
+            except OSError as exc:
+                raise storage_error(exc, f"cannot write a backup of {path} in "
+                                         f"{self.backup_dir}") from None
+            self._prune_quietly((stem, suffix), known_good=name)
+        log.info("backed up %s as %s", path, name)
+        self._replicate(name)
+        return self.backup_dir / name
+
+    def _prune_quietly(self, key: tuple[str, str], known_good: str) -> None:
+        # The backup is already safe on disk; a failed clean-up must not undo that.
+        try:
+            self._prune_locked(key, dry_run=False, known_good=known_good)
+        except (OSError, BackupError) as exc:
+            log.error("pruning old backups of %s%s failed: %s", *key, exc)
+
+    # --- restore ------------------------------------------------------------
+
+    def restore_from_backup(self, state_file_path: str | Path,
+                            backup_timestamp: str | None = None) -> bool:
+        """The specification's call: True when the state file now holds a valid backup.
+
+        Falls back past damaged backups; False (logged) when none is valid.
+        A `backup_timestamp` that is not a timestamp prefix raises ValueError.
+        """
+        try:
+            self.restore(state_file_path, timestamp=backup_timestamp)
+        except NoValidBackupError as exc:
+            log.error("%s", exc)
+            return False
+        return True
+
+    def restore(self, state_file_path: str | Path, *, timestamp: str | None = None,
+                dry_run: bool = False, source: str = "auto") -> RestoreResult:
+        """Restore the newest valid backup (whose timestamp starts with `timestamp`).
+
+        `source` is "auto" (local folders, then S3), "local" or "cloud". The
+        backup is verified before anything becomes visible and installed
+        atomically; a replaced valid file is kept as a backup, an invalid one
+        under backups/corrupt/. Raises NoValidBackupError listing what was tried.
+        """
+        prefix = check_timestamp_prefix(timestamp)
+        if source not in ("auto", "local", "cloud"):
+            raise ValueError(f"source must be auto, local or cloud, got {source!r}")
+        path = Path(state_file_path)
+        key = state_key(path)
+        tried: list[tuple[str, str]] = []
+        for location, store in self._sources(source, tried):
+            found = self._newest_valid(store, location, key, path.name, prefix, tried)
+            if found is not None:
+                backup, data = found
+                return self._install(path, location, store, backup, data, dry_run, tried)
+        wanted = f" with a timestamp starting {prefix!r}" if prefix else ""
+        raise NoValidBackupError(
+            f"no valid backup of {path}{wanted} ({_summary(tried)})", tried)
+
+    def _sources(self, source: str, tried: list[tuple[str, str]]) -> Iterator[tuple[str, Any]]:
+        if source in ("auto", "local"):
+            yield "local", self.store
+            yield from self.mirrors.items()
+        if source in ("auto", "cloud"):
+            if self.cloud is None:
+                if source == "cloud":
+                    raise ConfigError("restore from the cloud needs backup.cloud_enabled "
+                                      "and backup.s3_bucket")
+                return
+            if CLOUD_TARGET in self._unreachable:
+                tried.append((self.cloud.label, "not asked again: "
+                              + self._unreachable[CLOUD_TARGET]))
+                return
+            yield CLOUD_TARGET, self.cloud
+
+    def _newest_valid(self, store: Any, location: str, key: tuple[str, str], file_name: str,
+                      prefix: str | None, tried: list[tuple[str, str]]
+                      ) -> tuple[BackupName, bytes] | None:
+        try:
+            group = self._group(store, key)
+        except (CloudError, OSError) as exc:
+            self._note_unreachable(location, exc)
+            tried.append((store.label, f"cannot list: {exc}"))
+            return None
+        for backup, _complete in group.backups:
+            if prefix and not backup.stamp.startswith(prefix):
+                continue
+            try:
+                data = fetch_verified(store, backup.name)
+                validate_content(file_name, data)
+            except (IntegrityError, InvalidStateError) as exc:
+                log.warning("skipping backup %s in %s: %s", backup.name, store.label, exc)
+                tried.append((f"{store.label}/{backup.name}", str(exc)))
+                continue
+            except (CloudError, OSError) as exc:
+                self._note_unreachable(location, exc)
+                tried.append((f"{store.label}/{backup.name}", f"cannot read: {exc}"))
+                return None
+            return backup, data
+        if not group.backups:
+            tried.append((store.label, "no backups"))
+        return None
+
+    def _install(self, path: Path, location: str, store: Any, backup: BackupName, data: bytes,
+                 dry_run: bool, tried: list[tuple[str, str]]) -> RestoreResult:
+        result = dict(name=backup.name, path=_local_path(store, backup.name),
+                      timestamp=backup.when, size=len(data), complete=True, location=location,
+                      skipped=tuple(tried))
+        live = _read_live(path)
+        if live == data:
+            log.info("%s already holds backup %s; nothing to change", path, backup.name)
+            return RestoreResult(**result, changed=False)
+        replaced = None if live is None else ("valid" if _is_valid(path.name, live) else "invalid")
+        if dry_run:
+            return RestoreResult(**result, replaced=replaced)
+        with self._locked():
+            live = _read_live(path)
+            kept_as = None
+            try:
+                if live is not None and live != data:
+                    kept_as = self._keep_replaced(path, live)
+                if location != "local":
+                    self._put_back(backup.name, data)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write(path, data, durable=self.durable, mode=_backup_mode(store, backup))
+            except OSError as exc:
+                raise storage_error(exc, f"cannot restore {path}") from None
+        log.warning("restored %s from %s (%s)", path, backup.name, store.label)
+        return RestoreResult(**result, replaced=replaced, kept_as=kept_as)
+
+    def _keep_replaced(self, path: Path, live: bytes) -> str:
+        stem, suffix = state_key(path)
+        mode = _file_mode(path)
+        if _is_valid(path.name, live):
+            name = self.store.create_backup(stem, suffix, live, mode, self._clock())
+            log.info("kept the replaced %s as backup %s", path, name)
+            return name
+        corrupt = LocalStore(self.backup_dir / CORRUPT_DIR, durable=self.durable)
+        corrupt.ensure()
+        name = corrupt.create_backup(stem, suffix, live, mode, self._clock())
+        log.warning("kept the invalid %s as %s/%s", path, CORRUPT_DIR, name)
+        return f"{CORRUPT_DIR}/{name}"
+
+    def _put_back(self, name: str, data: bytes) -> None:
+        # A backup fetched from elsewhere becomes local again, sidecar last.
+        sidecar = f"{sha256_hex(data)}  {name}\n".encode()
+        try:
+            self.store.write(name, data)
+            self.store.write(name + SIDECAR_SUFFIX, sidecar)
+        except (UploadConflict, OSError) as exc:
+            log.error("could not put %s back into %s: %s", name, self.backup_dir, exc)
+
+    # --- listing and verification ------------------------------------------
+
+    def list_backups(self, state_file_path: str | Path) -> list[BackupInfo]:
+        """Local backups of one state file, newest first (incomplete ones included)."""
+        group = self._group(self.store, state_key(state_file_path))
+        return [BackupInfo(b.name, self.backup_dir / b.name, b.when,
+                           self.store.size(b.name), complete)
+                for b, complete in group.backups]
+
+    def verify(self, state_file_path: str | Path | None = None, *,
+               cloud: bool = False) -> VerifyReport:
+        """Check every backup (of one state file, or all) in backups/, mirrors and, with
+        cloud=True, S3: checksum, sidecar, content, completeness."""
+        keys = [state_key(state_file_path)] if state_file_path is not None else None
+        report = VerifyReport()
+        stores: list[tuple[str, Any]] = [("local", self.store), *self.mirrors.items()]
+        if cloud:
+            if self.cloud is None:
+                raise ConfigError("verify --cloud needs backup.cloud_enabled and backup.s3_bucket")
+            stores.append((CLOUD_TARGET, self.cloud))
+        for _location, store in stores:
+            try:
+                groups = self._groups(store, keys)
+            except (CloudError, OSError) as exc:
+                report.items.append(VerifyItem(store.label, "", "unreachable", str(exc)))
+                continue
+            for (stem, suffix), group in groups.items():
+                self._verify_group(store, stem + suffix, group, report)
+            if store is self.store:
+                self._report_strays(report, keys)
+        if cloud:
+            self._verify_uploaded(report, keys)
+        return report
+
+    def _verify_group(self, store: Any, file_name: str, group: StateFileGroup,
+                      report: VerifyReport) -> None:
+        for backup, complete in group.backups:
+            status, detail = "ok", ""
+            try:
+                data = fetch_verified(store, backup.name)
+                validate_content(file_name, data)
+            except IntegrityError as exc:
+                status, detail = exc.args[0].split(":", 1)[0], str(exc)
+                if not complete and self._is_fresh(store, backup):
+                    status = "in progress"
+            except InvalidStateError as exc:
+                status, detail = "invalid content", str(exc)
+            except (CloudError, OSError) as exc:
+                status, detail = "unreadable", str(exc)
+            report.items.append(VerifyItem(store.label, backup.name, status, detail))
+        for sidecar in group.orphans:
+            report.items.append(VerifyItem(store.label, sidecar, "orphan sidecar",
+                                           "its backup is missing"))
+
+    def _report_strays(self, report: VerifyReport, keys: list[tuple[str, str]] | None) -> None:
+        for name in self.store.scan()[1]:
+            parsed = parse_any_backup_name(name)
+            if parsed and (keys is None or (parsed.stem, parsed.suffix) in keys):
+                report.items.append(VerifyItem(self.store.label, name, "not a regular file",
+                                               "a symlink or folder where a backup belongs"))
+
+    def _verify_uploaded(self, report: VerifyReport, keys: list[tuple[str, str]] | None) -> None:
+        pending = {c.name for c in self.outbox.pending(CLOUD_TARGET)}
+        try:
+            remote = set(self.cloud.list_names(""))  # type: ignore[union-attr]
+        except CloudError:
+            return  # already reported as unreachable
+        for (_stem, _suffix), group in self._groups(self.store, keys).items():
+            for backup, complete in group.backups:
+                if complete and backup.name not in remote:
+                    status = "upload pending" if backup.name in pending else "not uploaded"
+                    report.items.append(VerifyItem(self.cloud.label, backup.name, status,  # type: ignore[union-attr]
+                                                   "local backup has no copy in the cloud"))
+
+    def _is_fresh(self, store: Any, backup: BackupName) -> bool:
+        if not isinstance(store, LocalStore):
+            return False
+        mtime = store.mtime(backup.name)
+        limit = (self._clock() - GRACE_PERIOD).timestamp()
+        return mtime is not None and mtime >= limit and backup.when.timestamp() >= limit
+
+    # --- retention ------------------------------------------------------------
+
+    def prune(self, state_file_path: str | Path | None = None,
+              dry_run: bool = False) -> list[Decision]:
+        """Apply the retention plan (to one state file, or all); return every decision."""
+        key = state_key(state_file_path) if state_file_path is not None else None
+        if dry_run:
+            return self._prune_locked(key, dry_run=True)
+        with self._locked():
+            return self._prune_locked(key, dry_run=False)
+
+    def _prune_locked(self, key: tuple[str, str] | None, *, dry_run: bool,
+                      known_good: str | None = None) -> list[Decision]:
+        files, _ = self.store.scan()
+        groups = _group_names(files, [key] if key else None)
+        waiting = self.outbox.pending_names() if (self.mirrors or self.cloud
+                                                  or self.outbox.root.exists()) else set()
+        plan: list[Decision] = []
+        for group in groups.values():
+            plan += self._plan_group(group, waiting, known_good)
+        plan += plan_cleanup(self._leftovers(files, groups, key), self._clock())
+        if not dry_run:
+            self._apply(plan)
+        return plan
+
+    def _plan_group(self, group: StateFileGroup, waiting: set[str],
+                    known_good: str | None) -> list[Decision]:
+        complete = [b for b, has_sidecar in group.backups if has_sidecar]
+        names = {b.name for b in complete}
+        newest = known_good if known_good in names else self._first_verified(complete)
+        protect = {name: "waiting for upload" for name in waiting & names}
+        if newest is not None:
+            protect[newest] = "newest valid backup"
+        return plan_retention(((b.name, b.when) for b in complete), self.policy, protect)
+
+    def _first_verified(self, newest_first: list[BackupName]) -> str | None:
+        for backup in newest_first:
+            try:
+                validate_content(backup.stem + backup.suffix, fetch_verified(self.store,
+                                                                             backup.name))
+                return backup.name
+            except (IntegrityError, InvalidStateError, OSError):
+                continue
+        return None
+
+    def _leftovers(self, files: list[str], groups: Mapping[tuple[str, str], StateFileGroup],
+                   key: tuple[str, str] | None) -> list[tuple[str, str, datetime | None, datetime]]:
+        found: list[tuple[str, str, datetime | None]] = []
+        for group in groups.values():
+            found += [(b.name, "incomplete backup", b.when)
+                      for b, complete in group.backups if not complete]
+            found += [(s, "orphan sidecar", _sidecar_time(s)) for s in group.orphans]
+        temp_start = "." + (key[0] + "_" if key else "")
+        found += [(f, "temp file", None) for f in files
+                  if TEMP_MARK in f and f.startswith(temp_start)]
+        leftovers = []
+        for name, kind, when in found:
+            mtime = self.store.mtime(name)
+            if mtime is not None:
+                leftovers.append((name, kind, when, datetime.fromtimestamp(mtime, timezone.utc)))
+        return leftovers
+
+    def _apply(self, plan: list[Decision]) -> None:
+        for decision in plan:
+            if decision.keep:
+                continue
+            # Sidecar first: an interrupted prune leaves an incomplete backup, never a
+            # sidecar that vouches for nothing.
+            if not decision.name.endswith(SIDECAR_SUFFIX) and TEMP_MARK not in decision.name:
+                self.store.remove(decision.name + SIDECAR_SUFFIX)
+                for mirror in self.mirrors.values():
+                    _remove_quietly(mirror, decision.name)
+            self.store.remove(decision.name)
+            log.info("pruned %s: %s", decision.name, decision.reason)
+
+    # --- copies to mirrors and S3 -----------------------------------------------
+
+    def _targets(self) -> dict[str, Any]:
+        targets: dict[str, Any] = dict(self.mirrors)
+        if self.cloud is not None:
+            targets[CLOUD_TARGET] = self.cloud
+        return targets
+
+    def _replicate(self, name: str) -> None:
+        for target_id in self._targets():
+            try:
+                self.outbox.add(target_id, name)
+            except OSError as exc:
+                log.error("cannot record %s in the outbox for %s: %s", name, target_id, exc)
+        self._drain(only_new=False)
+
+    def _drain(self, only_new: bool = False, progress: Callable[[int, int], None] | None = None
+               ) -> SyncResult:
+        result = SyncResult()
+        work = [c for c in self.outbox.pending() if not c.conflict]
+        total = len(work)
+        for copy in work:
+            target = self._targets().get(copy.target)
+            if target is None or copy.target in self._unreachable:
+                result.pending += 1
+                continue
+            if self._copy_one(copy, target, result):
+                result.copied += 1
+            else:
+                result.pending += 1
+            if progress:
+                progress(result.copied + result.pending, total)
+        return result
+
+    def _copy_one(self, copy: PendingCopy, target: Any, result: SyncResult) -> bool:
+        try:
+            data = fetch_verified(self.store, copy.name)
+        except IntegrityError as exc:
+            if self.store.read(copy.name) is None:
+                log.warning("%s is gone from %s; dropping its copy to %s", copy.name,
+                            self.backup_dir, target.label)
+                self.outbox.done(copy.target, copy.name)
+                return True
+            return self._copy_failed(copy, target, f"local backup is damaged: {exc}", result)
+        try:
+            if isinstance(target, LocalStore):
+                target.ensure_mirror()
+            target.write(copy.name, data)
+            target.write(copy.name + SIDECAR_SUFFIX,
+                         self.store.read(copy.name + SIDECAR_SUFFIX) or b"")
+        except UploadConflict as exc:
+            return self._copy_failed(copy, target, str(exc), result, conflict=True)
+        except (CloudError, OSError) as exc:
+            self._note_unreachable(copy.target, exc)
+            return self._copy_failed(copy, target, str(exc), result)
+        self.outbox.done(copy.target, copy.name)
+        log.info("copied %s to %s", copy.name, target.label)
+        return True
+
+    def _copy_failed(self, copy: PendingCopy, target: Any, error: str, result: SyncResult,
+                     conflict: bool = False) -> bool:
+        log.error("copy of %s to %s failed%s: %s", copy.name, target.label,
+                  " (conflict, not retried)" if conflict else "; queued for retry", error)
+        result.errors.append(f"{target.label}/{copy.name}: {error}")
+        try:
+            self.outbox.failed(copy, error, conflict=conflict)
+        except OSError as exc:
+            log.error("cannot update the outbox entry of %s: %s", copy.name, exc)
+        return False
+
+    def _note_unreachable(self, target_id: str, exc: Exception) -> None:
+        # One failure is enough: the rest of this run does not wait on that target again.
+        self._unreachable.setdefault(target_id, str(exc))
+
+    def sync(self, progress: Callable[[int, int], None] | None = None) -> SyncResult:
+        """Send every pending copy, after queueing complete local backups a target lacks."""
+        self._unreachable.clear()
+        for target_id, target in self._targets().items():
+            try:
+                self._queue_missing(target_id, target)
+            except (CloudError, OSError) as exc:
+                self._note_unreachable(target_id, exc)
+                log.error("cannot list %s: %s", target.label, exc)
+        result = self._drain(progress=progress)
+        for target_id, error in self._unreachable.items():
+            result.errors.append(f"{target_id}: {error}")
+        return result
+
+    def _queue_missing(self, target_id: str, target: Any) -> None:
+        present = set(target.list_names(""))
+        for group in self._groups(self.store, None).values():
+            for backup, complete in group.backups:
+                if complete and (backup.name not in present
+                                 or backup.name + SIDECAR_SUFFIX not in present):
+                    self.outbox.add(target_id, backup.name)
+
+    # --- status -------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """Facts for monitoring: newest valid backup and its age per state file, disk
+        use, and per copy target the pending count, oldest pending age, last success
+        and last error."""
+        now = self._clock()
+        files, _ = self.store.scan()
+        groups = _group_names(files, None)
+        keys = [state_key(p) for p in self.state_files] or sorted(groups)
+        pending = self.outbox.pending()
+        return {
+            "backup_dir": str(self.backup_dir),
+            "disk_bytes": sum(self.store.size(f) or 0 for f in files),
+            "state_files": [self._state_status(k, groups.get(k), now) for k in keys],
+            "targets": [self._target_status(t_id, t, pending, now)
+                        for t_id, t in self._targets().items()],
+        }
+
+    def _state_status(self, key: tuple[str, str], group: StateFileGroup | None,
+                      now: datetime) -> dict[str, Any]:
+        backups = group.backups if group else []
+        complete = [b for b, ok in backups if ok]
+        newest = self._first_verified(complete)
+        when = next((b.when for b in complete if b.name == newest), None)
+        return {
+            "state_file": key[0] + key[1],
+            "backups": len(backups),
+            "complete": len(complete),
+            "newest_valid": newest,
+            "newest_valid_time": when.isoformat() if when else None,
+            "newest_valid_age_seconds": (now - when).total_seconds() if when else None,
+        }
+
+    def _target_status(self, target_id: str, target: Any, pending: list[PendingCopy],
+                       now: datetime) -> dict[str, Any]:
+        mine = [c for c in pending if c.target == target_id]
+        errors = [c for c in mine if c.last_error]
+        last_ok = self.outbox.last_success(target_id)
+        return {
+            "target": target.label,
+            "pending": len(mine),
+            "conflicts": sum(c.conflict for c in mine),
+            "oldest_pending_age_seconds":
+                (now - min(c.queued_at for c in mine)).total_seconds() if mine else None,
+            "last_success": last_ok.isoformat() if last_ok else None,
+            "last_error": errors[-1].last_error if errors else None,
+        }
+
+    # --- helpers --------------------------------------------------------------------
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        try:
+            self.store.ensure()
+            if not self.backup_dir.is_dir():
+                raise NotADirectoryError(20, "not a folder", str(self.backup_dir))
+            lock = file_lock(self.backup_dir / LOCK_FILE, self.lock_timeout,
+                             "backups folder lock")
+            lock.__enter__()
+        except OSError as exc:
+            raise storage_error(exc, f"cannot use backups folder {self.backup_dir}") from None
+        try:
+            yield
+        finally:
+            lock.__exit__(None, None, None)
+
+    def _group(self, store: Any, key: tuple[str, str]) -> StateFileGroup:
+        return self._groups(store, [key]).get(key, StateFileGroup([], []))
+
+    def _groups(self, store: Any, keys: list[tuple[str, str]] | None
+                ) -> dict[tuple[str, str], StateFileGroup]:
+        prefix = keys[0][0] + "_" if keys and len(keys) == 1 else ""
+        return _group_names(store.list_names(prefix), keys)
+
+
+def fetch_verified(store: Any, name: str) -> bytes:
+    """The bytes of backup `name` in `store`, checked against its sidecar.
+
+    Raises IntegrityError whose message starts with the problem: 'missing backup',
+    'missing sidecar', 'malformed sidecar' or 'checksum mismatch'.
+    """
+    try:
+        data = store.read(name)
+    except IntegrityError as exc:
+        raise IntegrityError(f"checksum mismatch: {exc}") from None
+    if data is None:
+        raise IntegrityError(f"missing backup: {name} is not in {store.label}")
+    sidecar = store.read(name + SIDECAR_SUFFIX)
+    if sidecar is None:
+        raise IntegrityError(f"missing sidecar: {name} has no {SIDECAR_SUFFIX} (incomplete)")
+    try:
+        expected = parse_sidecar(sidecar, name)
+    except ValueError as exc:
+        raise IntegrityError(f"malformed sidecar: {exc}") from None
+    if sha256_hex(data) != expected:
+        raise IntegrityError(f"checksum mismatch: {name} does not match its sidecar")
+    return data
+
+
+def _group_names(names: Iterable[str], keys: list[tuple[str, str]] | None
+                 ) -> dict[tuple[str, str], StateFileGroup]:
+    """Group backup and sidecar names by state file, from names alone (no stat)."""
+    present = set(names)
+    groups: dict[tuple[str, str], StateFileGroup] = {}
+    for name in present:
+        is_sidecar = name.endswith(SIDECAR_SUFFIX)
+        base = name[: -len(SIDECAR_SUFFIX)] if is_sidecar else name
+        parsed = _parse(base, keys)
+        if parsed is None:
+            continue
+        group = groups.setdefault((parsed.stem, parsed.suffix), StateFileGroup([], []))
+        if not is_sidecar:
+            group.backups.append((parsed, base + SIDECAR_SUFFIX in present))
+        elif base not in present:
+            group.orphans.append(name)
+    for group in groups.values():
+        group.backups.sort(key=lambda item: (item[0].when, item[0].name), reverse=True)
+    return groups
+
+
+def _parse(name: str, keys: list[tuple[str, str]] | None) -> BackupName | None:
+    if keys is None:
+        return parse_any_backup_name(name)
+    for stem, suffix in keys:
+        parsed = parse_backup_name(name, stem, suffix)
+        if parsed is not None:
+            return parsed
+    return None
+
+
+def _sidecar_time(sidecar: str) -> datetime | None:
+    parsed = parse_any_backup_name(sidecar[: -len(SIDECAR_SUFFIX)])
+    return parsed.when if parsed else None
+
+
+def _read_state(path: Path) -> tuple[bytes, int]:
+    with open(path, "rb") as f:
+        mode = os.fstat(f.fileno()).st_mode
+        if not stat.S_ISREG(mode):
+            raise IsADirectoryError(21, "not a regular file", str(path))
+        return f.read(), stat.S_IMODE(mode)
+
+
+def _read_live(path: Path) -> bytes | None:
+    try:
+        return _read_state(path)[0]
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise storage_error(exc, f"cannot read {path}") from None
+
+
+def _is_valid(file_name: str, data: bytes) -> bool:
+    try:
+        validate_content(file_name, data)
+    except InvalidStateError:
+        return False
+    return True
+
+
+def _file_mode(path: Path) -> int:
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return 0o600
+
+
+def _backup_mode(store: Any, backup: BackupName) -> int | None:
+    if isinstance(store, LocalStore):
+        try:
+            return stat.S_IMODE(os.lstat(store.root / backup.name).st_mode)
+        except OSError:
+            return None
+    return None
+
+
+def _local_path(store: Any, name: str) -> Path | None:
+    return store.root / name if isinstance(store, LocalStore) else None
+
+
+def _mirror_id(folder: Path) -> str:
+    return "mirror-" + sha256_hex(os.fsencode(os.path.abspath(folder)))[:12]
+
+
+def _remove_quietly(store: LocalStore, name: str) -> None:
+    store.remove(name + SIDECAR_SUFFIX)
+    store.remove(name)
+
+
+def _summary(tried: list[tuple[str, str]]) -> str:
+    if not tried:
+        return "nothing to try"
+    return "; ".join(f"{what}: {why}" for what, why in tried[:10]) + (
+        f"; and {len(tried) - 10} more" if len(tried) > 10 else "")
+
+

@@ -1,0 +1,124 @@
+"""The outbox: a crash-safe queue of copies still owed to mirrors and the cloud.
+
+One small JSON file per (target, backup) under ``backups/.outbox/{target}/``,
+written before the upload starts and removed once it is done, so a kill at any
+instant leaves the work recorded. Each file is replaced atomically; two
+processes draining the same entry upload the same bytes, which the stores
+accept as idempotent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .atomic import atomic_write, unlink_quietly
+
+_ENTRY = ".json"
+_LAST_SUCCESS = "last-success"
+
+
+@dataclass(frozen=True)
+class PendingCopy:
+    target: str
+    name: str
+    queued_at: datetime
+    attempts: int
+    last_error: str | None
+    conflict: bool
+
+
+class Outbox:
+    def __init__(self, root: Path, *, durable: bool = True):
+        self.root = Path(root)
+        self.durable = durable
+
+    def _entry(self, target: str, name: str) -> Path:
+        return self.root / target / (name + _ENTRY)
+
+    def add(self, target: str, name: str) -> None:
+        """Record that `name` is owed to `target`; keeps an existing entry as it is."""
+        path = self._entry(target, name)
+        if path.exists():
+            return
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._write(path, _now(), 0, None, False)
+
+    def failed(self, copy: PendingCopy, error: str, *, conflict: bool = False) -> None:
+        self._write(self._entry(copy.target, copy.name), copy.queued_at, copy.attempts + 1,
+                    error, conflict)
+
+    def done(self, target: str, name: str) -> None:
+        unlink_quietly(os.fspath(self._entry(target, name)))
+        marker = self.root / target / _LAST_SUCCESS
+        try:
+            marker.touch()
+        except OSError:
+            pass
+
+    def last_success(self, target: str) -> datetime | None:
+        try:
+            mtime = (self.root / target / _LAST_SUCCESS).stat().st_mtime
+        except OSError:
+            return None
+        return datetime.fromtimestamp(mtime, timezone.utc)
+
+    def pending(self, target: str | None = None) -> list[PendingCopy]:
+        """Entries of one target (or all), oldest backup first."""
+        targets = [target] if target else self._targets()
+        copies = []
+        for t in targets:
+            try:
+                names = os.listdir(self.root / t)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            for file_name in names:
+                if file_name.endswith(_ENTRY) and not file_name.startswith("."):
+                    copy = self._read(t, file_name[: -len(_ENTRY)])
+                    if copy is not None:
+                        copies.append(copy)
+        copies.sort(key=lambda c: (c.queued_at, c.name))
+        return copies
+
+    def pending_names(self) -> set[str]:
+        return {c.name for c in self.pending()}
+
+    def _targets(self) -> list[str]:
+        try:
+            return sorted(e.name for e in os.scandir(self.root) if e.is_dir(follow_symlinks=False))
+        except FileNotFoundError:
+            return []
+
+    def _read(self, target: str, name: str) -> PendingCopy | None:
+        path = self._entry(target, name)
+        try:
+            doc = json.loads(path.read_bytes())
+            queued = datetime.fromisoformat(doc["queued_at"])
+            return PendingCopy(target, name, queued, int(doc.get("attempts", 0)),
+                               doc.get("last_error"), bool(doc.get("conflict", False)))
+        except FileNotFoundError:
+            return None
+        except (ValueError, KeyError, TypeError, OSError):
+            # A damaged entry still means work is owed; retry it as new.
+            mtime = datetime.fromtimestamp(_mtime(path), timezone.utc)
+            return PendingCopy(target, name, mtime, 0, "outbox entry was unreadable", False)
+
+    def _write(self, path: Path, queued: datetime, attempts: int, error: str | None,
+               conflict: bool) -> None:
+        doc = {"queued_at": queued.isoformat(), "attempts": attempts, "last_error": error,
+               "conflict": conflict}
+        atomic_write(path, json.dumps(doc).encode(), durable=self.durable, mode=0o600)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0

@@ -1,0 +1,112 @@
+"""Retention policy: pure functions from a list of backups to keep/remove decisions.
+
+Nothing here touches the disk, so every rule is tested with tables of cases.
+Ages come from the time in each backup's name, never from mtime, and are
+measured from the newest backup, so a bot idle for months keeps its history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+GRACE_PERIOD = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    keep_last: int = 10
+    keep_daily: int = 30
+    retention_days: int = 30
+
+    def __post_init__(self) -> None:
+        for key in ("keep_last", "keep_daily", "retention_days"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{key} must be a whole number >= 0, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What prune will do with one file, and why."""
+
+    name: str
+    when: datetime | None
+    keep: bool
+    reason: str
+
+
+def plan_retention(
+    records: Iterable[tuple[str, datetime]],
+    policy: RetentionPolicy,
+    protect: Mapping[str, str] | None = None,
+) -> list[Decision]:
+    """Decide keep/remove for the complete backups of one state file, newest first.
+
+    `records` are (name, aware time) pairs. `protect` maps names that must stay
+    whatever the rules say to the reason (the newest valid backup, a pending
+    upload); when None, the newest record is protected as the newest backup.
+    """
+    ordered = sorted(records, key=lambda r: (r[1], r[0]), reverse=True)
+    if not ordered:
+        return []
+    if protect is None:
+        protect = {ordered[0][0]: "newest backup"}
+    cutoff = ordered[0][1] - timedelta(days=policy.retention_days)
+    days_seen: set[object] = set()
+    plan = []
+    for rank, (name, when) in enumerate(ordered, start=1):
+        day = when.astimezone(timezone.utc).date()
+        newest_of_day = day not in days_seen
+        days_seen.add(day)
+        reasons = []
+        if rank <= policy.keep_last:
+            reasons.append(f"keep_last: {rank} of the {policy.keep_last} newest")
+        if newest_of_day and len(days_seen) <= policy.keep_daily and when >= cutoff:
+            reasons.append(f"keep_daily: newest of {day}")
+        if name in protect:
+            reasons.append(protect[name])
+        if reasons:
+            plan.append(Decision(name, when, True, "; ".join(reasons)))
+        else:
+            plan.append(Decision(name, when, False, _why_removed(policy, day, newest_of_day,
+                                                                 len(days_seen), when < cutoff)))
+    return plan
+
+
+def _why_removed(policy: RetentionPolicy, day: object, newest_of_day: bool, day_rank: int,
+                 too_old: bool) -> str:
+    if too_old:
+        return (f"older than retention_days={policy.retention_days} before the newest backup "
+                f"and not among the {policy.keep_last} newest")
+    if not newest_of_day:
+        return f"a newer backup of {day} is kept and not among the {policy.keep_last} newest"
+    return (f"{day} is beyond the {policy.keep_daily} most recent days with backups "
+            f"and not among the {policy.keep_last} newest")
+
+
+def plan_cleanup(
+    leftovers: Iterable[tuple[str, str, datetime | None, datetime]],
+    now: datetime,
+    grace: timedelta = GRACE_PERIOD,
+) -> list[Decision]:
+    """Decide on incomplete backups, orphan sidecars and temp files.
+
+    Each leftover is (name, kind, time in its name or None, mtime). It goes only
+    when both times are older than `grace`, so a writer still at work is never
+    disturbed.
+    """
+    limit = now - grace
+    plan = []
+    for name, kind, named, mtime in leftovers:
+        stale = mtime < limit and (named is None or named < limit)
+        reason = f"{kind}, older than the {_hours(grace)} grace period" if stale else \
+            f"{kind}, younger than the {_hours(grace)} grace period: a writer may be at work"
+        plan.append(Decision(name, named, not stale, reason))
+    return plan
+
+
+def _hours(span: timedelta) -> str:
+    hours = span.total_seconds() / 3600
+    return f"{hours:g} h"

@@ -1,0 +1,207 @@
+"""The S3 store: backups under s3://{bucket}/{prefix}/, for when the machine is gone.
+
+Same three calls as LocalStore (list_names, read, write). boto3 is imported on
+first use only. The client never deletes: cloud history belongs to the bucket's
+own lifecycle rules, versioning or Object Lock.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import threading
+from typing import Any
+
+from .errors import CloudError, CloudUnavailable, IntegrityError, MissingDependency, UploadConflict
+
+log = logging.getLogger("backup_manager")
+
+# Bounded so a dead endpoint costs a trading run seconds, not minutes.
+DEFAULT_CLIENT_CONFIG: dict[str, Any] = {
+    "retries": {"mode": "standard", "total_max_attempts": 2},
+    "connect_timeout": 2,
+    "read_timeout": 3,
+}
+_RETRYABLE_CODES = {
+    "SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "Throttling",
+    "ThrottlingException", "RequestTimeTooSkewed", "BadDigest", "XAmzContentSHA256Mismatch",
+}
+_NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
+
+
+def import_boto3() -> Any:
+    try:
+        import boto3
+    except ImportError:
+        raise MissingDependency(
+            "cloud backup needs boto3, which is not installed: "
+            "pip install 'daliolite[s3]'  (or: pip install boto3)"
+        ) from None
+    return boto3
+
+
+class S3Store:
+    """Objects named `{prefix}/{name}` in one bucket. Names never contain '/'."""
+
+    def __init__(self, bucket: str, prefix: str = "dalio-lite-backups", *,
+                 endpoint_url: str | None = None, region: str | None = None,
+                 sse: str | None = None, kms_key_id: str | None = None,
+                 expected_owner: str | None = None,
+                 client_config: dict[str, Any] | None = None, client: Any = None):
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.endpoint_url = endpoint_url
+        self.region = region
+        self.client_config = {**DEFAULT_CLIENT_CONFIG, **(client_config or {})}
+        self._client = client
+        self._client_lock = threading.Lock()
+        self._owner = {"ExpectedBucketOwner": expected_owner} if expected_owner else {}
+        self._put_extra = dict(self._owner)
+        if sse:
+            self._put_extra["ServerSideEncryption"] = sse
+        if kms_key_id:
+            self._put_extra["SSEKMSKeyId"] = kms_key_id
+
+    def __repr__(self) -> str:
+        return f"S3Store({self.label!r})"
+
+    @property
+    def label(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+
+    @property
+    def client(self) -> Any:
+        """One client per store, made on first use; boto3 clients are thread-safe."""
+        with self._client_lock:
+            if self._client is None:
+                self._client = self._make_client()
+            return self._client
+
+    def _make_client(self) -> Any:
+        boto3 = import_boto3()
+        from botocore.config import Config
+
+        options = dict(self.client_config)
+        if self.endpoint_url:
+            # MinIO, R2, B2 and older stores reject the CRC32 trailers boto3 adds by default.
+            options.setdefault("request_checksum_calculation", "when_required")
+            options.setdefault("response_checksum_validation", "when_required")
+        return boto3.session.Session().client(
+            "s3", endpoint_url=self.endpoint_url, region_name=self.region,
+            config=Config(**options))
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}/{name}" if self.prefix else name
+
+    def list_names(self, prefix: str = "") -> list[str]:
+        """Names under the prefix; keys that would not be plain file names are ignored."""
+        start = self.key(prefix)
+        cut = len(self.key(""))
+        names = []
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=start, **self._owner)
+            for page in pages:
+                for obj in page.get("Contents", ()):
+                    name = obj["Key"][cut:]
+                    if _plain_name(name):
+                        names.append(name)
+        except Exception as exc:
+            raise translate_error(exc, f"listing {self.label}") from None
+        return names
+
+    def read(self, name: str) -> bytes | None:
+        """The object's bytes, checked against S3's stored checksum; None if missing."""
+        try:
+            reply = self.client.get_object(Bucket=self.bucket, Key=self.key(name),
+                                           ChecksumMode="ENABLED", **self._owner)
+            data = reply["Body"].read()
+        except Exception as exc:
+            if _error_code(exc) in _NOT_FOUND:
+                return None
+            if _is_checksum_error(exc):
+                raise IntegrityError(f"{self.label}/{name}: S3's stored checksum does not "
+                                     "match the downloaded bytes") from None
+            raise translate_error(exc, f"downloading {self.label}/{name}") from None
+        stored = reply.get("ChecksumSHA256")
+        if stored and "-" not in stored and stored != _b64_sha256(data):
+            raise IntegrityError(f"{self.label}/{name}: S3's stored checksum does not match")
+        return data
+
+    def stored_checksum(self, name: str) -> str | None:
+        """S3's stored SHA-256 (base64) of an object; None if missing or not recorded."""
+        try:
+            reply = self.client.head_object(Bucket=self.bucket, Key=self.key(name),
+                                            ChecksumMode="ENABLED", **self._owner)
+        except Exception as exc:
+            if _error_code(exc) in _NOT_FOUND:
+                return None
+            raise translate_error(exc, f"checking {self.label}/{name}") from None
+        return reply.get("ChecksumSHA256")
+
+    def write(self, name: str, data: bytes) -> None:
+        """Upload once; S3 verifies the SHA-256 on arrival and never overwrites a key."""
+        digest = _b64_sha256(data)
+        try:
+            self.client.put_object(
+                Bucket=self.bucket, Key=self.key(name), Body=data,
+                ChecksumAlgorithm="SHA256", ChecksumSHA256=digest, IfNoneMatch="*",
+                **self._put_extra)
+        except Exception as exc:
+            if _error_code(exc) not in ("PreconditionFailed", "412"):
+                raise translate_error(exc, f"uploading {self.label}/{name}") from None
+            self._check_existing(name, data, digest)
+
+    def _check_existing(self, name: str, data: bytes, digest: str) -> None:
+        stored = self.stored_checksum(name)
+        if stored is None or "-" in stored:
+            # A store that keeps no SHA-256: compare the bytes themselves.
+            if self.read(name) == data:
+                return
+        elif stored == digest:
+            return
+        raise UploadConflict(f"{self.label}/{name} exists with other content; not overwritten")
+
+
+def _plain_name(name: str) -> bool:
+    return bool(name) and "/" not in name and "\\" not in name and not name.startswith(".") \
+        and "\x00" not in name
+
+
+def _is_checksum_error(exc: Exception) -> bool:
+    from botocore.exceptions import FlexibleChecksumError
+
+    return isinstance(exc, FlexibleChecksumError)
+
+
+def _b64_sha256(data: bytes) -> str:
+    return base64.b64encode(hashlib.sha256(data).digest()).decode()
+
+
+def _error_code(exc: Exception) -> str | None:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return str(response.get("Error", {}).get("Code", "")) or None
+    return None
+
+
+def translate_error(exc: Exception, doing: str) -> CloudError:
+    """Map a botocore failure to CloudUnavailable (worth retrying) or CloudError."""
+    if isinstance(exc, CloudError):
+        return exc
+    code = _error_code(exc)
+    if code is not None:
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)  # type: ignore[attr-defined]
+        message = exc.response.get("Error", {}).get("Message", "")  # type: ignore[attr-defined]
+        kind = CloudUnavailable if status >= 500 or code in _RETRYABLE_CODES else CloudError
+        return kind(f"{doing}: {code} {message}".rstrip())
+    from botocore import exceptions as bx
+
+    if isinstance(exc, (bx.NoCredentialsError, bx.PartialCredentialsError)):
+        return CloudError(f"{doing}: no AWS credentials found; set AWS_ACCESS_KEY_ID and "
+                          "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or use an instance role")
+    if isinstance(exc, (bx.ConnectionError, bx.HTTPClientError, bx.IncompleteReadError,
+                        OSError)):
+        return CloudUnavailable(f"{doing}: {exc}")
+    return CloudError(f"{doing}: {type(exc).__name__}: {exc}")
