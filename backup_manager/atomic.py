@@ -43,8 +43,14 @@ def write_temp(folder: str | Path, final_name: str, data: bytes, *, mode: int = 
 
     O_EXCL|O_NOFOLLOW: a symlink planted at the temp name is never written through.
     """
-    tmp = os.path.join(folder, temp_name(final_name))
-    fd = os.open(tmp, _CREATE_NEW, 0o600)
+    for attempt in range(5):
+        tmp = os.path.join(folder, temp_name(final_name))
+        try:
+            fd = os.open(tmp, _CREATE_NEW, 0o600)
+            break
+        except FileExistsError:
+            if attempt == 4:
+                raise
     try:
         os.fchmod(fd, mode)
         view = memoryview(data)

@@ -90,7 +90,7 @@ def parse_any_backup_name(name: str) -> BackupName | None:
 def state_key(path: str | Path) -> tuple[str, str]:
     """The (stem, suffix) pair a state file's backups are named by."""
     p = Path(path)
-    if not p.name or p.name in (".", ".."):
+    if not p.name or p.name in (".", "..") or str(path).endswith("/"):
         raise ValueError(f"not a state file path: {str(path)!r}")
     if p.name.endswith(SIDECAR_SUFFIX):
         raise ValueError(f"state file name must not end in {SIDECAR_SUFFIX}: {p.name!r}")

@@ -1,0 +1,69 @@
+"""Shared fixtures: a project folder per test, state files, and a real S3 endpoint
+(moto's server over HTTP on 127.0.0.1, started once per session)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def rebalance_doc(when: datetime | None = None, **extra) -> bytes:
+    when = when or datetime.now(timezone.utc) - timedelta(days=1)
+    return json.dumps({"timestamp": when.isoformat(), **extra}).encode()
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """An empty project folder that is also the working directory."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "state").mkdir()
+    return tmp_path
+
+
+@pytest.fixture
+def state_file(project):
+    path = project / "state" / "last_rebalance.json"
+    path.write_bytes(rebalance_doc())
+    return path
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    """A moto S3 server on 127.0.0.1 with a random port; yields its endpoint URL."""
+    pytest.importorskip("moto.server")
+    from moto.server import ThreadedMotoServer
+
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def bucket(moto_server, request):
+    """A fresh, empty bucket on the moto server; yields (endpoint, bucket name)."""
+    import boto3
+
+    name = "t-" + request.node.name.lower().replace("_", "-").replace("[", "-")[:40].strip("-]")
+    name = "".join(c if c.isalnum() or c == "-" else "-" for c in name)
+    client = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")
+    existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
+    if name in existing:
+        for obj in client.list_objects_v2(Bucket=name).get("Contents", []):
+            client.delete_object(Bucket=name, Key=obj["Key"])
+    else:
+        client.create_bucket(Bucket=name)
+    return moto_server, name

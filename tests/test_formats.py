@@ -1,0 +1,165 @@
+"""Backup names, sidecars, timestamp prefixes and content rules."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from backup_manager import InvalidStateError, register_validator, validate_content
+from backup_manager.formats import (
+    check_timestamp_prefix,
+    format_backup_name,
+    parse_any_backup_name,
+    parse_backup_name,
+    parse_sidecar,
+    sidecar_text,
+    state_key,
+)
+
+WHEN = datetime(2026, 2, 17, 10, 30, 0, 123456, tzinfo=timezone.utc)
+
+
+def test_name_format_matches_design():
+    assert format_backup_name("last_rebalance", ".json", WHEN) == \
+        "last_rebalance_2026-02-17_10-30-00.123456Z.json"
+
+
+def test_name_from_other_zone_is_written_in_utc():
+    plus_two = WHEN.astimezone(timezone(timedelta(hours=2)))
+    assert format_backup_name("s", ".json", plus_two) == format_backup_name("s", ".json", WHEN)
+
+
+def test_name_round_trips():
+    name = format_backup_name("last_rebalance", ".json", WHEN)
+    parsed = parse_backup_name(name, "last_rebalance", ".json")
+    assert parsed.when == WHEN and not parsed.legacy
+
+
+@pytest.mark.parametrize("name", [
+    "last_rebalance_attempt_2026-02-17_10-30-00.123456Z.json",
+    "last_rebalance_2026-02-17_10-30-00.123456Z.json.sha256",
+    "last_rebalance_2026-02-17_10-30-00.123456Z.txt",
+    "last_rebalance_2026-13-17_10-30-00.123456Z.json",
+    "last_rebalance_2026-02-17_10-30-00.1234Z.json",
+    "last_rebalance_*.json",
+    ".last_rebalance_2026-02-17_10-30-00.123456Z.json.tmp-abcd",
+])
+def test_names_of_other_files_do_not_parse(name):
+    assert parse_backup_name(name, "last_rebalance", ".json") is None
+
+
+def test_legacy_names_are_local_time(monkeypatch):
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    try:
+        parsed = parse_backup_name("last_rebalance_2026-02-17_10-30-00.json",
+                                   "last_rebalance", ".json")
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert parsed.legacy
+    assert parsed.when == datetime(2026, 2, 17, 1, 30, tzinfo=timezone.utc)
+
+
+@pytest.mark.parametrize("name,stem,suffix", [
+    ("a_b_2026-02-17_10-30-00.123456Z.json", "a_b", ".json"),
+    ("a_2026-02-17_10-30-00.json", "a", ".json"),
+    ("noext_2026-02-17_10-30-00.123456Z", "noext", ""),
+    ("my file [1]_2026-02-17_10-30-00.123456Z.yaml", "my file [1]", ".yaml"),
+])
+def test_any_name_finds_its_stem(name, stem, suffix):
+    parsed = parse_any_backup_name(name)
+    assert (parsed.stem, parsed.suffix) == (stem, suffix)
+
+
+def test_sidecar_is_sha256sum_format():
+    text = sidecar_text("ab" * 32, "x.json")
+    assert text == f"{'ab' * 32}  x.json\n".encode()
+    assert parse_sidecar(text, "x.json") == "ab" * 32
+
+
+@pytest.mark.parametrize("text,problem", [
+    (b"", "empty"),
+    (b"abc  x.json\n", "form"),
+    (("ab" * 32 + "  y.json\n").encode(), "names 'y.json'"),
+    (b"\xff\xfe", "not text"),
+])
+def test_malformed_sidecars_are_refused(text, problem):
+    with pytest.raises(ValueError, match=problem):
+        parse_sidecar(text, "x.json")
+
+
+@pytest.mark.parametrize("prefix", ["2026-02-17_10-30-00", "2026-02-17", "2026",
+                                    "2026-02-17_10-30-00.1Z"])
+def test_timestamp_prefixes_accepted(prefix):
+    assert check_timestamp_prefix(prefix) == prefix
+
+
+@pytest.mark.parametrize("prefix", ["*", "2026-02-1[0-9]", "../x", "a/b", "", "2026?", " 2026",
+                                    "2026\x00"])
+def test_timestamp_prefixes_refused(prefix):
+    with pytest.raises(ValueError, match="not a timestamp prefix"):
+        check_timestamp_prefix(prefix)
+
+
+@pytest.mark.parametrize("path", ["state/", "", "x.sha256"])
+def test_state_key_refuses_non_files(path):
+    with pytest.raises(ValueError):
+        state_key(path)
+
+
+def _doc(**kw):
+    return json.dumps(kw).encode()
+
+
+NOW = datetime.now(timezone.utc)
+INVALID = [
+    ("truncated", "last_rebalance.json", b'{"timestamp": "2026-02-1'),
+    ("empty", "last_rebalance.json", b""),
+    ("nul bytes", "paper_account.json", b"\x00\x00\x00"),
+    ("a list", "paper_account.json", b"[1, 2]"),
+    ("a string", "paper_account.json", b'"x"'),
+    ("no timestamp", "last_rebalance.json", _doc(when="2026-01-01")),
+    ("timestamp not text", "last_rebalance.json", _doc(timestamp=1234)),
+    ("timestamp not ISO", "last_rebalance.json", _doc(timestamp="yesterday")),
+    ("timestamp in the future", "last_rebalance.json",
+     _doc(timestamp=(NOW + timedelta(hours=1)).isoformat())),
+    ("not UTF-8", "paper_account.json", b'{"a": "\xff"}'),
+    ("deep nesting", "paper_account.json", b"[" * 100000 + b"]" * 100000),
+]
+
+
+@pytest.mark.parametrize("file_name,data", [c[1:] for c in INVALID], ids=[c[0] for c in INVALID])
+def test_invalid_content_is_refused(file_name, data):
+    with pytest.raises(InvalidStateError, match=file_name):
+        validate_content(file_name, data)
+
+
+VALID = [
+    ("utc", "last_rebalance.json", _doc(timestamp="2026-02-17T10:30:00+00:00")),
+    ("z suffix", "last_rebalance.json", _doc(timestamp="2026-02-17T10:30:00Z")),
+    ("legacy naive", "last_rebalance.json", _doc(timestamp="2026-02-17T10:30:00")),
+    ("within clock skew", "last_rebalance.json",
+     _doc(timestamp=(NOW + timedelta(minutes=2)).isoformat())),
+    ("any object", "paper_account.json", _doc(cash=1.5)),
+    ("not json at all", "notes.txt", b"\x00anything"),
+]
+
+
+@pytest.mark.parametrize("file_name,data", [c[1:] for c in VALID], ids=[c[0] for c in VALID])
+def test_valid_content_passes(file_name, data):
+    validate_content(file_name, data)
+
+
+def test_registered_rule_applies_to_that_file_only():
+    def needs_cash(doc):
+        if "cash" not in doc:
+            raise InvalidStateError("cash is missing")
+
+    register_validator("custom_rule_test.json", needs_cash)
+    with pytest.raises(InvalidStateError, match="cash is missing"):
+        validate_content("custom_rule_test.json", b"{}")
+    validate_content("other.json", b"{}")
