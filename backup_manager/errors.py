@@ -20,11 +20,18 @@ class IntegrityError(BackupError):
 
 
 class NoValidBackupError(BackupError):
-    """No complete, verified, valid backup exists; `tried` lists each candidate and why."""
+    """No complete, verified, valid backup exists; `tried` lists each candidate and why.
 
-    def __init__(self, message: str, tried: list[tuple[str, str]] | None = None):
+    `found` counts backups that exist but failed; `unreachable` names the stores
+    (S3) that could not be asked: both are evidence that the state once existed.
+    """
+
+    def __init__(self, message: str, tried: list[tuple[str, str]] | None = None,
+                 found: int = 0, unreachable: list[str] | None = None):
         super().__init__(message)
         self.tried = list(tried or [])
+        self.found = found
+        self.unreachable = list(unreachable or [])
 
 
 class LockTimeout(BackupError, TimeoutError):

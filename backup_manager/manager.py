@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .atomic import atomic_write, file_lock
+from .atomic import atomic_write, file_lock, fsync_dir
 from .config import backup_options, load_config_file, number
 from .errors import (
     BackupError,
@@ -106,6 +106,20 @@ class StateFileGroup:
 
     backups: list[tuple[BackupName, bool]]  # (name, has sidecar), newest first
     orphans: list[str]
+
+
+@dataclass
+class _Search:
+    """What a restore looked at: for the error message and for start-up evidence."""
+
+    tried: list[tuple[str, str]] = field(default_factory=list)
+    found: int = 0
+    unreachable: list[str] = field(default_factory=list)
+
+    def cannot_ask(self, location: str, store: Any, why: str) -> None:
+        self.tried.append((store.label, why))
+        if location == CLOUD_TARGET:
+            self.unreachable.append(store.label)
 
 
 @dataclass
@@ -248,17 +262,19 @@ class BackupManager:
             raise ValueError(f"source must be auto, local or cloud, got {source!r}")
         path = Path(state_file_path)
         key = state_key(path)
-        tried: list[tuple[str, str]] = []
-        for location, store in self._sources(source, tried):
-            found = self._newest_valid(store, location, key, path.name, prefix, tried)
+        search = _Search()
+        for location, store in self._sources(source):
+            found = self._newest_valid(store, location, key, path.name, prefix, search)
             if found is not None:
                 backup, data = found
-                return self._install(path, location, store, backup, data, dry_run, tried)
+                return self._install(path, location, store, backup, data, dry_run,
+                                     search.tried)
         wanted = f" with a timestamp starting {prefix!r}" if prefix else ""
         raise NoValidBackupError(
-            f"no valid backup of {path}{wanted} ({_summary(tried)})", tried)
+            f"no valid backup of {path}{wanted} ({_summary(search.tried)})",
+            search.tried, found=search.found, unreachable=search.unreachable)
 
-    def _sources(self, source: str, tried: list[tuple[str, str]]) -> Iterator[tuple[str, Any]]:
+    def _sources(self, source: str) -> Iterator[tuple[str, Any]]:
         if source in ("auto", "local"):
             yield "local", self.store
             yield from self.mirrors.items()
@@ -268,38 +284,37 @@ class BackupManager:
                     raise ConfigError("restore from the cloud needs backup.cloud_enabled "
                                       "and backup.s3_bucket")
                 return
-            if CLOUD_TARGET in self._unreachable:
-                tried.append((self.cloud.label, "not asked again: "
-                              + self._unreachable[CLOUD_TARGET]))
-                return
             yield CLOUD_TARGET, self.cloud
 
     def _newest_valid(self, store: Any, location: str, key: tuple[str, str], file_name: str,
-                      prefix: str | None, tried: list[tuple[str, str]]
-                      ) -> tuple[BackupName, bytes] | None:
+                      prefix: str | None, search: _Search) -> tuple[BackupName, bytes] | None:
+        if location in self._unreachable:
+            search.cannot_ask(location, store, "not asked again: " + self._unreachable[location])
+            return None
         try:
             group = self._group(store, key)
         except (CloudError, OSError) as exc:
             self._note_unreachable(location, exc)
-            tried.append((store.label, f"cannot list: {exc}"))
+            search.cannot_ask(location, store, f"cannot list: {exc}")
             return None
         for backup, _complete in group.backups:
             if prefix and not backup.stamp.startswith(prefix):
                 continue
+            search.found += 1
             try:
                 data = fetch_verified(store, backup.name)
                 validate_content(file_name, data)
             except (IntegrityError, InvalidStateError) as exc:
                 log.warning("skipping backup %s in %s: %s", backup.name, store.label, exc)
-                tried.append((f"{store.label}/{backup.name}", str(exc)))
+                search.tried.append((f"{store.label}/{backup.name}", str(exc)))
                 continue
             except (CloudError, OSError) as exc:
                 self._note_unreachable(location, exc)
-                tried.append((f"{store.label}/{backup.name}", f"cannot read: {exc}"))
+                search.cannot_ask(location, store, f"cannot read {backup.name}: {exc}")
                 return None
             return backup, data
         if not group.backups:
-            tried.append((store.label, "no backups"))
+            search.tried.append((store.label, "no backups"))
         return None
 
     def _install(self, path: Path, location: str, store: Any, backup: BackupName, data: bytes,
@@ -350,6 +365,35 @@ class BackupManager:
             self.store.write(name + SIDECAR_SUFFIX, sidecar)
         except (UploadConflict, OSError) as exc:
             log.error("could not put %s back into %s: %s", name, self.backup_dir, exc)
+
+    def quarantine(self, state_file_path: str | Path) -> list[str]:
+        """Move every local backup of one state file, and the live file if invalid,
+        into backups/corrupt/: a deliberate fresh start, never a deletion."""
+        path = Path(state_file_path)
+        key = state_key(path)
+        moved = []
+        with self._locked():
+            corrupt = self.backup_dir / CORRUPT_DIR
+            try:
+                corrupt.mkdir(mode=0o700, exist_ok=True)
+                group = self._group(self.store, key)
+                names = [n for b, _ in group.backups for n in (b.name + SIDECAR_SUFFIX, b.name)]
+                for name in names + group.orphans:
+                    if self.store.read(name) is not None:
+                        os.replace(self.backup_dir / name, corrupt / name)
+                        moved.append(f"{CORRUPT_DIR}/{name}")
+                live = _read_live(path)
+                if live is not None and not _is_valid(path.name, live):
+                    moved.append(self._keep_replaced(path, live))
+                    path.unlink()
+                if self.durable:
+                    fsync_dir(corrupt)
+                    fsync_dir(self.backup_dir)
+            except OSError as exc:
+                raise storage_error(exc, f"cannot move backups of {path} aside") from None
+        for name in moved:
+            log.warning("moved %s aside for a fresh start of %s", name, path)
+        return moved
 
     # --- listing and verification ------------------------------------------
 
