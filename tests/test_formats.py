@@ -119,16 +119,16 @@ NOW = datetime.now(timezone.utc)
 INVALID = [
     ("truncated", "last_rebalance.json", b'{"timestamp": "2026-02-1'),
     ("empty", "last_rebalance.json", b""),
-    ("nul bytes", "paper_account.json", b"\x00\x00\x00"),
-    ("a list", "paper_account.json", b"[1, 2]"),
-    ("a string", "paper_account.json", b'"x"'),
+    ("nul bytes", "settings.json", b"\x00\x00\x00"),
+    ("a list", "settings.json", b"[1, 2]"),
+    ("a string", "settings.json", b'"x"'),
     ("no timestamp", "last_rebalance.json", _doc(when="2026-01-01")),
     ("timestamp not text", "last_rebalance.json", _doc(timestamp=1234)),
     ("timestamp not ISO", "last_rebalance.json", _doc(timestamp="yesterday")),
     ("timestamp in the future", "last_rebalance.json",
      _doc(timestamp=(NOW + timedelta(hours=1)).isoformat())),
-    ("not UTF-8", "paper_account.json", b'{"a": "\xff"}'),
-    ("deep nesting", "paper_account.json", b"[" * 100000 + b"]" * 100000),
+    ("not UTF-8", "settings.json", b'{"a": "\xff"}'),
+    ("deep nesting", "settings.json", b"[" * 100000 + b"]" * 100000),
 ]
 
 
@@ -144,7 +144,7 @@ VALID = [
     ("legacy naive", "last_rebalance.json", _doc(timestamp="2026-02-17T10:30:00")),
     ("within clock skew", "last_rebalance.json",
      _doc(timestamp=(NOW + timedelta(minutes=2)).isoformat())),
-    ("any object", "paper_account.json", _doc(cash=1.5)),
+    ("any object", "settings.json", _doc(cash=1.5)),
     ("not json at all", "notes.txt", b"\x00anything"),
 ]
 
