@@ -341,7 +341,7 @@ class BackupManager:
                 atomic_write(path, data, durable=self.durable, mode=_backup_mode(store, backup))
             except OSError as exc:
                 raise storage_error(exc, f"cannot restore {path}") from None
-        log.warning("restored %s from %s (%s)", path, backup.name, store.label)
+        log.info("restored %s from %s (%s)", path, backup.name, store.label)
         return RestoreResult(**result, replaced=replaced, kept_as=kept_as)
 
     def _keep_replaced(self, path: Path, live: bytes) -> str:
@@ -403,6 +403,10 @@ class BackupManager:
         return [BackupInfo(b.name, self.backup_dir / b.name, b.when,
                            self.store.size(b.name), complete)
                 for b, complete in group.backups]
+
+    def backed_up_files(self) -> list[str]:
+        """File names (stem + suffix) of every state file with backups in backups/."""
+        return sorted(stem + suffix for stem, suffix in _group_names(self.store.scan()[0], None))
 
     def verify(self, state_file_path: str | Path | None = None, *,
                cloud: bool = False) -> VerifyReport:

@@ -1,0 +1,393 @@
+"""The operator's command line: python -m backup_manager [--config PATH] [--json] COMMAND.
+
+Exit codes: 0 ok; 1 a check failed or nothing valid to restore; 2 usage or
+configuration error. Expected errors print one line naming the problem and the
+fix, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .errors import BackupError, ConfigError, NoValidBackupError
+from .formats import state_key
+from .manager import CLOUD_TARGET, BackupManager, fetch_verified
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+log = logging.getLogger("backup_manager")
+
+
+class UsageError(Exception):
+    """A command line that cannot be carried out as given."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m backup_manager",
+        description="DalioLite state backups: list, back up, restore, verify, prune, "
+                    "check health, sync to the cloud and rehearse disaster recovery.")
+    p.add_argument("--config", help="config.yaml to read (default: ./config.yaml if present)")
+    p.add_argument("--backup-dir", help="backups folder (overrides the config)")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    c = sub.add_parser("list", help="backups per state file")
+    c.add_argument("state_file", nargs="?")
+    c = sub.add_parser("backup", help="back up state files now")
+    c.add_argument("state_files", nargs="+", metavar="STATE_FILE")
+    c = sub.add_parser("restore", help="restore a state file from its newest valid backup")
+    c.add_argument("state_file")
+    c.add_argument("--timestamp", help="newest backup whose timestamp starts with this")
+    c.add_argument("--from", dest="source", choices=("auto", "local", "cloud"), default="auto")
+    c.add_argument("--dry-run", action="store_true", help="show what would happen")
+    c.add_argument("--yes", action="store_true", help="replace a valid state without asking")
+    c = sub.add_parser("verify", help="check every backup; exit 1 on any problem")
+    c.add_argument("--cloud", action="store_true", help="also check the copies in S3")
+    c = sub.add_parser("prune", help="apply the retention plan")
+    c.add_argument("--dry-run", action="store_true", help="show the plan, delete nothing")
+    c = sub.add_parser("status", help="backup health for cron and monitors")
+    c.add_argument("--max-age-hours", type=float, metavar="H",
+                   help="exit 1 when the newest valid backup or a pending upload is older")
+    sub.add_parser("sync", help="upload every pending copy now")
+    c = sub.add_parser("drill", help="rehearse recovery into a temporary folder")
+    c.add_argument("--cloud", action="store_true", help="recover from S3 alone")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s: %(message)s", stream=sys.stderr)
+    try:
+        manager, config = open_manager(args)
+        return COMMANDS[args.command](manager, args, config)
+    except (UsageError, ConfigError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except BackupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def open_manager(args: argparse.Namespace) -> tuple[BackupManager, dict[str, Any]]:
+    config_path = args.config or ("config.yaml" if os.path.exists("config.yaml") else None)
+    config: dict[str, Any] = {}
+    overrides = {"backup_dir": Path(args.backup_dir)} if args.backup_dir else {}
+    if config_path is None:
+        return BackupManager(**overrides), {}
+    if not os.path.isfile(config_path):
+        raise UsageError(f"config file {config_path} does not exist")
+    from .config import load_config_file
+
+    config = load_config_file(config_path)
+    config["_base"] = Path(config_path).resolve().parent
+    return BackupManager.from_config(
+        {k: v for k, v in config.items() if k == "backup"}, base_dir=config["_base"],
+        **overrides), config
+
+
+def emit(args: argparse.Namespace, doc: Any, lines: list[str]) -> None:
+    if args.json:
+        json.dump(doc, sys.stdout, indent=2, default=str)
+        sys.stdout.write("\n")
+    else:
+        for line in lines:
+            print(line)
+
+
+def table(rows: list[list[str]], header: list[str]) -> list[str]:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return [fmt.format(*header).rstrip()] + [fmt.format(*map(str, r)).rstrip() for r in rows]
+
+
+def age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= 2 * size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def state_files(manager: BackupManager, given: str | None = None) -> list[Path]:
+    """The state files a command covers: the one given, the configured ones, or every
+    state file with backups in the folder."""
+    if given:
+        return [Path(given)]
+    if manager.state_files:
+        return list(manager.state_files)
+    return [Path(name) for name in manager.backed_up_files()]
+
+
+# --- commands -----------------------------------------------------------------------
+
+
+def cmd_list(manager: BackupManager, args: argparse.Namespace, config: dict) -> int:
+    now = datetime.now(timezone.utc)
+    remote, pending = _cloud_view(manager)
+    doc, lines = [], []
+    for path in state_files(manager, args.state_file):
+        rows, entries = [], []
+        for info in manager.list_backups(path):
+            health = _health(manager, info)
+            cloud = "-" if manager.cloud is None else (
+                "pending" if info.name in pending else
+                "unknown" if remote is None else
+                "uploaded" if info.name in remote else "missing")
+            entries.append({"name": info.name, "time": info.timestamp.isoformat(),
+                            "age_seconds": (now - info.timestamp).total_seconds(),
+                            "size": info.size, "status": health, "cloud": cloud})
+            rows.append([info.name, f"{info.timestamp:%Y-%m-%d %H:%M:%S}",
+                         age((now - info.timestamp).total_seconds()), info.size, health, cloud])
+        doc.append({"state_file": str(path), "backups": entries})
+        lines.append(f"{path}: {len(rows)} backup(s) in {manager.backup_dir}")
+        if rows:
+            lines += ["  " + ln for ln in table(rows, ["NAME", "TIME (UTC)", "AGE", "SIZE",
+                                                       "STATUS", "CLOUD"])]
+    emit(args, doc, lines or [f"no backups in {manager.backup_dir}"])
+    return EXIT_OK
+
+
+def _health(manager: BackupManager, info: Any) -> str:
+    if not info.complete:
+        return "incomplete"
+    try:
+        fetch_verified(manager.store, info.name)
+    except BackupError:
+        return "damaged"
+    return "ok"
+
+
+def _cloud_view(manager: BackupManager) -> tuple[set[str] | None, set[str]]:
+    if manager.cloud is None:
+        return None, set()
+    pending = {c.name for c in manager.outbox.pending(CLOUD_TARGET)}
+    try:
+        return set(manager.cloud.list_names("")), pending
+    except BackupError as exc:
+        log.warning("cannot list the cloud: %s", exc)
+        return None, pending
+
+
+def cmd_backup(manager: BackupManager, args: argparse.Namespace, config: dict) -> int:
+    made, lines, failed = [], [], False
+    for name in args.state_files:
+        try:
+            path = manager.backup_state_file(name)
+        except BackupError as exc:
+            lines.append(f"{name}: FAILED: {exc}")
+            made.append({"state_file": name, "backup": None, "error": str(exc)})
+            failed = True
+            continue
+        if path is None:
+            lines.append(f"{name}: FAILED: the file does not exist")
+            made.append({"state_file": name, "backup": None, "error": "does not exist"})
+            failed = True
+        else:
+            lines.append(f"{name}: {path.name}")
+            made.append({"state_file": name, "backup": path.name, "error": None})
+    emit(args, made, lines)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def cmd_restore(manager: BackupManager, args: argparse.Namespace, config: dict) -> int:
+    path = Path(args.state_file)
+    try:
+        plan = manager.restore(path, timestamp=args.timestamp, source=args.source, dry_run=True)
+    except NoValidBackupError as exc:
+        emit(args, {"state_file": str(path), "restored": False, "error": str(exc)},
+             [f"error: {exc}"])
+        return EXIT_FAILED
+    replaces = {None: "nothing (the file is missing)",
+                "valid": "a valid file, which will be kept as a backup",
+                "invalid": "an invalid file, which will be kept under backups/corrupt/"}
+    facts = {"state_file": str(path), "backup": plan.name, "source": plan.location,
+             "time": plan.timestamp.isoformat(), "replaces": plan.replaced,
+             "changed": plan.changed, "dry_run": args.dry_run, "restored": False}
+    lines = [f"backup:   {plan.name} ({plan.location}, {plan.timestamp:%Y-%m-%d %H:%M:%S} UTC)",
+             f"replaces: {replaces[plan.replaced]}" if plan.changed else
+             "replaces: nothing: the file already holds this backup"]
+    if not plan.changed or args.dry_run:
+        emit(args, facts, lines + ([] if plan.changed else ["nothing to do"]))
+        return EXIT_OK
+    if plan.replaced == "valid" and not args.yes and not _confirm(path, lines, args):
+        return EXIT_USAGE
+    result = manager.restore(path, timestamp=args.timestamp, source=args.source)
+    facts.update(restored=True, backup=result.name, kept_as=result.kept_as)
+    lines.append(f"restored {path} from {result.name}" +
+                 (f"; the replaced file is kept as {result.kept_as}" if result.kept_as else ""))
+    emit(args, facts, lines)
+    return EXIT_OK
+
+
+def _confirm(path: Path, lines: list[str], args: argparse.Namespace) -> bool:
+    if not sys.stdin.isatty():
+        print(f"error: {path} holds a valid state; refusing to replace it without "
+              "confirmation: add --yes", file=sys.stderr)
+        return False
+    for line in lines:
+        print(line)
+    answer = input(f"Replace {path}? [y/N] ").strip().lower()
+    if answer not in ("y", "yes"):
+        print("not restored", file=sys.stderr)
+        return False
+    return True
+
+
+def cmd_verify(manager: BackupManager, args: argparse.Namespace, config: dict) -> int:
+    report = manager.verify(cloud=args.cloud)
+    doc = {"ok": report.ok, "checked": len(report.items),
+           "problems": [asdict(i) for i in report.problems]}
+    lines = [f"checked {len(report.items)} file(s): "
+             + ("all ok" if report.ok else f"{len(report.problems)} problem(s)")]
+    lines += [f"  {i.status}: {i.location}/{i.name}" + (f" ({i.detail})" if i.detail else "")
+              for i in report.problems]
+    emit(args, doc, lines)
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def cmd_prune(manager: BackupManager, args: argparse.Namespace, config: dict) -> int:
+    plan = manager.prune(dry_run=args.dry_run)
+    doc = {"dry_run": args.dry_run, "decisions": [
+        {"name": d.name, "keep": d.keep, "reason": d.reason} for d in plan]}
+    rows = [["keep" if d.keep else ("would remove" if args.dry_run else "removed"), d.name,
+             d.reason] for d in plan]
+    removed = sum(not d.keep for d in plan)
+    lines = (table(rows, ["ACTION", "NAME", "REASON"]) if rows else []) + [
+        f"{removed} file(s) {'would be ' if args.dry_run else ''}removed, "
+        f"{len(plan) - removed} kept"]
+    emit(args, doc, lines)
+    return EXIT_OK
+
+
+def cmd_status(manager: BackupManager, args: argparse.Namespace, config: dict) -> int:
+    if args.max_age_hours is not None and not args.max_age_hours > 0:
+        raise UsageError(f"--max-age-hours must be a number > 0, got {args.max_age_hours}")
+    doc = manager.status()
+    doc["last_backup_error"] = _host_backup_error(config)
+    problems = _status_problems(doc, args.max_age_hours)
+    doc["ok"], doc["problems"] = not problems, problems
+    rows = [[s["state_file"], s["newest_valid"] or "NONE", age(s["newest_valid_age_seconds"]),
+             f"{s['complete']}/{s['backups']}"] for s in doc["state_files"]]
+    lines = table(rows, ["STATE FILE", "NEWEST VALID BACKUP", "AGE", "COMPLETE/ALL"])
+    lines.append(f"disk use: {doc['disk_bytes']} bytes in {doc['backup_dir']}")
+    for t in doc["targets"]:
+        lines.append(f"copies to {t['target']}: {t['pending']} pending"
+                     + (f" (oldest {age(t['oldest_pending_age_seconds'])})" if t["pending"]
+                        else "") + (f", {t['conflicts']} conflict(s)" if t["conflicts"] else "")
+                     + f", last success {t['last_success'] or 'never'}"
+                     + (f", last error: {t['last_error']}" if t["last_error"] else ""))
+    if doc["last_backup_error"]:
+        lines.append(f"last backup error recorded by DalioLite: {doc['last_backup_error']}")
+    lines.append("status: OK" if not problems else "status: PROBLEM: " + "; ".join(problems))
+    emit(args, doc, lines)
+    return EXIT_OK if not problems else EXIT_FAILED
+
+
+def _status_problems(doc: dict, max_age_hours: float | None) -> list[str]:
+    limit = max_age_hours * 3600 if max_age_hours is not None else None
+    problems = []
+    if not doc["state_files"]:
+        problems.append("no state files configured and no backups found")
+    for s in doc["state_files"]:
+        if s["newest_valid"] is None:
+            problems.append(f"{s['state_file']} has no valid backup")
+        elif limit is not None and s["newest_valid_age_seconds"] > limit:
+            problems.append(f"{s['state_file']}: newest valid backup is "
+                            f"{age(s['newest_valid_age_seconds'])} old")
+    for t in doc["targets"]:
+        if t["conflicts"]:
+            problems.append(f"{t['conflicts']} conflicting copy(ies) to {t['target']}")
+        oldest = t["oldest_pending_age_seconds"]
+        if limit is not None and oldest is not None and oldest > limit:
+            problems.append(f"copies to {t['target']} pending for {age(oldest)}")
+    return problems
+
+
+def _host_backup_error(config: dict) -> str | None:
+    base = config.get("_base", Path.cwd())
+    state_dir = (config.get("state") or {}).get("dir", "state")
+    try:
+        doc = json.loads((Path(base) / state_dir / "autopilot_status.json").read_bytes())
+        return doc.get("last_backup_error") if isinstance(doc, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def cmd_sync(manager: BackupManager, args: argparse.Namespace, config: dict) -> int:
+    def progress(done: int, total: int) -> None:
+        if total > 3 and not args.json:
+            print(f"\rsent {done}/{total}", end="" if done < total else "\n", file=sys.stderr)
+
+    result = manager.sync(progress=progress)
+    doc = {"copied": result.copied, "pending": result.pending, "errors": result.errors}
+    lines = [f"copied {result.copied}, pending {result.pending}"]
+    lines += [f"  error: {e}" for e in result.errors]
+    emit(args, doc, lines)
+    return EXIT_OK if result.pending == 0 and not result.errors else EXIT_FAILED
+
+
+def cmd_drill(manager: BackupManager, args: argparse.Namespace, config: dict) -> int:
+    if args.cloud and manager.cloud is None:
+        raise UsageError("drill --cloud needs backup.cloud_enabled and backup.s3_bucket")
+    targets = state_files(manager)
+    rows, doc = [], []
+    with tempfile.TemporaryDirectory(prefix="dalio-drill-") as scratch:
+        source = manager
+        if args.cloud:
+            # A new machine: no backups/ at all, only the bucket.
+            source = _fresh_machine(manager, Path(scratch) / "backups")
+        for path in targets:
+            doc.append(_drill_one(source, path, Path(scratch), "cloud" if args.cloud else "local"))
+            d = doc[-1]
+            rows.append([str(path), d["backup"] or "-", d["source"] or "-",
+                         f"{d['seconds'] * 1000:.0f} ms", "ok" if d["ok"] else "FAILED"])
+    failed = [d for d in doc if not d["ok"]]
+    lines = table(rows, ["STATE FILE", "BACKUP", "SOURCE", "TIME TO RECOVER", "RESULT"]) + [
+        f"  {d['state_file']}: {d['error']}" for d in failed] + [
+        "drill: every state file can be recovered" if not failed
+        else f"drill: {len(failed)} state file(s) cannot be recovered"]
+    emit(args, {"ok": not failed, "state_files": doc}, lines if targets else
+         ["drill: no state files configured and no backups found"])
+    return EXIT_OK if targets and not failed else EXIT_FAILED
+
+
+def _fresh_machine(manager: BackupManager, backup_dir: Path) -> BackupManager:
+    fresh = BackupManager(backup_dir, durable=False)
+    fresh.cloud = manager.cloud  # the same bucket and client, nothing else
+    return fresh
+
+
+def _drill_one(manager: BackupManager, path: Path, scratch: Path, source: str) -> dict:
+    key = state_key(path)
+    target = scratch / "state" / (key[0] + key[1])
+    start = time.perf_counter()
+    try:
+        result = manager.restore(target, source=source)
+        ok, error, name, where = True, None, result.name, result.location
+    except BackupError as exc:
+        ok, error, name, where = False, str(exc), None, None
+    return {"state_file": str(path), "ok": ok, "backup": name, "source": where,
+            "seconds": time.perf_counter() - start, "error": error}
+
+
+COMMANDS = {"list": cmd_list, "backup": cmd_backup, "restore": cmd_restore, "verify": cmd_verify,
+            "prune": cmd_prune, "status": cmd_status, "sync": cmd_sync, "drill": cmd_drill}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,273 @@
+"""The operator command line, run as a real process: python -m backup_manager."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ROOT, rebalance_doc
+
+from backup_manager.formats import format_backup_name
+
+
+def cli(folder, *args, stdin=subprocess.DEVNULL):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "backup_manager", *args], cwd=folder,
+                          capture_output=True, text=True, env=env, stdin=stdin, timeout=120)
+
+
+@pytest.fixture
+def healthy(project):
+    for name in ("last_rebalance.json", "paper_account.json"):
+        doc = rebalance_doc() if name == "last_rebalance.json" else b'{"cash": 1.0}'
+        (project / "state" / name).write_bytes(doc)
+        assert cli(project, "backup", f"state/{name}").returncode == 0
+    return project
+
+
+def snapshot(folder):
+    return {p: p.read_bytes() for p in Path(folder).rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("args", [["list"], ["list", "state/last_rebalance.json"],
+                                  ["backup", "state/last_rebalance.json"], ["verify"],
+                                  ["prune"], ["prune", "--dry-run"], ["status"], ["sync"],
+                                  ["drill"], ["restore", "state/last_rebalance.json"]])
+def test_every_command_exits_0_on_a_healthy_folder(healthy, args):
+    proc = cli(healthy, *args)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("args", [["list"], ["verify"], ["prune", "--dry-run"], ["status"],
+                                  ["drill"], ["backup", "state/last_rebalance.json"],
+                                  ["restore", "state/last_rebalance.json", "--dry-run"],
+                                  ["sync"]])
+def test_json_output_parses(healthy, args):
+    proc = cli(healthy, "--json", *args)
+    assert proc.returncode == 0, proc.stderr
+    json.loads(proc.stdout)
+
+
+def test_list_shows_status_per_backup(healthy):
+    names = sorted((healthy / "backups").glob("last_rebalance_*.json"))
+    names[0].with_name(names[0].name + ".sha256").unlink()
+    out = cli(healthy, "list", "state/last_rebalance.json").stdout
+    assert "incomplete" in out and names[0].name in out
+
+
+def test_backup_prints_new_names(healthy):
+    proc = cli(healthy, "backup", "state/last_rebalance.json", "state/paper_account.json")
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("state/last_rebalance.json: last_rebalance_")
+    assert lines[1].startswith("state/paper_account.json: paper_account_")
+
+
+def test_backup_of_invalid_or_missing_file_fails_clearly(healthy):
+    (healthy / "state" / "last_rebalance.json").write_text("{oops")
+    proc = cli(healthy, "backup", "state/last_rebalance.json", "state/missing.json")
+    assert proc.returncode == 1
+    assert "not valid JSON" in proc.stdout and "does not exist" in proc.stdout
+
+
+def test_verify_and_status_name_the_damaged_file(healthy):
+    for path in (healthy / "backups").glob("last_rebalance_*.json"):
+        path.write_bytes(b"{}")
+    verify = cli(healthy, "verify")
+    assert verify.returncode == 1
+    damaged = next((healthy / "backups").glob("last_rebalance_*.json")).name
+    assert f"checksum mismatch: backups/{damaged}" in verify.stdout
+    status = cli(healthy, "status")
+    assert status.returncode == 1
+    assert "last_rebalance.json has no valid backup" in status.stdout
+
+
+def test_drill_fails_only_when_a_file_cannot_be_recovered(healthy):
+    newest = sorted((healthy / "backups").glob("last_rebalance_*.json"))[-1]
+    older = rebalance_doc(n="older")
+    name = format_backup_name("last_rebalance", ".json",
+                              datetime.now(timezone.utc) - timedelta(days=1))
+    (healthy / "backups" / name).write_bytes(older)
+    (healthy / "backups" / (name + ".sha256")).write_text(
+        f"{hashlib.sha256(older).hexdigest()}  {name}\n")
+    newest.write_bytes(b"{}")
+    partly = cli(healthy, "drill")
+    assert partly.returncode == 0, partly.stdout + partly.stderr
+    assert name in partly.stdout
+    (healthy / "backups" / name).write_bytes(b"{}")
+    broken = cli(healthy, "drill")
+    assert broken.returncode == 1
+    assert "cannot be recovered" in broken.stdout
+
+
+def test_drill_changes_nothing_live(healthy):
+    before = snapshot(healthy / "state")
+    backups_before = {p.name for p in (healthy / "backups").iterdir()}
+    assert cli(healthy, "drill").returncode == 0
+    assert snapshot(healthy / "state") == before
+    assert {p.name for p in (healthy / "backups").iterdir()} == backups_before
+
+
+def test_restore_dry_run_changes_no_byte(healthy):
+    (healthy / "state" / "last_rebalance.json").write_bytes(b"garbage")
+    before = snapshot(healthy)
+    proc = cli(healthy, "restore", "state/last_rebalance.json", "--dry-run")
+    assert proc.returncode == 0
+    assert "an invalid file" in proc.stdout
+    assert snapshot(healthy) == before
+
+
+def test_restore_over_valid_state_needs_yes_without_a_tty(healthy):
+    live = healthy / "state" / "last_rebalance.json"
+    live.write_bytes(rebalance_doc(n="newer, valid"))
+    refused = cli(healthy, "restore", "state/last_rebalance.json")
+    assert refused.returncode == 2
+    assert "--yes" in refused.stderr
+    assert b"newer, valid" in live.read_bytes()
+    done = cli(healthy, "restore", "state/last_rebalance.json", "--yes")
+    assert done.returncode == 0, done.stderr
+    assert b"newer" not in live.read_bytes()
+    assert "kept as last_rebalance_" in done.stdout
+
+
+def test_restore_of_invalid_state_needs_no_confirmation(healthy):
+    (healthy / "state" / "last_rebalance.json").write_bytes(b"garbage")
+    done = cli(healthy, "restore", "state/last_rebalance.json")
+    assert done.returncode == 0, done.stderr
+    assert "corrupt/" in done.stdout
+
+
+def test_restore_with_nothing_valid_exits_1(project):
+    proc = cli(project, "restore", "state/last_rebalance.json")
+    assert proc.returncode == 1
+    assert "no valid backup" in proc.stderr + proc.stdout
+
+
+@pytest.mark.parametrize("args,message", [
+    (["restore", "state/last_rebalance.json", "--timestamp", "2026-*"], "timestamp prefix"),
+    (["--config", "missing.yaml", "status"], "does not exist"),
+    (["status", "--max-age-hours", "-1"], "max-age-hours"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_usage_errors_exit_2_without_traceback(healthy, args, message):
+    proc = cli(healthy, *args)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_bad_config_key_exits_2(healthy):
+    (healthy / "config.yaml").write_text("backup:\n  keep_lats: 3\n")
+    proc = cli(healthy, "status")
+    assert proc.returncode == 2
+    assert "keep_lats" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_status_max_age_flags_a_stale_backup(project):
+    stale = rebalance_doc()
+    name = format_backup_name("last_rebalance", ".json",
+                              datetime.now(timezone.utc) - timedelta(hours=30))
+    (project / "backups").mkdir()
+    (project / "backups" / name).write_bytes(stale)
+    (project / "backups" / (name + ".sha256")).write_text(
+        f"{hashlib.sha256(stale).hexdigest()}  {name}\n")
+    assert cli(project, "status", "--max-age-hours", "48").returncode == 0
+    proc = cli(project, "--json", "status", "--max-age-hours", "24")
+    assert proc.returncode == 1
+    doc = json.loads(proc.stdout)
+    (entry,) = doc["state_files"]
+    assert 29.9 * 3600 < entry["newest_valid_age_seconds"] < 30.1 * 3600
+    assert doc["problems"] == ["last_rebalance.json: newest valid backup is 30.0h old"]
+
+
+def refused_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def write_config(folder, **backup):
+    doc = yaml.safe_load((ROOT / "config.yaml").read_text())
+    doc["backup"].update(backup)
+    (folder / "config.yaml").write_text(yaml.safe_dump(doc))
+
+
+def test_status_max_age_flags_an_old_pending_upload(project, state_file):
+    write_config(project, cloud_enabled=True, s3_bucket="b", s3_region="us-east-1",
+                 s3_endpoint_url=f"http://127.0.0.1:{refused_port()}",
+                 state_files=["state/last_rebalance.json"])
+    assert cli(project, "backup", "state/last_rebalance.json").returncode == 0
+    time.sleep(1.0)
+    proc = cli(project, "--json", "status", "--max-age-hours", "0.0002")
+    assert proc.returncode == 1
+    doc = json.loads(proc.stdout)
+    assert doc["targets"][0]["pending"] == 1
+    assert doc["targets"][0]["oldest_pending_age_seconds"] >= 1.0
+    assert any("pending for" in p for p in doc["problems"])
+    human = cli(project, "status")
+    assert "1 pending" in human.stdout and human.returncode == 0
+    sync = cli(project, "sync")
+    assert sync.returncode == 1 and "pending 1" in sync.stdout
+
+
+def test_status_shows_host_backup_error(healthy):
+    (healthy / "state" / "autopilot_status.json").write_text(json.dumps(
+        {"last_backup_error": "2026-11-01 disk full"}))
+    assert "disk full" in cli(healthy, "status").stdout
+
+
+def test_cloud_drill_from_s3_alone(project, state_file, bucket):
+    endpoint, name = bucket
+    write_config(project, cloud_enabled=True, s3_bucket=name, s3_region="us-east-1",
+                 s3_endpoint_url=endpoint, state_files=["state/last_rebalance.json"])
+    assert cli(project, "backup", "state/last_rebalance.json").returncode == 0
+    shutil.rmtree(project / "backups")
+    proc = cli(project, "--json", "drill", "--cloud")
+    assert proc.returncode == 0, proc.stderr
+    (entry,) = json.loads(proc.stdout)["state_files"]
+    assert entry["ok"] and entry["source"] == "s3" and entry["seconds"] > 0
+    assert not (project / "backups").exists(), "the drill leaves the live folders alone"
+    listing = cli(project, "list")
+    assert listing.returncode == 0
+
+
+def test_sync_fails_when_the_cloud_cannot_be_listed(project, state_file):
+    assert cli(project, "backup", "state/last_rebalance.json").returncode == 0
+    write_config(project, cloud_enabled=True, s3_bucket="b", s3_region="us-east-1",
+                 s3_endpoint_url=f"http://127.0.0.1:{refused_port()}")
+    proc = cli(project, "sync")
+    assert proc.returncode == 1
+    assert "cannot list" in proc.stderr
+
+
+def test_sync_shows_progress_for_many(project, state_file, bucket):
+    for i in range(5):
+        state_file.write_bytes(rebalance_doc(n=i))
+        assert cli(project, "backup", "state/last_rebalance.json").returncode == 0
+    endpoint, name = bucket
+    write_config(project, cloud_enabled=True, s3_bucket=name, s3_region="us-east-1",
+                 s3_endpoint_url=endpoint)
+    proc = cli(project, "sync")
+    assert proc.returncode == 0, proc.stderr
+    assert "sent 5/5" in proc.stderr and "copied 5, pending 0" in proc.stdout
+    assert cli(project, "verify", "--cloud").returncode == 0
+
+
+def test_console_script_is_installed_next_to_python():
+    script = Path(sys.executable).with_name("dalio-backup")
+    if not script.exists():
+        pytest.skip("project not installed in this interpreter's environment")
+    proc = subprocess.run([str(script), "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "drill" in proc.stdout
