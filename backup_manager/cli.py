@@ -354,7 +354,7 @@ def cmd_drill(manager: BackupManager, args: argparse.Namespace, config: dict) ->
         for path in targets:
             doc.append(_drill_one(source, path, Path(scratch), "cloud" if args.cloud else "local"))
             d = doc[-1]
-            rows.append([str(path), d["backup"] or "-", d["source"] or "-",
+            rows.append([_shown(path), d["backup"] or "-", d["source"] or "-",
                          f"{d['seconds'] * 1000:.0f} ms", "ok" if d["ok"] else "FAILED"])
     failed = [d for d in doc if not d["ok"]]
     lines = table(rows, ["STATE FILE", "BACKUP", "SOURCE", "TIME TO RECOVER", "RESULT"]) + [
@@ -364,6 +364,13 @@ def cmd_drill(manager: BackupManager, args: argparse.Namespace, config: dict) ->
     emit(args, {"ok": not failed, "state_files": doc}, lines if targets else
          ["drill: no state files configured and no backups found"])
     return EXIT_OK if targets and not failed else EXIT_FAILED
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def _fresh_machine(manager: BackupManager, backup_dir: Path) -> BackupManager:
