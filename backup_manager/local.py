@@ -116,15 +116,22 @@ class LocalStore:
         # Sidecar last: a crash before this line leaves an incomplete backup, never a
         # sidecar vouching for bytes that are not on disk.
         sidecar = name + SIDECAR_SUFFIX
-        side_tmp = write_temp(self.root, sidecar, sidecar_text(sha256_hex(data), name),
-                              mode=mode, durable=self.durable)
         try:
-            os.replace(side_tmp, self.root / sidecar)
+            side_tmp = write_temp(self.root, sidecar, sidecar_text(sha256_hex(data), name),
+                                  mode=mode, durable=self.durable)
+            try:
+                os.replace(side_tmp, self.root / sidecar)
+            except BaseException:
+                unlink_quietly(side_tmp)
+                raise
+            if self.durable:
+                fsync_dir(self.root)
         except BaseException:
-            unlink_quietly(side_tmp)
+            # A backup that may not survive a power cut is no backup: the caller is told
+            # it failed, so it must not be there. Sidecar first, as in prune.
+            unlink_quietly(os.fspath(self.root / sidecar))
+            unlink_quietly(os.fspath(self.root / name))
             raise
-        if self.durable:
-            fsync_dir(self.root)
         return name
 
     def _publish_unique(self, tmp: str, stem: str, suffix: str, when: datetime) -> str:

@@ -304,11 +304,12 @@ class BackupManager:
             try:
                 data = fetch_verified(store, backup.name)
                 validate_content(file_name, data)
-            except (IntegrityError, InvalidStateError) as exc:
+            except (IntegrityError, InvalidStateError, OSError) as exc:
+                # One unreadable file is one bad backup: the older ones may be fine.
                 log.warning("skipping backup %s in %s: %s", backup.name, store.label, exc)
                 search.tried.append((f"{store.label}/{backup.name}", str(exc)))
                 continue
-            except (CloudError, OSError) as exc:
+            except CloudError as exc:
                 self._note_unreachable(location, exc)
                 search.cannot_ask(location, store, f"cannot read {backup.name}: {exc}")
                 return None

@@ -3,22 +3,11 @@
 
 from __future__ import annotations
 
-import json
 import os
-import sys
-from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-
-def rebalance_doc(when: datetime | None = None, **extra) -> bytes:
-    when = when or datetime.now(timezone.utc) - timedelta(days=1)
-    return json.dumps({"timestamp": when.isoformat(), **extra}).encode()
+from tests.helpers import rebalance_doc
 
 
 @pytest.fixture

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, rebalance_doc
 
 from backup_manager.formats import format_backup_name
+from tests.helpers import ROOT, rebalance_doc
 
 
 def cli(folder, *args, stdin=subprocess.DEVNULL):

@@ -15,9 +15,9 @@ import boto3
 import pytest
 import yaml
 from botocore.stub import Stubber
-from conftest import ROOT, rebalance_doc
 
 from backup_manager import BackupManager, ConfigError
+from tests.helpers import ROOT, rebalance_doc
 
 FAST = {"connect_timeout": 0.5, "read_timeout": 0.5}
 

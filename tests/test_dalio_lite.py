@@ -13,10 +13,10 @@ from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
 import pytest
-from conftest import ROOT
 
 from backup_manager import BackupManager, ConfigError
 from dalio_lite import AlpacaBroker, DalioLite, MarketOrder
+from tests.helpers import ROOT
 
 STATE_FILES = ("last_rebalance.json", "paper_account.json", "autopilot_status.json")
 

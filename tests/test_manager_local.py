@@ -10,7 +10,6 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from conftest import ROOT, rebalance_doc
 
 from backup_manager import (
     BackupManager,
@@ -20,6 +19,7 @@ from backup_manager import (
     StorageError,
 )
 from backup_manager.formats import format_backup_name
+from tests.helpers import ROOT, rebalance_doc
 
 
 def backups_of(folder, stem="last_rebalance"):

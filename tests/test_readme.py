@@ -8,9 +8,9 @@ import re
 import subprocess
 
 import pytest
-from conftest import ROOT, rebalance_doc
 
 from backup_manager import BackupManager
+from tests.helpers import ROOT, rebalance_doc
 
 README = (ROOT / "README.md").read_text()
 
