@@ -7,6 +7,7 @@ slow endpoint never blocks a local backup and a failed copy is retried later.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import stat
@@ -789,10 +790,13 @@ def _sidecar_time(sidecar: str) -> datetime | None:
 
 
 def _read_state(path: Path) -> tuple[bytes, int]:
-    with open(path, "rb") as f:
-        mode = os.fstat(f.fileno()).st_mode
-        if not stat.S_ISREG(mode):
-            raise IsADirectoryError(21, "not a regular file", str(path))
+    # O_NONBLOCK: a FIFO planted at the state path must not hang the trading run.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file", str(path))
+    with os.fdopen(fd, "rb") as f:
         return f.read(), stat.S_IMODE(mode)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -21,3 +22,33 @@ def rebalance_doc(when: datetime | None = None, **extra) -> bytes:
     """A valid last_rebalance.json; `extra` keys make each one distinct."""
     when = when or datetime.now(timezone.utc) - timedelta(days=1)
     return json.dumps({"timestamp": when.isoformat(), **extra}).encode()
+
+
+def refused_port() -> int:
+    """A local port nobody listens on: connecting is refused at once."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Endpoint:
+    """A moto S3 server on 127.0.0.1 that a test can stop and start again on the same
+    port. Buckets live in moto's process memory, so they survive a restart."""
+
+    def __init__(self):
+        from moto.server import ThreadedMotoServer
+
+        self._server_class = ThreadedMotoServer
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self.server.start()
+        self.host, self.port = self.server.get_host_and_port()
+        self.url = f"http://{self.host}:{self.port}"
+
+    def stop(self):
+        self.server.stop()
+
+    def start(self):
+        self.server = self._server_class(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self.server.start()

@@ -6,7 +6,6 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ import pytest
 import yaml
 
 from backup_manager.formats import format_backup_name
-from tests.helpers import ROOT, rebalance_doc
+from tests.helpers import ROOT, rebalance_doc, refused_port
 
 
 def cli(folder, *args, stdin=subprocess.DEVNULL):
@@ -189,13 +188,6 @@ def test_status_max_age_flags_a_stale_backup(project):
     assert 29.9 * 3600 < entry["newest_valid_age_seconds"] < 30.1 * 3600
     assert doc["problems"] == ["last_rebalance.json: newest valid backup is 30.0h old"]
 
-
-def refused_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def write_config(folder, **backup):

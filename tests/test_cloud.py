@@ -17,7 +17,7 @@ import yaml
 from botocore.stub import Stubber
 
 from backup_manager import BackupManager, ConfigError
-from tests.helpers import ROOT, rebalance_doc
+from tests.helpers import ROOT, Endpoint, rebalance_doc, refused_port
 
 FAST = {"connect_timeout": 0.5, "read_timeout": 0.5}
 
@@ -109,26 +109,6 @@ def test_cloud_restore_skips_damaged_and_foreign_objects(project, bucket):
         [good_name, good_name + ".sha256"]
 
 
-class Endpoint:
-    """A moto server this test can stop and start again on the same port."""
-
-    def __init__(self):
-        from moto.server import ThreadedMotoServer
-
-        self._cls = ThreadedMotoServer
-        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        self.server.start()
-        self.host, self.port = self.server.get_host_and_port()
-        self.url = f"http://{self.host}:{self.port}"
-
-    def stop(self):
-        self.server.stop()
-
-    def start(self):
-        self.server = self._cls(ip_address="127.0.0.1", port=self.port, verbose=False)
-        self.server.start()
-
-
 @pytest.fixture
 def endpoint(moto_server):
     ep = Endpoint()
@@ -174,13 +154,6 @@ def test_sync_uploads_queue_and_backups_made_while_cloud_was_off(project, state_
     assert len(remote_keys(endpoint, name)) == 6 and set(made)
     assert bm.verify(cloud=True).ok
 
-
-def refused_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def test_refused_endpoint_is_asked_once_per_run(project, state_file):
