@@ -1,0 +1,103 @@
+"""Shared helpers for the benchmarks: timing, tables, the durable-write floor and
+folders pre-filled with backups."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from backup_manager.formats import format_backup_name  # noqa: E402
+
+STATE_1K = (b'{"timestamp": "2026-02-17T10:30:00+00:00", "note": "'
+            + b"x" * 960 + b'"}')
+
+
+class Stats:
+    def __init__(self, samples_s: list[float]):
+        self.samples = sorted(samples_s)
+        self.median = statistics.median(self.samples) * 1000
+        self.min = self.samples[0] * 1000
+        self.max = self.samples[-1] * 1000
+
+    def cell(self) -> str:
+        return f"{self.median:8.3f} [{self.min:.3f}-{self.max:.3f}]"
+
+
+def measure(fn: Callable[[], object], runs: int, setup: Callable[[], object] | None = None,
+            warmup: int = 3) -> Stats:
+    """Median/min/max of `runs` calls of fn, in ms; `setup` runs untimed before each."""
+    for _ in range(warmup):
+        if setup:
+            setup()
+        fn()
+    samples = []
+    for _ in range(runs):
+        if setup:
+            setup()
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return Stats(samples)
+
+
+def durable_write_floor(folder: Path, data: bytes = STATE_1K) -> Callable[[], None]:
+    """The physical cost of one durable file: temp, write, fsync, replace, fsync folder."""
+    target = folder / "floor.json"
+
+    def write() -> None:
+        tmp = folder / ".floor.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.write(fd, data)
+        os.fsync(fd)
+        os.close(fd)
+        os.replace(tmp, target)
+        dfd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        os.fsync(dfd)
+        os.close(dfd)
+
+    return write
+
+
+def fill_backups(folder: Path, stem: str, count: int, data: bytes = STATE_1K,
+                 end: datetime | None = None, step: timedelta = timedelta(minutes=15)) -> list[str]:
+    """Create `count` complete backups of `stem` (15 minutes apart, newest at `end`)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    end = end or datetime.now(timezone.utc) - timedelta(hours=1)
+    digest = hashlib.sha256(data).hexdigest()
+    names = []
+    for i in range(count):
+        name = format_backup_name(stem, ".json", end - i * step)
+        (folder / name).write_bytes(data)
+        (folder / (name + ".sha256")).write_text(f"{digest}  {name}\n")
+        names.append(name)
+    return names
+
+
+def print_table(title: str, header: list[str], rows: list[list[object]]) -> None:
+    cells = [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in [header, *cells]) for i in range(len(header))]
+    print(f"\n## {title}\n")
+    print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |")
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for row in cells:
+        print("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |")
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    return (f"{platform.system()} {platform.release()}, {cpu}, {os.cpu_count()} cores, "
+            f"Python {platform.python_version()}")
+
+
+def ratio(a: Stats, b: Stats) -> str:
+    return f"{a.median / b.median:.2f}x"
