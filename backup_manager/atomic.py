@@ -11,7 +11,6 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import secrets
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,9 +31,13 @@ def fsync_dir(folder: str | Path) -> None:
         os.close(fd)
 
 
+def _token() -> str:
+    return os.urandom(4).hex()
+
+
 def temp_name(final_name: str) -> str:
     # Hidden, and never a backup name, so listings skip it; short enough for NAME_MAX.
-    return f".{final_name[:200]}{TEMP_MARK}{secrets.token_hex(4)}"
+    return f".{final_name[:200]}{TEMP_MARK}{_token()}"
 
 
 def write_temp(folder: str | Path, final_name: str, data: bytes, *, mode: int = 0o600,

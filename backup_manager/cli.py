@@ -12,16 +12,18 @@ import json
 import logging
 import os
 import sys
-import tempfile
 import time
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 from .errors import BackupError, ConfigError, NoValidBackupError
 from .formats import state_key
 from .manager import CLOUD_TARGET, BackupManager, fetch_verified
+
+TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
+if TYPE_CHECKING:
+    from typing import Any
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 log = logging.getLogger("backup_manager")
@@ -344,6 +346,8 @@ def cmd_sync(manager: BackupManager, args: argparse.Namespace, config: dict) -> 
 def cmd_drill(manager: BackupManager, args: argparse.Namespace, config: dict) -> int:
     if args.cloud and manager.cloud is None:
         raise UsageError("drill --cloud needs backup.cloud_enabled and backup.s3_bucket")
+    import tempfile
+
     targets = state_files(manager)
     rows, doc = [], []
     with tempfile.TemporaryDirectory(prefix="dalio-drill-") as scratch:

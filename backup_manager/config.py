@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from .errors import ConfigError, MissingDependency
+
+TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
+if TYPE_CHECKING:
+    from typing import Any
 
 BACKUP_DEFAULTS: dict[str, Any] = {
     "dir": "backups",

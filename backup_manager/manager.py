@@ -16,7 +16,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 from .atomic import atomic_write, file_lock, fsync_dir
 from .config import backup_options, load_config_file, number
@@ -45,6 +44,10 @@ from .formats import (
 from .local import LocalStore
 from .outbox import Outbox, PendingCopy
 from .retention import GRACE_PERIOD, Decision, RetentionPolicy, plan_cleanup, plan_retention
+
+TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
+if TYPE_CHECKING:
+    from typing import Any
 
 log = logging.getLogger("backup_manager")
 

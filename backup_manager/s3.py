@@ -11,9 +11,12 @@ import base64
 import hashlib
 import logging
 import threading
-from typing import Any
 
 from .errors import CloudError, CloudUnavailable, IntegrityError, MissingDependency, UploadConflict
+
+TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
+if TYPE_CHECKING:
+    from typing import Any
 
 log = logging.getLogger("backup_manager")
 

@@ -46,7 +46,7 @@ def test_temp_name_symlink_is_not_written_through(tmp_path, monkeypatch):
     outside = tmp_path / "outside"
     outside.write_bytes(b"precious")
     tokens = iter(["dead", "beef"])
-    monkeypatch.setattr("backup_manager.atomic.secrets.token_hex", lambda n: next(tokens))
+    monkeypatch.setattr("backup_manager.atomic._token", lambda: next(tokens))
     (tmp_path / ".s.json.tmp-dead").symlink_to(outside)
     tmp = write_temp(tmp_path, "s.json", b"data")
     assert tmp.endswith(".tmp-beef")
