@@ -13,7 +13,6 @@ import logging
 import os
 import sys
 import time
-from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -253,7 +252,7 @@ def _confirm(path: Path, lines: list[str], args: argparse.Namespace) -> bool:
 def cmd_verify(manager: BackupManager, args: argparse.Namespace, config: dict) -> int:
     report = manager.verify(cloud=args.cloud)
     doc = {"ok": report.ok, "checked": len(report.items),
-           "problems": [asdict(i) for i in report.problems]}
+           "problems": [i._asdict() for i in report.problems]}
     lines = [f"checked {len(report.items)} file(s): "
              + ("all ok" if report.ok else f"{len(report.problems)} problem(s)")]
     lines += [f"  {i.status}: {i.location}/{i.name}" + (f" ({i.detail})" if i.detail else "")

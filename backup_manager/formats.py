@@ -12,8 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections import namedtuple
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -31,15 +31,11 @@ _SIDECAR_LINE = re.compile(r"([0-9a-fA-F]{64}) [ *](.+)\n?")
 _TIMESTAMP_PREFIX = re.compile(r"[0-9_.Z-]+")
 
 
-@dataclass(frozen=True)
-class BackupName:
-    """A parsed backup name. `when` is the UTC instant the name denotes."""
+class BackupName(namedtuple("BackupName", "name stem suffix stamp when")):
+    """A parsed backup name: the state file's stem and suffix, the timestamp part, and
+    `when`, the aware UTC instant it denotes."""
 
-    name: str
-    stem: str
-    suffix: str
-    stamp: str
-    when: datetime
+    __slots__ = ()
 
     @property
     def legacy(self) -> bool:

@@ -11,9 +11,9 @@ import errno
 import logging
 import os
 import stat
+from collections import namedtuple
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -57,43 +57,38 @@ LOCK_FILE = ".lock"
 OUTBOX_DIR = ".outbox"
 
 
-@dataclass(frozen=True)
-class BackupInfo:
-    """One backup as listed: `timestamp` is the aware UTC instant in its name."""
-
-    name: str
-    path: Path | None
-    timestamp: datetime
-    size: int | None
-    complete: bool
-    location: str = "local"
+# Named tuples, not dataclasses: importing dataclasses (and typing) costs a cron run
+# more time than a whole backup does.
+_INFO_FIELDS = "name path timestamp size complete location"
 
 
-@dataclass(frozen=True)
-class RestoreResult(BackupInfo):
-    """The backup restore chose, and what it did with the file it replaced."""
+class BackupInfo(namedtuple("BackupInfo", _INFO_FIELDS, defaults=("local",))):
+    """One backup as listed: name, path (None when remote), timestamp (the aware UTC
+    instant in its name), size, complete (has its sidecar), location."""
 
-    changed: bool = True
-    replaced: str | None = None
-    kept_as: str | None = None
-    skipped: tuple[tuple[str, str], ...] = ()
+    __slots__ = ()
 
 
-@dataclass(frozen=True)
-class VerifyItem:
-    location: str
-    name: str
-    status: str
-    detail: str = ""
+class RestoreResult(namedtuple("RestoreResult", _INFO_FIELDS + " changed replaced kept_as skipped",
+                               defaults=("local", True, None, None, ()))):
+    """The backup restore chose (BackupInfo's fields), and what it did: `changed` is False
+    when the file already held it; `replaced` is None, "valid" or "invalid"; `kept_as`
+    is where the replaced file went; `skipped` lists (backup, why) passed over."""
+
+    __slots__ = ()
+
+
+class VerifyItem(namedtuple("VerifyItem", "location name status detail", defaults=("",))):
+    __slots__ = ()
 
     @property
     def ok(self) -> bool:
         return self.status in ("ok", "in progress")
 
 
-@dataclass
 class VerifyReport:
-    items: list[VerifyItem] = field(default_factory=list)
+    def __init__(self) -> None:
+        self.items: list[VerifyItem] = []
 
     @property
     def ok(self) -> bool:
@@ -104,21 +99,20 @@ class VerifyReport:
         return [item for item in self.items if not item.ok]
 
 
-@dataclass(frozen=True)
-class StateFileGroup:
-    """The files in one store that belong to one state file, parsed from names alone."""
+class StateFileGroup(namedtuple("StateFileGroup", "backups orphans")):
+    """The files in one store that belong to one state file, parsed from names alone:
+    backups as (BackupName, has sidecar) newest first, and orphan sidecar names."""
 
-    backups: list[tuple[BackupName, bool]]  # (name, has sidecar), newest first
-    orphans: list[str]
+    __slots__ = ()
 
 
-@dataclass
 class _Search:
     """What a restore looked at: for the error message and for start-up evidence."""
 
-    tried: list[tuple[str, str]] = field(default_factory=list)
-    found: int = 0
-    unreachable: list[str] = field(default_factory=list)
+    def __init__(self) -> None:
+        self.tried: list[tuple[str, str]] = []
+        self.found = 0
+        self.unreachable: list[str] = []
 
     def cannot_ask(self, location: str, store: Any, why: str) -> None:
         self.tried.append((store.label, why))
@@ -126,11 +120,11 @@ class _Search:
             self.unreachable.append(store.label)
 
 
-@dataclass
 class SyncResult:
-    copied: int = 0
-    pending: int = 0
-    errors: list[str] = field(default_factory=list)
+    def __init__(self) -> None:
+        self.copied = 0
+        self.pending = 0
+        self.errors: list[str] = []
 
 
 class BackupManager:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from collections import namedtuple
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -21,14 +21,11 @@ _ENTRY = ".json"
 _LAST_SUCCESS = "last-success"
 
 
-@dataclass(frozen=True)
-class PendingCopy:
-    target: str
-    name: str
-    queued_at: datetime
-    attempts: int
-    last_error: str | None
-    conflict: bool
+class PendingCopy(namedtuple("PendingCopy", "target name queued_at attempts last_error conflict")):
+    """One copy owed: target id, backup name, when it was queued (aware UTC), attempts
+    so far, the last error, and whether the remote holds other bytes (never retried)."""
+
+    __slots__ = ()
 
 
 class Outbox:

@@ -7,34 +7,31 @@ measured from the newest backup, so a bot idle for months keeps its history.
 
 from __future__ import annotations
 
+from collections import namedtuple
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 GRACE_PERIOD = timedelta(hours=1)
 
 
-@dataclass(frozen=True)
-class RetentionPolicy:
-    keep_last: int = 10
-    keep_daily: int = 30
-    retention_days: int = 30
+class RetentionPolicy(namedtuple("RetentionPolicy", "keep_last keep_daily retention_days")):
+    """keep_last newest, the newest of each of keep_daily days, within retention_days."""
 
-    def __post_init__(self) -> None:
-        for key in ("keep_last", "keep_daily", "retention_days"):
-            value = getattr(self, key)
+    __slots__ = ()
+
+    def __new__(cls, keep_last: int = 10, keep_daily: int = 30,
+                retention_days: int = 30) -> RetentionPolicy:
+        for key, value in (("keep_last", keep_last), ("keep_daily", keep_daily),
+                           ("retention_days", retention_days)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{key} must be a whole number >= 0, got {value!r}")
+        return super().__new__(cls, keep_last, keep_daily, retention_days)
 
 
-@dataclass(frozen=True)
-class Decision:
-    """What prune will do with one file, and why."""
+class Decision(namedtuple("Decision", "name when keep reason")):
+    """What prune will do with one file (name, time in its name or None), and why."""
 
-    name: str
-    when: datetime | None
-    keep: bool
-    reason: str
+    __slots__ = ()
 
 
 def plan_retention(
