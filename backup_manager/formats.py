@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections import namedtuple
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -23,7 +22,9 @@ SIDECAR_SUFFIX = ".sha256"
 TEMP_MARK = ".tmp-"
 CLOCK_SKEW = timedelta(minutes=5)
 
-_STAMP = re.compile(r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d(?:\.\d{6}Z)?")
+# Ranges checked here; only days 29-31 need the calendar (see parse_backup_name).
+_STAMP = re.compile(r"\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])_(?:[01]\d|2[0-3])"
+                    r"-[0-5]\d-[0-5]\d(?:\.\d{6}Z)?")
 _ANY_BACKUP = re.compile(
     r"(?P<stem>.+?)_(?P<stamp>\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d(?:\.\d{6}Z)?)(?P<suffix>(?:\.[^.]+)?)"
 )
@@ -31,15 +32,46 @@ _SIDECAR_LINE = re.compile(r"([0-9a-fA-F]{64}) [ *](.+)\n?")
 _TIMESTAMP_PREFIX = re.compile(r"[0-9_.Z-]+")
 
 
-class BackupName(namedtuple("BackupName", "name stem suffix stamp when")):
-    """A parsed backup name: the state file's stem and suffix, the timestamp part, and
-    `when`, the aware UTC instant it denotes."""
+class BackupName:
+    """A parsed backup name: the state file's stem and suffix, and the timestamp part.
 
-    __slots__ = ()
+    `when`, the aware UTC instant the name denotes, is computed on first use, and
+    `order` sorts names by that instant without computing it for new-style names:
+    listing thousands of backups stays cheap.
+    """
+
+    __slots__ = ("name", "stem", "suffix", "stamp", "_when")
+
+    def __init__(self, name: str, stem: str, suffix: str, stamp: str,
+                 when: datetime | None = None):
+        self.name, self.stem, self.suffix, self.stamp = name, stem, suffix, stamp
+        self._when = when
 
     @property
     def legacy(self) -> bool:
         return not self.stamp.endswith("Z")
+
+    @property
+    def when(self) -> datetime:
+        if self._when is None:
+            self._when = stamp_time(self.stamp)
+        return self._when
+
+    @property
+    def order(self) -> str:
+        """A string that sorts like `when`: the UTC timestamp in the new-style format."""
+        if not self.legacy:
+            return self.stamp
+        return f"{self.when:%Y-%m-%d_%H-%M-%S}.{self.when:%f}Z"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, BackupName) and other.name == self.name
+
+    def __hash__(self) -> int:
+        return hash(self.name)
+
+    def __repr__(self) -> str:
+        return f"BackupName({self.name!r})"
 
 
 def format_backup_name(stem: str, suffix: str, when: datetime) -> str:
@@ -66,11 +98,13 @@ def parse_backup_name(name: str, stem: str, suffix: str) -> BackupName | None:
     stamp = name[len(prefix) : len(name) - len(suffix)]
     if not _STAMP.fullmatch(stamp):
         return None
-    try:
-        when = stamp_time(stamp)
-    except ValueError:
-        return None
-    return BackupName(name, stem, suffix, stamp, when)
+    parsed = BackupName(name, stem, suffix, stamp)
+    if parsed.legacy or stamp[8:10] > "28":
+        try:
+            _ = parsed.when  # local time must convert; Feb 30 must not pass
+        except ValueError:
+            return None
+    return parsed
 
 
 def parse_any_backup_name(name: str) -> BackupName | None:

@@ -226,7 +226,7 @@ class BackupManager:
     def _prune_quietly(self, key: tuple[str, str], known_good: str) -> None:
         # The backup is already safe on disk; a failed clean-up must not undo that.
         try:
-            self._prune_locked(key, dry_run=False, known_good=known_good)
+            self._prune_locked(key, dry_run=False, known_good=known_good, removals_only=True)
         except (OSError, BackupError) as exc:
             log.error("pruning old backups of %s%s failed: %s", *key, exc)
 
@@ -491,13 +491,16 @@ class BackupManager:
             return self._prune_locked(key, dry_run=False)
 
     def _prune_locked(self, key: tuple[str, str] | None, *, dry_run: bool,
-                      known_good: str | None = None) -> list[Decision]:
+                      known_good: str | None = None, removals_only: bool = False
+                      ) -> list[Decision]:
         files, _ = self.store.scan()
         groups = _group_names(files, [key] if key else None)
         waiting = self.outbox.pending_names() if (self.mirrors or self.cloud
                                                   or self.outbox.root.exists()) else set()
         plan: list[Decision] = []
         for group in groups.values():
+            if removals_only and sum(c for _, c in group.backups) <= self.policy.keep_last:
+                continue  # keep_last alone keeps them all: no need for their times
             plan += self._plan_group(group, waiting, known_good)
         plan += plan_cleanup(self._leftovers(files, groups, key), self._clock())
         if not dry_run:
@@ -756,18 +759,21 @@ def _group_names(names: Iterable[str], keys: list[tuple[str, str]] | None
     present = set(names)
     groups: dict[tuple[str, str], StateFileGroup] = {}
     for name in present:
-        is_sidecar = name.endswith(SIDECAR_SUFFIX)
-        base = name[: -len(SIDECAR_SUFFIX)] if is_sidecar else name
-        parsed = _parse(base, keys)
-        if parsed is None:
+        if name.endswith(SIDECAR_SUFFIX):
             continue
-        group = groups.setdefault((parsed.stem, parsed.suffix), StateFileGroup([], []))
-        if not is_sidecar:
-            group.backups.append((parsed, base + SIDECAR_SUFFIX in present))
-        elif base not in present:
-            group.orphans.append(name)
+        parsed = _parse(name, keys)
+        if parsed is not None:
+            group = groups.setdefault((parsed.stem, parsed.suffix), StateFileGroup([], []))
+            group.backups.append((parsed, name + SIDECAR_SUFFIX in present))
+    for name in present:
+        base = name[: -len(SIDECAR_SUFFIX)]
+        if name.endswith(SIDECAR_SUFFIX) and base not in present:
+            parsed = _parse(base, keys)
+            if parsed is not None:
+                groups.setdefault((parsed.stem, parsed.suffix),
+                                  StateFileGroup([], [])).orphans.append(name)
     for group in groups.values():
-        group.backups.sort(key=lambda item: (item[0].when, item[0].name), reverse=True)
+        group.backups.sort(key=lambda item: (item[0].order, item[0].name), reverse=True)
     return groups
 
 

@@ -54,7 +54,7 @@ def plan_retention(
     days_seen: set[object] = set()
     plan = []
     for rank, (name, when) in enumerate(ordered, start=1):
-        day = when.astimezone(timezone.utc).date()
+        day = (when if when.tzinfo is timezone.utc else when.astimezone(timezone.utc)).date()
         newest_of_day = day not in days_seen
         days_seen.add(day)
         reasons = []
