@@ -3,8 +3,9 @@
 Every store (this one, S3Store) offers the same three calls, so listing,
 verification and restore are written once over all of them:
 
-- ``list_names(prefix)``: names of stored objects starting with `prefix`, in no
-  particular order; [] when the store is empty or does not exist yet.
+- ``list_names(prefix)``: names starting with `prefix`, in no particular order;
+  [] when the store is empty or does not exist yet. Never a nested name; locally
+  it may name a folder or symlink, which read() then refuses.
 - ``read(name)``: the object's bytes, or None if it does not exist.
 - ``write(name, data)``: store `data` under `name` atomically. Idempotent: the
   same bytes already there is success; other bytes raise UploadConflict and
@@ -67,7 +68,13 @@ class LocalStore:
         return files, others
 
     def list_names(self, prefix: str = "") -> list[str]:
-        return [name for name in self.scan()[0] if name.startswith(prefix)]
+        # listdir, not scan(): no per-entry objects. A symlink or folder listed here is
+        # no object all the same: read() refuses it.
+        try:
+            names = os.listdir(self.root)
+        except FileNotFoundError:
+            return []
+        return [n for n in names if n.startswith(prefix)] if prefix else names
 
     def read(self, name: str) -> bytes | None:
         try:
@@ -78,9 +85,10 @@ class LocalStore:
             if exc.errno == errno.ELOOP:
                 return None  # a symlink is never a backup
             raise
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            return None
         with os.fdopen(fd, "rb") as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                return None
             return f.read()
 
     def write(self, name: str, data: bytes, *, mode: int = 0o600) -> None:

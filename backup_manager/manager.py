@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import re
 import stat
 from collections import namedtuple
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("backup_manager")
 
 CLOUD_TARGET = "s3"
+_STAMP_SHAPE = r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d(?:\.\d{6}Z)?"
 CORRUPT_DIR = "corrupt"
 LOCK_FILE = ".lock"
 OUTBOX_DIR = ".outbox"
@@ -99,11 +101,41 @@ class VerifyReport:
         return [item for item in self.items if not item.ok]
 
 
-class StateFileGroup(namedtuple("StateFileGroup", "backups orphans")):
-    """The files in one store that belong to one state file, parsed from names alone:
-    backups as (BackupName, has sidecar) newest first, and orphan sidecar names."""
+class StateFileGroup:
+    """The backups of one state file in one store, found from names alone (no stat).
 
-    __slots__ = ()
+    Iterating yields (BackupName, complete) newest first, building each BackupName
+    only when reached, so a restore that stops at the newest valid backup never
+    pays for the thousands behind it.
+    """
+
+    __slots__ = ("stem", "suffix", "stamps", "complete", "orphans")
+
+    def __init__(self, stem: str, suffix: str, stamps: list[str], sidecars: set[str]):
+        self.stem, self.suffix = stem, suffix
+        present = set(stamps)
+        self.complete = sidecars & present
+        self.stamps = _newest_first(stem, suffix, stamps)
+        self.orphans = [f"{stem}_{t}{suffix}{SIDECAR_SUFFIX}" for t in sorted(sidecars - present)]
+
+    def __iter__(self) -> Iterator[tuple[BackupName, bool]]:
+        for stamp in self.stamps:
+            backup = self.name(stamp)
+            if backup is not None:
+                yield backup, stamp in self.complete
+
+    def __len__(self) -> int:
+        return len(self.stamps)
+
+    def name(self, stamp: str) -> BackupName | None:
+        """The parsed backup, or None for a name whose date cannot exist (13th month)."""
+        return parse_backup_name(f"{self.stem}_{stamp}{self.suffix}", self.stem, self.suffix)
+
+    def completed(self) -> Iterator[BackupName]:
+        return (b for b, complete in self if complete)
+
+    def incomplete(self) -> list[BackupName]:
+        return [b for b, complete in self if not complete]
 
 
 class _Search:
@@ -295,7 +327,7 @@ class BackupManager:
             self._note_unreachable(location, exc)
             search.cannot_ask(location, store, f"cannot list: {exc}")
             return None
-        for backup, _complete in group.backups:
+        for backup, _complete in group:
             if prefix and not backup.stamp.startswith(prefix):
                 continue
             search.found += 1
@@ -312,7 +344,7 @@ class BackupManager:
                 search.cannot_ask(location, store, f"cannot read {backup.name}: {exc}")
                 return None
             return backup, data
-        if not group.backups:
+        if not group:
             search.tried.append((store.label, "no backups"))
         return None
 
@@ -376,7 +408,7 @@ class BackupManager:
             try:
                 corrupt.mkdir(mode=0o700, exist_ok=True)
                 group = self._group(self.store, key)
-                names = [n for b, _ in group.backups for n in (b.name + SIDECAR_SUFFIX, b.name)]
+                names = [n for b, _ in group for n in (b.name + SIDECAR_SUFFIX, b.name)]
                 for name in names + group.orphans:
                     if self.store.read(name) is not None:
                         os.replace(self.backup_dir / name, corrupt / name)
@@ -401,7 +433,7 @@ class BackupManager:
         group = self._group(self.store, state_key(state_file_path))
         return [BackupInfo(b.name, self.backup_dir / b.name, b.when,
                            self.store.size(b.name), complete)
-                for b, complete in group.backups]
+                for b, complete in group]
 
     def backed_up_files(self) -> list[str]:
         """File names (stem + suffix) of every state file with backups in backups/."""
@@ -420,7 +452,10 @@ class BackupManager:
             stores.append((CLOUD_TARGET, self.cloud))
         for _location, store in stores:
             try:
-                groups = self._groups(store, keys)
+                # Locally only regular files count: a symlink or folder is reported apart.
+                names = store.scan()[0] if isinstance(store, LocalStore) else \
+                    store.list_names("")
+                groups = _group_names(names, keys)
             except (CloudError, OSError) as exc:
                 report.items.append(VerifyItem(store.label, "", "unreachable", str(exc)))
                 continue
@@ -434,7 +469,7 @@ class BackupManager:
 
     def _verify_group(self, store: Any, file_name: str, group: StateFileGroup,
                       report: VerifyReport) -> None:
-        for backup, complete in group.backups:
+        for backup, complete in group:
             status, detail = "ok", ""
             try:
                 data = fetch_verified(store, backup.name)
@@ -466,7 +501,7 @@ class BackupManager:
         except CloudError:
             return  # already reported as unreachable
         for (_stem, _suffix), group in self._groups(self.store, keys).items():
-            for backup, complete in group.backups:
+            for backup, complete in group:
                 if complete and backup.name not in remote:
                     status = "upload pending" if backup.name in pending else "not uploaded"
                     report.items.append(VerifyItem(self.cloud.label, backup.name, status,  # type: ignore[union-attr]
@@ -499,7 +534,7 @@ class BackupManager:
                                                   or self.outbox.root.exists()) else set()
         plan: list[Decision] = []
         for group in groups.values():
-            if removals_only and sum(c for _, c in group.backups) <= self.policy.keep_last:
+            if removals_only and len(group.complete) <= self.policy.keep_last:
                 continue  # keep_last alone keeps them all: no need for their times
             plan += self._plan_group(group, waiting, known_good)
         plan += plan_cleanup(self._leftovers(files, groups, key), self._clock())
@@ -509,20 +544,21 @@ class BackupManager:
 
     def _plan_group(self, group: StateFileGroup, waiting: set[str],
                     known_good: str | None) -> list[Decision]:
-        complete = [b for b, has_sidecar in group.backups if has_sidecar]
+        complete = list(group.completed())
         names = {b.name for b in complete}
-        newest = known_good if known_good in names else self._first_verified(complete)
+        newest = known_good if known_good in names else getattr(
+            self._first_verified(complete), "name", None)
         protect = {name: "waiting for upload" for name in waiting & names}
         if newest is not None:
             protect[newest] = "newest valid backup"
         return plan_retention(((b.name, b.when) for b in complete), self.policy, protect)
 
-    def _first_verified(self, newest_first: list[BackupName]) -> str | None:
+    def _first_verified(self, newest_first: Iterable[BackupName]) -> BackupName | None:
         for backup in newest_first:
             try:
                 validate_content(backup.stem + backup.suffix, fetch_verified(self.store,
                                                                              backup.name))
-                return backup.name
+                return backup
             except (IntegrityError, InvalidStateError, OSError):
                 continue
         return None
@@ -531,8 +567,7 @@ class BackupManager:
                    key: tuple[str, str] | None) -> list[tuple[str, str, datetime | None, datetime]]:
         found: list[tuple[str, str, datetime | None]] = []
         for group in groups.values():
-            found += [(b.name, "incomplete backup", b.when)
-                      for b, complete in group.backups if not complete]
+            found += [(b.name, "incomplete backup", b.when) for b in group.incomplete()]
             found += [(s, "orphan sidecar", _sidecar_time(s)) for s in group.orphans]
         temp_start = "." + (key[0] + "_" if key else "")
         found += [(f, "temp file", None) for f in files
@@ -648,7 +683,7 @@ class BackupManager:
     def _queue_missing(self, target_id: str, target: Any) -> None:
         present = set(target.list_names(""))
         for group in self._groups(self.store, None).values():
-            for backup, complete in group.backups:
+            for backup, complete in group:
                 if complete and (backup.name not in present
                                  or backup.name + SIDECAR_SUFFIX not in present):
                     self.outbox.add(target_id, backup.name)
@@ -674,15 +709,14 @@ class BackupManager:
 
     def _state_status(self, key: tuple[str, str], group: StateFileGroup | None,
                       now: datetime) -> dict[str, Any]:
-        backups = group.backups if group else []
-        complete = [b for b, ok in backups if ok]
-        newest = self._first_verified(complete)
-        when = next((b.when for b in complete if b.name == newest), None)
+        group = group or StateFileGroup(*key, [], set())
+        newest = self._first_verified(group.completed())
+        when = newest.when if newest else None
         return {
             "state_file": key[0] + key[1],
-            "backups": len(backups),
-            "complete": len(complete),
-            "newest_valid": newest,
+            "backups": len(group),
+            "complete": len(group.complete),
+            "newest_valid": newest.name if newest else None,
             "newest_valid_time": when.isoformat() if when else None,
             "newest_valid_age_seconds": (now - when).total_seconds() if when else None,
         }
@@ -721,7 +755,7 @@ class BackupManager:
             lock.__exit__(None, None, None)
 
     def _group(self, store: Any, key: tuple[str, str]) -> StateFileGroup:
-        return self._groups(store, [key]).get(key, StateFileGroup([], []))
+        return self._groups(store, [key]).get(key, StateFileGroup(*key, [], set()))
 
     def _groups(self, store: Any, keys: list[tuple[str, str]] | None
                 ) -> dict[tuple[str, str], StateFileGroup]:
@@ -755,36 +789,57 @@ def fetch_verified(store: Any, name: str) -> bytes:
 
 def _group_names(names: Iterable[str], keys: list[tuple[str, str]] | None
                  ) -> dict[tuple[str, str], StateFileGroup]:
-    """Group backup and sidecar names by state file, from names alone (no stat)."""
-    present = set(names)
-    groups: dict[tuple[str, str], StateFileGroup] = {}
-    for name in present:
-        if name.endswith(SIDECAR_SUFFIX):
-            continue
-        parsed = _parse(name, keys)
-        if parsed is not None:
-            group = groups.setdefault((parsed.stem, parsed.suffix), StateFileGroup([], []))
-            group.backups.append((parsed, name + SIDECAR_SUFFIX in present))
-    for name in present:
-        base = name[: -len(SIDECAR_SUFFIX)]
-        if name.endswith(SIDECAR_SUFFIX) and base not in present:
-            parsed = _parse(base, keys)
-            if parsed is not None:
-                groups.setdefault((parsed.stem, parsed.suffix),
-                                  StateFileGroup([], [])).orphans.append(name)
-    for group in groups.values():
-        group.backups.sort(key=lambda item: (item[0].order, item[0].name), reverse=True)
+    """Group backup and sidecar names by state file, from names alone (no stat).
+
+    The names are joined once and each state file's backups are found with one
+    regular-expression scan, so ten thousand backups cost milliseconds.
+    """
+    names = list(names)
+    if keys is None:
+        keys = sorted({(p.stem, p.suffix) for p in map(_any_backup, names) if p})
+    text = "\0" + "\0".join(names) + "\0"
+    groups = {}
+    for stem, suffix in keys:
+        stamps, sidecars = _stamps_in(text, stem, suffix)
+        if stamps or sidecars:
+            groups[(stem, suffix)] = StateFileGroup(stem, suffix, stamps, sidecars)
     return groups
 
 
-def _parse(name: str, keys: list[tuple[str, str]] | None) -> BackupName | None:
-    if keys is None:
-        return parse_any_backup_name(name)
-    for stem, suffix in keys:
-        parsed = parse_backup_name(name, stem, suffix)
+def _any_backup(name: str) -> BackupName | None:
+    if name.endswith(SIDECAR_SUFFIX):
+        name = name[: -len(SIDECAR_SUFFIX)]
+    return parse_any_backup_name(name)
+
+
+def _stamps_in(text: str, stem: str, suffix: str) -> tuple[list[str], set[str]]:
+    """(stamps of backups, stamps of sidecars) of one state file in the joined names.
+
+    The scan only checks the shape of each stamp; the calendar is checked when a
+    backup is reached (StateFileGroup.name), so it is paid for the few looked at.
+    """
+    # NUL never occurs in a file name: it marks where each name starts and ends.
+    found = re.findall(f"\0{re.escape(stem)}_({_STAMP_SHAPE}){re.escape(suffix)}"
+                       f"({re.escape(SIDECAR_SUFFIX)})?(?=\0)", text)
+    return [t for t, side in found if not side], {t for t, side in found if side}
+
+
+def _newest_first(stem: str, suffix: str, stamps: list[str]) -> list[str]:
+    """Stamps ordered by the instant they denote, newest first.
+
+    New-style stamps are UTC and fixed-width, so plain string order is time order;
+    only legacy local-time stamps need a datetime to find their place.
+    """
+    legacy = [t for t in stamps if not t.endswith("Z")]
+    if not legacy:
+        return sorted(stamps, reverse=True)
+    keyed = [(t, t) for t in stamps if t.endswith("Z")]
+    for stamp in legacy:
+        parsed = parse_backup_name(f"{stem}_{stamp}{suffix}", stem, suffix)
         if parsed is not None:
-            return parsed
-    return None
+            keyed.append((parsed.order, stamp))
+    keyed.sort(reverse=True)
+    return [t for _, t in keyed]
 
 
 def _sidecar_time(sidecar: str) -> datetime | None:
