@@ -132,10 +132,13 @@ class StateFileGroup:
         return parse_backup_name(f"{self.stem}_{stamp}{self.suffix}", self.stem, self.suffix)
 
     def completed(self) -> Iterator[BackupName]:
-        return (b for b, complete in self if complete)
+        return self._parsed(t for t in self.stamps if t in self.complete)
 
     def incomplete(self) -> list[BackupName]:
-        return [b for b, complete in self if not complete]
+        return list(self._parsed(t for t in self.stamps if t not in self.complete))
+
+    def _parsed(self, stamps: Iterable[str]) -> Iterator[BackupName]:
+        return (b for b in map(self.name, stamps) if b is not None)
 
 
 class _Search:
@@ -528,7 +531,7 @@ class BackupManager:
     def _prune_locked(self, key: tuple[str, str] | None, *, dry_run: bool,
                       known_good: str | None = None, removals_only: bool = False
                       ) -> list[Decision]:
-        files, _ = self.store.scan()
+        files = self.store.list_names()
         groups = _group_names(files, [key] if key else None)
         waiting = self.outbox.pending_names() if (self.mirrors or self.cloud
                                                   or self.outbox.root.exists()) else set()
