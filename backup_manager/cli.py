@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .errors import BackupError, ConfigError, NoValidBackupError
+from .errors import BackupError, ConfigError, NoValidBackupError, log
 from .formats import state_key
 from .manager import CLOUD_TARGET, BackupManager, fetch_verified
 
@@ -25,7 +24,6 @@ if TYPE_CHECKING:
     from typing import Any
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-log = logging.getLogger("backup_manager")
 
 
 class UsageError(Exception):
@@ -67,8 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s: %(message)s", stream=sys.stderr)
+    if args.verbose:
+        import logging
+
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s",
+                            stream=sys.stderr)
     try:
         manager, config = open_manager(args)
         return COMMANDS[args.command](manager, args, config)

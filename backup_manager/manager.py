@@ -8,7 +8,6 @@ slow endpoint never blocks a local backup and a failed copy is retried later.
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import re
 import stat
@@ -28,6 +27,7 @@ from .errors import (
     InvalidStateError,
     NoValidBackupError,
     UploadConflict,
+    log,
     storage_error,
 )
 from .formats import (
@@ -50,7 +50,6 @@ TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
 if TYPE_CHECKING:
     from typing import Any
 
-log = logging.getLogger("backup_manager")
 
 CLOUD_TARGET = "s3"
 _STAMP_SHAPE = r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d(?:\.\d{6}Z)?"

@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import logging
 import threading
 
-from .errors import CloudError, CloudUnavailable, IntegrityError, MissingDependency, UploadConflict
+from .errors import (
+    CloudError,
+    CloudUnavailable,
+    IntegrityError,
+    MissingDependency,
+    UploadConflict,
+)
 
 TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
 if TYPE_CHECKING:
     from typing import Any
 
-log = logging.getLogger("backup_manager")
 
 # Bounded so a dead endpoint costs a trading run seconds, not minutes.
 DEFAULT_CLIENT_CONFIG: dict[str, Any] = {

@@ -461,8 +461,9 @@ def test_from_config_rejects_bad_values(project, section, message):
         BackupManager.from_config({"backup": section})
 
 
-def test_import_loads_no_boto3_or_yaml():
-    code = "import sys, backup_manager; print('boto3' in sys.modules, 'yaml' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+def test_import_loads_no_boto3_yaml_or_logging():
+    code = ("import sys, backup_manager.cli; "
+            "print(*(m in sys.modules for m in ('boto3', 'yaml', 'logging', 'dataclasses')))")
+    out = subprocess.run([sys.executable, "-S", "-c", code], cwd=ROOT, capture_output=True,
                          text=True, check=True).stdout
-    assert out.split() == ["False", "False"]
+    assert out.split() == ["False"] * 4, "cron pays for every import at start-up"
