@@ -477,7 +477,7 @@ class BackupManager:
                 data = fetch_verified(store, backup.name)
                 validate_content(file_name, data)
             except IntegrityError as exc:
-                status, detail = exc.args[0].split(":", 1)[0], str(exc)
+                status, _, detail = str(exc).partition(": ")
                 if not complete and self._is_fresh(store, backup):
                     status = "in progress"
             except InvalidStateError as exc:

@@ -197,6 +197,8 @@ def translate_error(exc: Exception, doing: str) -> CloudError:
     """Map a botocore failure to CloudUnavailable (worth retrying) or CloudError."""
     if isinstance(exc, CloudError):
         return exc
+    if isinstance(exc, MissingDependency):
+        return CloudError(f"{doing}: {exc}")
     code = _error_code(exc)
     if code is not None:
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)  # type: ignore[attr-defined]

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from botocore.stub import Stubber
 
-from backup_manager import BackupManager, ConfigError
+from backup_manager import BackupManager, ConfigError, NoValidBackupError
 from tests.helpers import ROOT, Endpoint, rebalance_doc, refused_port
 
 FAST = {"connect_timeout": 0.5, "read_timeout": 0.5}
@@ -273,11 +273,20 @@ def test_prune_keeps_backups_waiting_for_upload(project, state_file):
 
 
 def test_missing_boto3_names_what_to_install(project, state_file, monkeypatch):
-    monkeypatch.setitem(sys.modules, "boto3", None)
+    for module in ("boto3", "botocore", "botocore.exceptions", "botocore.config"):
+        monkeypatch.setitem(sys.modules, module, None)
     bm = BackupManager(cloud_enabled=True, s3_bucket="b")
     assert bm.backup_state_file(state_file).exists()
     error = bm.status()["targets"][0]["last_error"]
     assert "pip install 'daliolite[s3]'" in error
+    state_file.unlink()
+    assert bm.restore_from_backup(state_file), "local restore needs no boto3"
+    shutil.rmtree(project / "backups")
+    state_file.unlink()
+    with pytest.raises(NoValidBackupError) as info:
+        bm.restore(state_file)
+    assert info.value.unreachable, "a cloud that cannot be asked is evidence, not 'first run'"
+    assert "daliolite[s3]" in str(info.value)
 
 
 def test_cloud_disabled_never_imports_boto3(tmp_path):
