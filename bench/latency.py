@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import tempfile
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -38,6 +39,21 @@ def steady_state_names(now: datetime) -> list[datetime]:
     return [d.when for d in plan if d.keep]
 
 
+def prefilled(folder: Path, n: int) -> tuple[Path, Callable[[], None]]:
+    """A folder holding n backups, and the setup that keeps it so between runs:
+    an empty folder is emptied again, a full one only grows by the runs."""
+    folder.mkdir()
+    if n:
+        fill_backups(folder, "s", n)
+
+    def reset() -> None:
+        if n == 0:
+            shutil.rmtree(folder)
+            folder.mkdir()
+
+    return folder, reset
+
+
 def bench_backup(root: Path, runs: int, sizes: list[int]) -> dict:
     state = root / "state" / "s.json"
     state.parent.mkdir(parents=True)
@@ -48,29 +64,11 @@ def bench_backup(root: Path, runs: int, sizes: list[int]) -> dict:
     results["floor"] = measure(durable_write_floor(floor_dir), runs)
 
     for n in sizes:
-        folder = root / f"ours-{n}"
-        folder.mkdir()
-        if n:
-            fill_backups(folder, "s", n)
-
-        def reset(folder=folder, n=n):
-            if n == 0:
-                shutil.rmtree(folder)
-                folder.mkdir()
-
+        folder, reset = prefilled(root / f"ours-{n}", n)
         results[("ours", n)] = measure(
             lambda folder=folder: BackupManager(folder, **GENEROUS).backup_state_file(state),
             runs, setup=reset)
-        naive_dir = root / f"naive-{n}"
-        naive_dir.mkdir()
-        if n:
-            fill_backups(naive_dir, "s", n)
-
-        def reset_naive(folder=naive_dir, n=n):
-            if n == 0:
-                shutil.rmtree(folder)
-                folder.mkdir()
-
+        naive_dir, reset_naive = prefilled(root / f"naive-{n}", n)
         results[("naive", n)] = measure(lambda d=naive_dir: naive_backup(state, d), runs,
                                         setup=reset_naive)
 

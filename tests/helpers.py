@@ -52,3 +52,19 @@ class Endpoint:
     def start(self):
         self.server = self._server_class(ip_address="127.0.0.1", port=self.port, verbose=False)
         self.server.start()
+
+
+def two_backups(state_file: Path):
+    """Back up an older and a newer version of `state_file`, then delete it.
+
+    Returns (manager, the older content, the newest backup's path)."""
+    from backup_manager import BackupManager
+
+    bm = BackupManager()
+    older = rebalance_doc(n="older")
+    state_file.write_bytes(older)
+    bm.backup_state_file(state_file)
+    state_file.write_bytes(rebalance_doc(n="newer"))
+    newest = bm.backup_state_file(state_file)
+    state_file.unlink()
+    return bm, older, newest

@@ -19,7 +19,7 @@ from backup_manager import (
     StorageError,
 )
 from backup_manager.formats import format_backup_name
-from tests.helpers import ROOT, rebalance_doc
+from tests.helpers import ROOT, rebalance_doc, two_backups
 
 
 def backups_of(folder, stem="last_rebalance"):
@@ -91,17 +91,6 @@ def test_restore_creates_missing_state_folder(state_file, project):
     assert state_file.read_bytes() == original
 
 
-def _two_backups(state_file):
-    bm = BackupManager()
-    older = rebalance_doc(n="older")
-    state_file.write_bytes(older)
-    bm.backup_state_file(state_file)
-    state_file.write_bytes(rebalance_doc(n="newer"))
-    newest = bm.backup_state_file(state_file)
-    state_file.unlink()
-    return bm, older, newest
-
-
 def flip_bit(path):
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0x01
@@ -122,7 +111,7 @@ DAMAGES = {
 
 @pytest.mark.parametrize("damage", list(DAMAGES))
 def test_restore_falls_back_past_damaged_newest(state_file, damage, caplog):
-    bm, older, newest = _two_backups(state_file)
+    bm, older, newest = two_backups(state_file)
     DAMAGES[damage](newest)
     assert bm.restore_from_backup(state_file) is True
     assert state_file.read_bytes() == older
@@ -131,7 +120,7 @@ def test_restore_falls_back_past_damaged_newest(state_file, damage, caplog):
 
 
 def test_restore_skips_backups_with_invalid_content(state_file, project):
-    bm, older, newest = _two_backups(state_file)
+    bm, older, newest = two_backups(state_file)
     bad = b'{"timestamp": "not a time"}'
     newest.write_bytes(bad)
     newest.with_name(newest.name + ".sha256").write_text(
@@ -142,7 +131,7 @@ def test_restore_skips_backups_with_invalid_content(state_file, project):
 
 
 def test_no_valid_backup_returns_false_and_raises_in_rich_call(state_file):
-    bm, _, newest = _two_backups(state_file)
+    bm, _, newest = two_backups(state_file)
     for p in (state_file.parent.parent / "backups").glob("last_rebalance_*.json"):
         flip_bit(p)
     assert bm.restore_from_backup(state_file) is False

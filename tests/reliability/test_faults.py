@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from backup_manager import BackupManager, StorageError, fetch_verified
-from tests.helpers import ROOT, rebalance_doc, scaled
+from tests.helpers import ROOT, rebalance_doc, scaled, two_backups
 
 FAULT_POINTS = ["write", "fsync", "replace", "link", "open"]
 
@@ -193,11 +193,7 @@ def test_ten_megabyte_state_file(project):
 
 
 def test_unreadable_sidecar_falls_back(project, state_file):
-    bm = BackupManager()
-    older = state_file.read_bytes()
-    bm.backup_state_file(state_file)
-    state_file.write_bytes(rebalance_doc(n="newer"))
-    newest = bm.backup_state_file(state_file)
+    bm, older, newest = two_backups(state_file)
     sidecar = str(newest) + ".sha256"
     real_open = os.open
 
@@ -206,7 +202,6 @@ def test_unreadable_sidecar_falls_back(project, state_file):
             raise PermissionError(errno.EACCES, "Permission denied", os.fspath(path))
         return real_open(path, *args, **kwargs)
 
-    state_file.unlink()
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(os, "open", refusing_open)
         assert bm.restore_from_backup(state_file)
@@ -215,15 +210,10 @@ def test_unreadable_sidecar_falls_back(project, state_file):
 
 
 def test_sidecar_that_is_a_folder(project, state_file):
-    bm = BackupManager()
-    older = state_file.read_bytes()
-    bm.backup_state_file(state_file)
-    state_file.write_bytes(rebalance_doc(n="newer"))
-    newest = bm.backup_state_file(state_file)
+    bm, older, newest = two_backups(state_file)
     sidecar = newest.with_name(newest.name + ".sha256")
     sidecar.unlink()
     sidecar.mkdir()
-    state_file.unlink()
     assert bm.restore_from_backup(state_file)
     assert state_file.read_bytes() == older
 
