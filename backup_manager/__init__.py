@@ -7,10 +7,11 @@
 
 Standard library only at import time; boto3 is imported when cloud backup is
 first used. Modules, in reading order: errors, formats, atomic, retention,
-local, s3, outbox, config, manager, cli.
+local, s3, outbox, copies, config, manager, cli.
 """
 
 from .atomic import atomic_write, file_lock
+from .copies import SyncResult
 from .errors import (
     BackupError,
     CloudError,
@@ -24,15 +25,13 @@ from .errors import (
     StorageError,
     UploadConflict,
 )
-from .formats import parse_iso_timestamp, register_validator, validate_content
+from .formats import fetch_verified, parse_iso_timestamp, register_validator, validate_content
 from .manager import (
     BackupInfo,
     BackupManager,
     RestoreResult,
-    SyncResult,
     VerifyItem,
     VerifyReport,
-    fetch_verified,
 )
 from .retention import Decision, RetentionPolicy, plan_cleanup, plan_retention
 

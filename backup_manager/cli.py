@@ -16,8 +16,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .errors import BackupError, ConfigError, NoValidBackupError, log
-from .formats import state_key
-from .manager import CLOUD_TARGET, BackupManager, fetch_verified
+from .formats import fetch_verified, state_key
+from .manager import CLOUD_TARGET, BackupManager
 
 TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
 if TYPE_CHECKING:

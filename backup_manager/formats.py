@@ -16,7 +16,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from .errors import InvalidStateError
+from .errors import IntegrityError, InvalidStateError
 
 SIDECAR_SUFFIX = ".sha256"
 TEMP_MARK = ".tmp-"
@@ -159,6 +159,30 @@ def parse_sidecar(data: bytes, name: str) -> str:
     if m[2] != name:
         raise ValueError(f"sidecar names {m[2]!r}, not {name!r}")
     return m[1].lower()
+
+
+def fetch_verified(store: object, name: str) -> bytes:
+    """The bytes of backup `name` in `store`, checked against its sidecar.
+
+    Raises IntegrityError whose message starts with the problem: 'missing backup',
+    'missing sidecar', 'malformed sidecar' or 'checksum mismatch'.
+    """
+    try:
+        data = store.read(name)
+    except IntegrityError as exc:
+        raise IntegrityError(f"checksum mismatch: {exc}") from None
+    if data is None:
+        raise IntegrityError(f"missing backup: {name} is not in {store.label}")
+    sidecar = store.read(name + SIDECAR_SUFFIX)
+    if sidecar is None:
+        raise IntegrityError(f"missing sidecar: {name} has no {SIDECAR_SUFFIX} (incomplete)")
+    try:
+        expected = parse_sidecar(sidecar, name)
+    except ValueError as exc:
+        raise IntegrityError(f"malformed sidecar: {exc}") from None
+    if sha256_hex(data) != expected:
+        raise IntegrityError(f"checksum mismatch: {name} does not match its sidecar")
+    return data
 
 
 # --- content validation -------------------------------------------------------

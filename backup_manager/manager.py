@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .atomic import atomic_write, file_lock, fsync_dir
 from .config import backup_options, load_config_file, number
+from .copies import Copier, SyncResult
 from .errors import (
     BackupError,
     CloudError,
@@ -35,9 +36,9 @@ from .formats import (
     TEMP_MARK,
     BackupName,
     check_timestamp_prefix,
+    fetch_verified,
     parse_any_backup_name,
     parse_backup_name,
-    parse_sidecar,
     sha256_hex,
     state_key,
     validate_content,
@@ -154,13 +155,6 @@ class _Search:
             self.unreachable.append(store.label)
 
 
-class SyncResult:
-    def __init__(self) -> None:
-        self.copied = 0
-        self.pending = 0
-        self.errors: list[str] = []
-
-
 class BackupManager:
     """Backups of state files in `backup_dir`, optionally mirrored and sent to S3.
 
@@ -206,8 +200,11 @@ class BackupManager:
                                  region=s3_region, sse=s3_sse, kms_key_id=s3_kms_key_id,
                                  expected_owner=s3_expected_bucket_owner,
                                  client_config=dict(s3_client_config or {}))
+        targets: dict[str, Any] = dict(self.mirrors)
+        if self.cloud is not None:
+            targets[CLOUD_TARGET] = self.cloud
+        self.copier = Copier(self.store, self.outbox, targets)
         self._clock = clock or (lambda: datetime.now(timezone.utc))
-        self._unreachable: dict[str, str] = {}
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any] | str | Path, *,
@@ -254,7 +251,7 @@ class BackupManager:
                                          f"{self.backup_dir}") from None
             self._prune_quietly((stem, suffix), known_good=name)
         log.info("backed up %s as %s", path, name)
-        self._replicate(name)
+        self.copier.owe(name)
         return self.backup_dir / name
 
     def _prune_quietly(self, key: tuple[str, str], known_good: str) -> None:
@@ -320,13 +317,14 @@ class BackupManager:
 
     def _newest_valid(self, store: Any, location: str, key: tuple[str, str], file_name: str,
                       prefix: str | None, search: _Search) -> tuple[BackupName, bytes] | None:
-        if location in self._unreachable:
-            search.cannot_ask(location, store, "not asked again: " + self._unreachable[location])
+        if location in self.copier.unreachable:
+            search.cannot_ask(location, store,
+                              "not asked again: " + self.copier.unreachable[location])
             return None
         try:
             group = self._group(store, key)
         except (CloudError, OSError) as exc:
-            self._note_unreachable(location, exc)
+            self.copier.note_unreachable(location, exc)
             search.cannot_ask(location, store, f"cannot list: {exc}")
             return None
         for backup, _complete in group:
@@ -342,7 +340,7 @@ class BackupManager:
                 search.tried.append((f"{store.label}/{backup.name}", str(exc)))
                 continue
             except CloudError as exc:
-                self._note_unreachable(location, exc)
+                self.copier.note_unreachable(location, exc)
                 search.cannot_ask(location, store, f"cannot read {backup.name}: {exc}")
                 return None
             return backup, data
@@ -596,99 +594,11 @@ class BackupManager:
 
     # --- copies to mirrors and S3 -----------------------------------------------
 
-    def _targets(self) -> dict[str, Any]:
-        targets: dict[str, Any] = dict(self.mirrors)
-        if self.cloud is not None:
-            targets[CLOUD_TARGET] = self.cloud
-        return targets
-
-    def _replicate(self, name: str) -> None:
-        for target_id in self._targets():
-            try:
-                self.outbox.add(target_id, name)
-            except OSError as exc:
-                log.error("cannot record %s in the outbox for %s: %s", name, target_id, exc)
-        self._drain(only_new=False)
-
-    def _drain(self, only_new: bool = False, progress: Callable[[int, int], None] | None = None
-               ) -> SyncResult:
-        result = SyncResult()
-        work = [c for c in self.outbox.pending() if not c.conflict]
-        total = len(work)
-        for copy in work:
-            target = self._targets().get(copy.target)
-            if target is None or copy.target in self._unreachable:
-                result.pending += 1
-                continue
-            if self._copy_one(copy, target, result):
-                result.copied += 1
-            else:
-                result.pending += 1
-            if progress:
-                progress(result.copied + result.pending, total)
-        return result
-
-    def _copy_one(self, copy: PendingCopy, target: Any, result: SyncResult) -> bool:
-        try:
-            data = fetch_verified(self.store, copy.name)
-        except IntegrityError as exc:
-            if self.store.read(copy.name) is None:
-                log.warning("%s is gone from %s; dropping its copy to %s", copy.name,
-                            self.backup_dir, target.label)
-                self.outbox.done(copy.target, copy.name)
-                return True
-            return self._copy_failed(copy, target, f"local backup is damaged: {exc}", result)
-        try:
-            if isinstance(target, LocalStore):
-                target.ensure_mirror()
-            target.write(copy.name, data)
-            target.write(copy.name + SIDECAR_SUFFIX,
-                         self.store.read(copy.name + SIDECAR_SUFFIX) or b"")
-        except UploadConflict as exc:
-            return self._copy_failed(copy, target, str(exc), result, conflict=True)
-        except (CloudError, OSError) as exc:
-            self._note_unreachable(copy.target, exc)
-            return self._copy_failed(copy, target, str(exc), result)
-        self.outbox.done(copy.target, copy.name)
-        log.info("copied %s to %s", copy.name, target.label)
-        return True
-
-    def _copy_failed(self, copy: PendingCopy, target: Any, error: str, result: SyncResult,
-                     conflict: bool = False) -> bool:
-        log.error("copy of %s to %s failed%s: %s", copy.name, target.label,
-                  " (conflict, not retried)" if conflict else "; queued for retry", error)
-        result.errors.append(f"{target.label}/{copy.name}: {error}")
-        try:
-            self.outbox.failed(copy, error, conflict=conflict)
-        except OSError as exc:
-            log.error("cannot update the outbox entry of %s: %s", copy.name, exc)
-        return False
-
-    def _note_unreachable(self, target_id: str, exc: Exception) -> None:
-        # One failure is enough: the rest of this run does not wait on that target again.
-        self._unreachable.setdefault(target_id, str(exc))
-
     def sync(self, progress: Callable[[int, int], None] | None = None) -> SyncResult:
         """Send every pending copy, after queueing complete local backups a target lacks."""
-        self._unreachable.clear()
-        for target_id, target in self._targets().items():
-            try:
-                self._queue_missing(target_id, target)
-            except (CloudError, OSError) as exc:
-                self._note_unreachable(target_id, exc)
-                log.error("cannot list %s: %s", target.label, exc)
-        result = self._drain(progress=progress)
-        for target_id, error in self._unreachable.items():
-            result.errors.append(f"{target_id}: {error}")
-        return result
-
-    def _queue_missing(self, target_id: str, target: Any) -> None:
-        present = set(target.list_names(""))
-        for group in self._groups(self.store, None).values():
-            for backup, complete in group:
-                if complete and (backup.name not in present
-                                 or backup.name + SIDECAR_SUFFIX not in present):
-                    self.outbox.add(target_id, backup.name)
+        complete = [b.name for g in self._groups(self.store, None).values()
+                    for b in g.completed()]
+        return self.copier.sync(complete, progress)
 
     # --- status -------------------------------------------------------------------
 
@@ -706,7 +616,7 @@ class BackupManager:
             "disk_bytes": sum(self.store.size(f) or 0 for f in files),
             "state_files": [self._state_status(k, groups.get(k), now) for k in keys],
             "targets": [self._target_status(t_id, t, pending, now)
-                        for t_id, t in self._targets().items()],
+                        for t_id, t in self.copier.targets.items()],
         }
 
     def _state_status(self, key: tuple[str, str], group: StateFileGroup | None,
@@ -763,30 +673,6 @@ class BackupManager:
                 ) -> dict[tuple[str, str], StateFileGroup]:
         prefix = keys[0][0] + "_" if keys and len(keys) == 1 else ""
         return _group_names(store.list_names(prefix), keys)
-
-
-def fetch_verified(store: Any, name: str) -> bytes:
-    """The bytes of backup `name` in `store`, checked against its sidecar.
-
-    Raises IntegrityError whose message starts with the problem: 'missing backup',
-    'missing sidecar', 'malformed sidecar' or 'checksum mismatch'.
-    """
-    try:
-        data = store.read(name)
-    except IntegrityError as exc:
-        raise IntegrityError(f"checksum mismatch: {exc}") from None
-    if data is None:
-        raise IntegrityError(f"missing backup: {name} is not in {store.label}")
-    sidecar = store.read(name + SIDECAR_SUFFIX)
-    if sidecar is None:
-        raise IntegrityError(f"missing sidecar: {name} has no {SIDECAR_SUFFIX} (incomplete)")
-    try:
-        expected = parse_sidecar(sidecar, name)
-    except ValueError as exc:
-        raise IntegrityError(f"malformed sidecar: {exc}") from None
-    if sha256_hex(data) != expected:
-        raise IntegrityError(f"checksum mismatch: {name} does not match its sidecar")
-    return data
 
 
 def _group_names(names: Iterable[str], keys: list[tuple[str, str]] | None
