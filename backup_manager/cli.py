@@ -30,9 +30,51 @@ class UsageError(Exception):
     """A command line that cannot be carried out as given."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _arguments_of(command: str, c: argparse.ArgumentParser) -> None:
+    if command == "list":
+        c.add_argument("state_file", nargs="?")
+    elif command == "backup":
+        c.add_argument("state_files", nargs="+", metavar="STATE_FILE")
+    elif command == "restore":
+        c.add_argument("state_file")
+        c.add_argument("--timestamp", help="newest backup whose timestamp starts with this")
+        c.add_argument("--from", dest="source", choices=("auto", "local", "cloud"),
+                       default="auto")
+        c.add_argument("--dry-run", action="store_true", help="show what would happen")
+        c.add_argument("--yes", action="store_true", help="replace a valid state without asking")
+    elif command in ("verify", "drill"):
+        c.add_argument("--cloud", action="store_true",
+                       help="also check the copies in S3" if command == "verify"
+                       else "recover from S3 alone")
+    elif command == "prune":
+        c.add_argument("--dry-run", action="store_true", help="show the plan, delete nothing")
+    elif command == "status":
+        c.add_argument("--max-age-hours", type=float, metavar="H",
+                       help="exit 1 when the newest valid backup or a pending upload is older")
+
+
+HELP = {
+    "list": "backups per state file",
+    "backup": "back up state files now",
+    "restore": "restore a state file from its newest valid backup",
+    "verify": "check every backup; exit 1 on any problem",
+    "prune": "apply the retention plan",
+    "status": "backup health for cron and monitors",
+    "sync": "upload every pending copy now",
+    "drill": "rehearse recovery into a temporary folder",
+}
+
+
+def _formatter(prog: str) -> argparse.HelpFormatter:
+    # A width of our own: argparse would import shutil just to ask the terminal.
+    return argparse.HelpFormatter(prog, width=int(os.environ.get("COLUMNS", "100")))
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with `only`, just that command's sub-parser (building all eight
+    costs a cron run more than the backup itself)."""
     p = argparse.ArgumentParser(
-        prog="python -m backup_manager",
+        prog="python -m backup_manager", formatter_class=_formatter,
         description="DalioLite state backups: list, back up, restore, verify, prune, "
                     "check health, sync to the cloud and rehearse disaster recovery.")
     p.add_argument("--config", help="config.yaml to read (default: ./config.yaml if present)")
@@ -40,31 +82,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.add_argument("-v", "--verbose", action="store_true", help="log what happens")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    c = sub.add_parser("list", help="backups per state file")
-    c.add_argument("state_file", nargs="?")
-    c = sub.add_parser("backup", help="back up state files now")
-    c.add_argument("state_files", nargs="+", metavar="STATE_FILE")
-    c = sub.add_parser("restore", help="restore a state file from its newest valid backup")
-    c.add_argument("state_file")
-    c.add_argument("--timestamp", help="newest backup whose timestamp starts with this")
-    c.add_argument("--from", dest="source", choices=("auto", "local", "cloud"), default="auto")
-    c.add_argument("--dry-run", action="store_true", help="show what would happen")
-    c.add_argument("--yes", action="store_true", help="replace a valid state without asking")
-    c = sub.add_parser("verify", help="check every backup; exit 1 on any problem")
-    c.add_argument("--cloud", action="store_true", help="also check the copies in S3")
-    c = sub.add_parser("prune", help="apply the retention plan")
-    c.add_argument("--dry-run", action="store_true", help="show the plan, delete nothing")
-    c = sub.add_parser("status", help="backup health for cron and monitors")
-    c.add_argument("--max-age-hours", type=float, metavar="H",
-                   help="exit 1 when the newest valid backup or a pending upload is older")
-    sub.add_parser("sync", help="upload every pending copy now")
-    c = sub.add_parser("drill", help="rehearse recovery into a temporary folder")
-    c.add_argument("--cloud", action="store_true", help="recover from S3 alone")
+    for command, text in HELP.items():
+        if only in (None, command):
+            _arguments_of(command, sub.add_parser(command, help=text,
+                                                  formatter_class=_formatter))
     return p
 
 
+def _command_in(argv: list[str]) -> str | None:
+    """The command word, when argv plainly names one; None sends argparse the full parser."""
+    takes_value = {"--config", "--backup-dir"}
+    skip = False
+    for word in argv:
+        if skip:
+            skip = False
+        elif word in takes_value:
+            skip = True
+        elif word in HELP:
+            return word
+        elif not word.startswith("-") or word in ("-h", "--help"):
+            return None
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(_command_in(argv)).parse_args(argv)
     if args.verbose:
         import logging
 

@@ -22,14 +22,14 @@ SIDECAR_SUFFIX = ".sha256"
 TEMP_MARK = ".tmp-"
 CLOCK_SKEW = timedelta(minutes=5)
 
-# Ranges checked here; only days 29-31 need the calendar (see parse_backup_name).
-_STAMP = re.compile(r"\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])_(?:[01]\d|2[0-3])"
-                    r"-[0-5]\d-[0-5]\d(?:\.\d{6}Z)?")
-_ANY_BACKUP = re.compile(
-    r"(?P<stem>.+?)_(?P<stamp>\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d(?:\.\d{6}Z)?)(?P<suffix>(?:\.[^.]+)?)"
-)
-_SIDECAR_LINE = re.compile(r"([0-9a-fA-F]{64}) [ *](.+)\n?")
-_TIMESTAMP_PREFIX = re.compile(r"[0-9_.Z-]+")
+# Patterns as text: re compiles and caches each on first use, so a cron run pays only
+# for those it needs. Ranges are checked here; days 29-31 need the calendar too.
+_STAMP = (r"\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])_(?:[01]\d|2[0-3])"
+          r"-[0-5]\d-[0-5]\d(?:\.\d{6}Z)?")
+_ANY_BACKUP = (r"(?P<stem>.+?)_(?P<stamp>\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d(?:\.\d{6}Z)?)"
+               r"(?P<suffix>(?:\.[^.]+)?)")
+_SIDECAR_LINE = r"([0-9a-fA-F]{64}) [ *](.+)\n?"
+_TIMESTAMP_PREFIX = r"[0-9_.Z-]+"
 
 
 class BackupName:
@@ -96,7 +96,7 @@ def parse_backup_name(name: str, stem: str, suffix: str) -> BackupName | None:
     if not name.startswith(prefix) or not name.endswith(suffix):
         return None
     stamp = name[len(prefix) : len(name) - len(suffix)]
-    if not _STAMP.fullmatch(stamp):
+    if not re.fullmatch(_STAMP, stamp):
         return None
     parsed = BackupName(name, stem, suffix, stamp)
     if parsed.legacy or stamp[8:10] > "28":
@@ -111,7 +111,7 @@ def parse_any_backup_name(name: str) -> BackupName | None:
     """Parse a backup name of any state file (used to find every stem in a folder)."""
     if name.endswith(SIDECAR_SUFFIX) or name.startswith("."):
         return None
-    m = _ANY_BACKUP.fullmatch(name)
+    m = re.fullmatch(_ANY_BACKUP, name)
     if not m:
         return None
     return parse_backup_name(name, m["stem"], m["suffix"])
@@ -131,7 +131,7 @@ def check_timestamp_prefix(prefix: str | None) -> str | None:
     """Accept a prefix of a backup's timestamp part; anything else is a ValueError."""
     if prefix is None:
         return None
-    if not isinstance(prefix, str) or not _TIMESTAMP_PREFIX.fullmatch(prefix):
+    if not isinstance(prefix, str) or not re.fullmatch(_TIMESTAMP_PREFIX, prefix):
         raise ValueError(
             f"backup_timestamp {prefix!r} is not a timestamp prefix: use digits, '-', '_', "
             "'.' and 'Z' only, e.g. '2026-02-17_10-30-00' or '2026-02-17'"
@@ -153,7 +153,7 @@ def parse_sidecar(data: bytes, name: str) -> str:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise ValueError("sidecar is not text") from None
-    m = _SIDECAR_LINE.fullmatch(text)
+    m = re.fullmatch(_SIDECAR_LINE, text)
     if not m:
         raise ValueError("sidecar is empty or not in 'sha256  name' form")
     if m[2] != name:
