@@ -40,6 +40,7 @@ from .formats import (
     parse_any_backup_name,
     parse_backup_name,
     sha256_hex,
+    sidecar_text,
     state_key,
     validate_content,
 )
@@ -381,6 +382,8 @@ class BackupManager:
         if _is_valid(path.name, live):
             name = self.store.create_backup(stem, suffix, live, mode, self._clock())
             log.info("kept the replaced %s as backup %s", path, name)
+            for target_id in self.copier.targets:
+                self.outbox.add(target_id, name)  # sent with the next backup or sync
             return name
         corrupt = LocalStore(self.backup_dir / CORRUPT_DIR, durable=self.durable)
         corrupt.ensure()
@@ -390,10 +393,9 @@ class BackupManager:
 
     def _put_back(self, name: str, data: bytes) -> None:
         # A backup fetched from elsewhere becomes local again, sidecar last.
-        sidecar = f"{sha256_hex(data)}  {name}\n".encode()
         try:
             self.store.write(name, data)
-            self.store.write(name + SIDECAR_SUFFIX, sidecar)
+            self.store.write(name + SIDECAR_SUFFIX, sidecar_text(sha256_hex(data), name))
         except (UploadConflict, OSError) as exc:
             log.error("could not put %s back into %s: %s", name, self.backup_dir, exc)
 

@@ -410,3 +410,15 @@ def test_verify_covers_mirrors(project, state_file):
 def test_cloud_source_needs_cloud_config(project):
     with pytest.raises(ConfigError, match="cloud_enabled"):
         BackupManager().restore("state/last_rebalance.json", source="cloud")
+
+
+def test_replaced_valid_state_kept_by_restore_is_owed_to_the_cloud(project, state_file,
+                                                                    bucket):
+    endpoint, name = bucket
+    bm = cloud_manager(endpoint, name)
+    bm.backup_state_file(state_file)
+    state_file.write_bytes(rebalance_doc(n="never backed up"))
+    result = bm.restore(state_file)
+    assert [c.name for c in bm.outbox.pending("s3")] == [result.kept_as]
+    assert bm.sync().copied == 1
+    assert f"dalio-lite-backups/{result.kept_as}" in remote_keys(endpoint, name)
