@@ -95,10 +95,14 @@ def parse_backup_name(name: str, stem: str, suffix: str) -> BackupName | None:
     prefix = stem + "_"
     if not name.startswith(prefix) or not name.endswith(suffix):
         return None
-    stamp = name[len(prefix) : len(name) - len(suffix)]
+    return backup_from_stamp(stem, suffix, name[len(prefix) : len(name) - len(suffix)])
+
+
+def backup_from_stamp(stem: str, suffix: str, stamp: str) -> BackupName | None:
+    """The backup of `{stem}{suffix}` taken at `stamp`; None if no such instant exists."""
     if not re.fullmatch(_STAMP, stamp):
         return None
-    parsed = BackupName(name, stem, suffix, stamp)
+    parsed = BackupName(f"{stem}_{stamp}{suffix}", stem, suffix, stamp)
     if parsed.legacy or stamp[8:10] > "28":
         try:
             _ = parsed.when  # local time must convert; Feb 30 must not pass

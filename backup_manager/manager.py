@@ -35,10 +35,10 @@ from .formats import (
     SIDECAR_SUFFIX,
     TEMP_MARK,
     BackupName,
+    backup_from_stamp,
     check_timestamp_prefix,
     fetch_verified,
     parse_any_backup_name,
-    parse_backup_name,
     sha256_hex,
     sidecar_text,
     state_key,
@@ -130,7 +130,7 @@ class StateFileGroup:
 
     def name(self, stamp: str) -> BackupName | None:
         """The parsed backup, or None for a name whose date cannot exist (13th month)."""
-        return parse_backup_name(f"{self.stem}_{stamp}{self.suffix}", self.stem, self.suffix)
+        return backup_from_stamp(self.stem, self.suffix, stamp)
 
     def completed(self) -> Iterator[BackupName]:
         return self._parsed(t for t in self.stamps if t in self.complete)
@@ -725,7 +725,7 @@ def _newest_first(stem: str, suffix: str, stamps: list[str]) -> list[str]:
         return sorted(stamps, reverse=True)
     keyed = [(t, t) for t in stamps if t.endswith("Z")]
     for stamp in legacy:
-        parsed = parse_backup_name(f"{stem}_{stamp}{suffix}", stem, suffix)
+        parsed = backup_from_stamp(stem, suffix, stamp)
         if parsed is not None:
             keyed.append((parsed.order, stamp))
     keyed.sort(reverse=True)

@@ -54,6 +54,23 @@ def measure(fn: Callable[[], object], runs: int, setup: Callable[[], object] | N
     return Stats(samples)
 
 
+def measure_interleaved(cases: dict[object, tuple[Callable[[], object],
+                                                  Callable[[], object] | None]],
+                        runs: int, warmup: int = 3) -> dict[object, Stats]:
+    """Like measure, for several cases at once, one sample of each in turn: a disk or
+    CPU that slows down for a while slows every case alike, so ratios hold."""
+    samples: dict[object, list[float]] = {key: [] for key in cases}
+    for round_ in range(warmup + runs):
+        for key, (fn, setup) in cases.items():
+            if setup:
+                setup()
+            start = time.perf_counter()
+            fn()
+            if round_ >= warmup:
+                samples[key].append(time.perf_counter() - start)
+    return {key: Stats(values) for key, values in samples.items()}
+
+
 def durable_write_floor(folder: Path, data: bytes = STATE_1K) -> Callable[[], None]:
     """The physical cost of one durable file: temp, write, fsync, replace, fsync folder."""
     target = folder / "floor.json"

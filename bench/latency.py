@@ -1,7 +1,8 @@
 """Backup and restore latency against the durable-write floor and the naive baseline.
 
 Every call uses a fresh BackupManager, as a cron run does. Medians over many
-runs with [min-max], in milliseconds; ratios are measured in this same run.
+runs with [min-max], in milliseconds; the cases of a table are sampled in turn
+(interleaved), so the ratios compare like with like.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from common import (
     durable_write_floor,
     fill_backups,
     machine,
-    measure,
+    measure_interleaved,
     print_table,
     ratio,
 )
@@ -58,27 +59,25 @@ def bench_backup(root: Path, runs: int, sizes: list[int]) -> dict:
     state = root / "state" / "s.json"
     state.parent.mkdir(parents=True)
     state.write_bytes(STATE_1K)
-    results = {}
     floor_dir = root / "floor"
     floor_dir.mkdir()
-    results["floor"] = measure(durable_write_floor(floor_dir), runs)
-
+    cases: dict = {"floor": (durable_write_floor(floor_dir), None)}
     for n in sizes:
         folder, reset = prefilled(root / f"ours-{n}", n)
-        results[("ours", n)] = measure(
+        cases[("ours", n)] = (
             lambda folder=folder: BackupManager(folder, **GENEROUS).backup_state_file(state),
-            runs, setup=reset)
+            reset)
         naive_dir, reset_naive = prefilled(root / f"naive-{n}", n)
-        results[("naive", n)] = measure(lambda d=naive_dir: naive_backup(state, d), runs,
-                                        setup=reset_naive)
-
+        cases[("naive", n)] = (lambda d=naive_dir: naive_backup(state, d), reset_naive)
     steady = root / "steady"
     steady.mkdir()
     now = datetime.now(timezone.utc)
     for when in steady_state_names(now - timedelta(minutes=15)):
         fill_backups(steady, "s", 1, end=when)
-    results["steady_count"] = sum(1 for _ in steady.glob("s_*.json"))
-    results["steady"] = measure(lambda: BackupManager(steady).backup_state_file(state), runs)
+    steady_count = sum(1 for _ in steady.glob("s_*.json"))
+    cases["steady"] = (lambda: BackupManager(steady).backup_state_file(state), None)
+    results = measure_interleaved(cases, runs)
+    results["steady_count"] = steady_count
     return results
 
 
@@ -90,28 +89,25 @@ def damage_newest(folder: Path, count: int) -> None:
 
 
 def bench_restore(root: Path, runs: int, sizes: list[int]) -> dict:
-    results = {}
     live = root / "live" / "s.json"
     live.parent.mkdir(parents=True)
 
     def remove_live():
         live.unlink(missing_ok=True)
 
+    cases: dict = {}
     for n in sizes:
         folder = root / f"restore-{n}"
         fill_backups(folder, "s", n)
-        results[("ours", n)] = measure(
-            lambda folder=folder: BackupManager(folder, **GENEROUS).restore(live), runs,
-            setup=remove_live)
-        results[("naive", n)] = measure(lambda folder=folder: naive_restore(live, folder),
-                                        runs, setup=remove_live)
+        cases[("ours", n)] = (
+            lambda folder=folder: BackupManager(folder, **GENEROUS).restore(live), remove_live)
+        cases[("naive", n)] = (lambda folder=folder: naive_restore(live, folder), remove_live)
         damaged = root / f"damaged-{n}"
         fill_backups(damaged, "s", max(n, 11))
         damage_newest(damaged, 10)
-        results[("damaged", n)] = measure(
-            lambda folder=damaged: BackupManager(folder, **GENEROUS).restore(live), runs,
-            setup=remove_live)
-    return results
+        cases[("damaged", n)] = (
+            lambda folder=damaged: BackupManager(folder, **GENEROUS).restore(live), remove_live)
+    return measure_interleaved(cases, runs)
 
 
 def main() -> None:
