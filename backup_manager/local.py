@@ -20,7 +20,7 @@ import stat
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from .atomic import atomic_write, fsync_dir, publish_new, unlink_quietly, write_temp
+from .atomic import fsync_dir, publish_new, unlink_quietly, write_temp
 from .errors import UploadConflict
 from .formats import SIDECAR_SUFFIX, format_backup_name, sha256_hex, sidecar_text
 
@@ -167,8 +167,3 @@ class LocalStore:
             return os.lstat(self.root / name).st_size
         except FileNotFoundError:
             return None
-
-    def put_file(self, name: str, data: bytes) -> None:
-        """Write or replace a bookkeeping file (not a backup) atomically."""
-        atomic_write(self.root / name, data, durable=self.durable, mode=0o600)
-
