@@ -294,7 +294,7 @@ class BackupManager:
         key = state_key(path)
         search = _Search()
         for location, store in self._sources(source):
-            found = self._newest_valid(store, location, key, path.name, prefix, search)
+            found = self._newest_valid(store, location, key, prefix, search)
             if found is not None:
                 backup, data = found
                 return self._install(path, location, store, backup, data, dry_run,
@@ -316,7 +316,7 @@ class BackupManager:
                 return
             yield CLOUD_TARGET, self.cloud
 
-    def _newest_valid(self, store: Any, location: str, key: tuple[str, str], file_name: str,
+    def _newest_valid(self, store: Any, location: str, key: tuple[str, str],
                       prefix: str | None, search: _Search) -> tuple[BackupName, bytes] | None:
         if location in self.copier.unreachable:
             search.cannot_ask(location, store,
@@ -333,8 +333,7 @@ class BackupManager:
                 continue
             search.found += 1
             try:
-                data = fetch_verified(store, backup.name)
-                validate_content(file_name, data)
+                data = _fetch_valid(store, backup)
             except (IntegrityError, InvalidStateError, OSError) as exc:
                 # One unreadable file is one bad backup: the older ones may be fine.
                 log.warning("skipping backup %s in %s: %s", backup.name, store.label, exc)
@@ -455,27 +454,25 @@ class BackupManager:
         for _location, store in stores:
             try:
                 # Locally only regular files count: a symlink or folder is reported apart.
-                names = store.scan()[0] if isinstance(store, LocalStore) else \
-                    store.list_names("")
+                names, strays = store.scan() if isinstance(store, LocalStore) else \
+                    (store.list_names(""), [])
                 groups = _group_names(names, keys)
             except (CloudError, OSError) as exc:
                 report.items.append(VerifyItem(store.label, "", "unreachable", str(exc)))
                 continue
-            for (stem, suffix), group in groups.items():
-                self._verify_group(store, stem + suffix, group, report)
+            for group in groups.values():
+                self._verify_group(store, group, report)
             if store is self.store:
-                self._report_strays(report, keys)
+                self._report_strays(store, strays, report, keys)
         if cloud:
             self._verify_uploaded(report, keys)
         return report
 
-    def _verify_group(self, store: Any, file_name: str, group: StateFileGroup,
-                      report: VerifyReport) -> None:
+    def _verify_group(self, store: Any, group: StateFileGroup, report: VerifyReport) -> None:
         for backup, complete in group:
             status, detail = "ok", ""
             try:
-                data = fetch_verified(store, backup.name)
-                validate_content(file_name, data)
+                _fetch_valid(store, backup)
             except IntegrityError as exc:
                 status, _, detail = str(exc).partition(": ")
                 if not complete and self._is_fresh(store, backup):
@@ -489,11 +486,12 @@ class BackupManager:
             report.items.append(VerifyItem(store.label, sidecar, "orphan sidecar",
                                            "its backup is missing"))
 
-    def _report_strays(self, report: VerifyReport, keys: list[tuple[str, str]] | None) -> None:
-        for name in self.store.scan()[1]:
+    def _report_strays(self, store: Any, strays: list[str], report: VerifyReport,
+                       keys: list[tuple[str, str]] | None) -> None:
+        for name in strays:
             parsed = parse_any_backup_name(name)
             if parsed and (keys is None or (parsed.stem, parsed.suffix) in keys):
-                report.items.append(VerifyItem(self.store.label, name, "not a regular file",
+                report.items.append(VerifyItem(store.label, name, "not a regular file",
                                                "a symlink or folder where a backup belongs"))
 
     def _verify_uploaded(self, report: VerifyReport, keys: list[tuple[str, str]] | None) -> None:
@@ -532,8 +530,7 @@ class BackupManager:
                       ) -> list[Decision]:
         files = self.store.list_names()
         groups = _group_names(files, [key] if key else None)
-        waiting = self.outbox.pending_names() if (self.mirrors or self.cloud
-                                                  or self.outbox.root.exists()) else set()
+        waiting = self.outbox.pending_names()
         plan: list[Decision] = []
         for group in groups.values():
             if removals_only and len(group.complete) <= self.policy.keep_last:
@@ -558,8 +555,7 @@ class BackupManager:
     def _first_verified(self, newest_first: Iterable[BackupName]) -> BackupName | None:
         for backup in newest_first:
             try:
-                validate_content(backup.stem + backup.suffix, fetch_verified(self.store,
-                                                                             backup.name))
+                _fetch_valid(self.store, backup)
                 return backup
             except (IntegrityError, InvalidStateError, OSError):
                 continue
@@ -587,11 +583,11 @@ class BackupManager:
                 continue
             # Sidecar first: an interrupted prune leaves an incomplete backup, never a
             # sidecar that vouches for nothing.
-            if not decision.name.endswith(SIDECAR_SUFFIX) and TEMP_MARK not in decision.name:
-                self.store.remove(decision.name + SIDECAR_SUFFIX)
-                for mirror in self.mirrors.values():
-                    _remove_quietly(mirror, decision.name)
-            self.store.remove(decision.name)
+            if decision.name.endswith(SIDECAR_SUFFIX) or TEMP_MARK in decision.name:
+                self.store.remove(decision.name)
+            else:
+                for store in (self.store, *self.mirrors.values()):
+                    _remove_backup(store, decision.name)
             log.info("pruned %s: %s", decision.name, decision.reason)
 
     # --- copies to mirrors and S3 -----------------------------------------------
@@ -675,6 +671,13 @@ class BackupManager:
                 ) -> dict[tuple[str, str], StateFileGroup]:
         prefix = keys[0][0] + "_" if keys and len(keys) == 1 else ""
         return _group_names(store.list_names(prefix), keys)
+
+
+def _fetch_valid(store: Any, backup: BackupName) -> bytes:
+    """The backup's bytes, matching its sidecar and valid as its state file's content."""
+    data = fetch_verified(store, backup.name)
+    validate_content(backup.stem + backup.suffix, data)
+    return data
 
 
 def _group_names(names: Iterable[str], keys: list[tuple[str, str]] | None
@@ -789,7 +792,7 @@ def _mirror_id(folder: Path) -> str:
     return "mirror-" + sha256_hex(os.fsencode(os.path.abspath(folder)))[:12]
 
 
-def _remove_quietly(store: LocalStore, name: str) -> None:
+def _remove_backup(store: LocalStore, name: str) -> None:
     store.remove(name + SIDECAR_SUFFIX)
     store.remove(name)
 
