@@ -41,6 +41,7 @@ from .formats import (
     parse_any_backup_name,
     sha256_hex,
     sidecar_text,
+    stamp_time,
     state_key,
     validate_content,
 )
@@ -131,6 +132,18 @@ class StateFileGroup:
     def name(self, stamp: str) -> BackupName | None:
         """The parsed backup, or None for a name whose date cannot exist (13th month)."""
         return backup_from_stamp(self.stem, self.suffix, stamp)
+
+    def complete_times(self) -> list[tuple[str, datetime]]:
+        """(name, UTC instant) of each complete backup, newest first: what retention
+        plans with. As in name(), a name whose date cannot exist is left out."""
+        timed = []
+        for stamp in self.stamps:
+            if stamp in self.complete:
+                try:
+                    timed.append((f"{self.stem}_{stamp}{self.suffix}", stamp_time(stamp)))
+                except ValueError:
+                    continue
+        return timed
 
     def completed(self) -> Iterator[BackupName]:
         return self._parsed(t for t in self.stamps if t in self.complete)
@@ -543,14 +556,14 @@ class BackupManager:
 
     def _plan_group(self, group: StateFileGroup, waiting: set[str],
                     known_good: str | None) -> list[Decision]:
-        complete = list(group.completed())
-        names = {b.name for b in complete}
-        newest = known_good if known_good in names else getattr(
-            self._first_verified(complete), "name", None)
+        timed = group.complete_times()
+        names = {name for name, _ in timed}
+        if known_good not in names:
+            known_good = getattr(self._first_verified(group.completed()), "name", None)
         protect = {name: "waiting for upload" for name in waiting & names}
-        if newest is not None:
-            protect[newest] = "newest valid backup"
-        return plan_retention(((b.name, b.when) for b in complete), self.policy, protect)
+        if known_good is not None:
+            protect[known_good] = "newest valid backup"
+        return plan_retention(timed, self.policy, protect)
 
     def _first_verified(self, newest_first: Iterable[BackupName]) -> BackupName | None:
         for backup in newest_first:

@@ -10,8 +10,10 @@ from __future__ import annotations
 from collections import namedtuple
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta, timezone
+from operator import itemgetter
 
 GRACE_PERIOD = timedelta(hours=1)
+_by_time = itemgetter(1, 0)
 
 
 class RetentionPolicy(namedtuple("RetentionPolicy", "keep_last keep_daily retention_days")):
@@ -45,22 +47,23 @@ def plan_retention(
     whatever the rules say to the reason (the newest valid backup, a pending
     upload); when None, the newest record is protected as the newest backup.
     """
-    ordered = sorted(records, key=lambda r: (r[1], r[0]), reverse=True)
+    ordered = sorted(records, key=_by_time, reverse=True)
     if not ordered:
         return []
     if protect is None:
         protect = {ordered[0][0]: "newest backup"}
     cutoff = ordered[0][1] - timedelta(days=policy.retention_days)
-    days_seen: set[object] = set()
+    keep_last, keep_daily, utc = policy.keep_last, policy.keep_daily, timezone.utc
+    days, day = 0, None
     plan = []
     for rank, (name, when) in enumerate(ordered, start=1):
-        day = (when if when.tzinfo is timezone.utc else when.astimezone(timezone.utc)).date()
-        newest_of_day = day not in days_seen
-        days_seen.add(day)
+        previous, day = day, (when if when.tzinfo is utc else when.astimezone(utc)).date()
+        newest_of_day = day != previous  # newest first, so a day's backups are adjacent
+        days += newest_of_day
         reasons = []
-        if rank <= policy.keep_last:
-            reasons.append(f"keep_last: {rank} of the {policy.keep_last} newest")
-        if newest_of_day and len(days_seen) <= policy.keep_daily and when >= cutoff:
+        if rank <= keep_last:
+            reasons.append(f"keep_last: {rank} of the {keep_last} newest")
+        if newest_of_day and days <= keep_daily and when >= cutoff:
             reasons.append(f"keep_daily: newest of {day}")
         if name in protect:
             reasons.append(protect[name])
@@ -68,7 +71,7 @@ def plan_retention(
             plan.append(Decision(name, when, True, "; ".join(reasons)))
         else:
             plan.append(Decision(name, when, False, _why_removed(policy, day, newest_of_day,
-                                                                 len(days_seen), when < cutoff)))
+                                                                 days, when < cutoff)))
     return plan
 
 

@@ -7,6 +7,7 @@ import hashlib
 import logging
 import os
 import platform
+import random
 import statistics
 import sys
 import time
@@ -60,10 +61,20 @@ def measure_interleaved(cases: dict[object, tuple[Callable[[], object],
     """Like measure, for several cases at once, one sample of each in turn: a disk or
     CPU that slows down for a while slows every case alike, so ratios hold."""
     samples: dict[object, list[float]] = {key: [] for key in cases}
+    order = list(cases)
+    shuffle = random.Random(7).shuffle
     for round_ in range(warmup + runs):
-        for key, (fn, setup) in cases.items():
+        # A fixed order would make one case always follow the heaviest one (10,000
+        # stats by the naive baseline) and pay for the caches it evicted.
+        shuffle(order)
+        for key in order:
+            fn, setup = cases[key]
             if setup:
                 setup()
+            # Without this, the first fsync of a sample also commits what the previous
+            # case (or the setup) left unwritten, e.g. the naive baseline's files. A
+            # cron run meets a disk that flushed the last run's writes long ago.
+            os.sync()
             start = time.perf_counter()
             fn()
             if round_ >= warmup:
