@@ -7,13 +7,13 @@ fix, never a traceback.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from types import SimpleNamespace
 
 from .errors import BackupError, ConfigError, NoValidBackupError, log
 from .formats import fetch_verified, state_key
@@ -21,9 +21,11 @@ from .manager import CLOUD_TARGET, BackupManager
 
 TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
 if TYPE_CHECKING:
+    import argparse
     from typing import Any
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+GLOBAL_DEFAULTS = {"config": None, "backup_dir": None, "json": False, "verbose": False}
 
 
 class UsageError(Exception):
@@ -66,6 +68,8 @@ HELP = {
 
 
 def _formatter(prog: str) -> argparse.HelpFormatter:
+    import argparse
+
     # A width of our own: argparse would import shutil just to ask the terminal.
     return argparse.HelpFormatter(prog, width=int(os.environ.get("COLUMNS", "100")))
 
@@ -73,6 +77,8 @@ def _formatter(prog: str) -> argparse.HelpFormatter:
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The parser; with `only`, just that command's sub-parser (building all eight
     costs a cron run more than the backup itself)."""
+    import argparse
+
     p = argparse.ArgumentParser(
         prog="python -m backup_manager", formatter_class=_formatter,
         description="DalioLite state backups: list, back up, restore, verify, prune, "
@@ -81,6 +87,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--backup-dir", help="backups folder (overrides the config)")
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    p.set_defaults(**GLOBAL_DEFAULTS)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command, text in HELP.items():
         if only in (None, command):
@@ -105,9 +112,18 @@ def _command_in(argv: list[str]) -> str | None:
     return None
 
 
+def plain_backup(argv: list[str]) -> SimpleNamespace | None:
+    """The arguments of the cron line `backup FILE...` (no options), as argparse would
+    give them; None for anything else. Importing and building argparse would cost
+    that run more than the backup itself."""
+    if len(argv) < 2 or argv[0] != "backup" or any(a.startswith("-") for a in argv[1:]):
+        return None
+    return SimpleNamespace(command="backup", state_files=argv[1:], **GLOBAL_DEFAULTS)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser(_command_in(argv)).parse_args(argv)
+    args = plain_backup(argv) or build_parser(_command_in(argv)).parse_args(argv)
     if args.verbose:
         import logging
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from backup_manager.cli import build_parser, plain_backup
 from backup_manager.formats import format_backup_name
 from tests.helpers import ROOT, rebalance_doc, refused_port
 
@@ -263,3 +264,14 @@ def test_console_script_is_installed_next_to_python():
         pytest.skip("project not installed in this interpreter's environment")
     proc = subprocess.run([str(script), "--help"], capture_output=True, text=True)
     assert proc.returncode == 0 and "drill" in proc.stdout
+
+
+@pytest.mark.parametrize("argv", [["backup", "state/a.json"], ["backup", "a", "b c", "ü.json"]])
+def test_plain_backup_line_reads_as_argparse_reads_it(argv):
+    assert vars(plain_backup(argv)) == vars(build_parser().parse_args(argv))
+
+
+@pytest.mark.parametrize("argv", [["backup"], ["backup", "--json", "a"], ["--json", "backup", "a"],
+                                  ["backup", "a", "-v"], ["backup", "-"], ["restore", "a"], []])
+def test_any_other_line_goes_to_argparse(argv):
+    assert plain_backup(argv) is None

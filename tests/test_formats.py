@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from backup_manager import InvalidStateError, register_validator, validate_content
+from backup_manager import InvalidStateError, formats, register_validator, validate_content
 from backup_manager.formats import (
     check_timestamp_prefix,
     format_backup_name,
     parse_any_backup_name,
     parse_backup_name,
     parse_sidecar,
+    sha256_hex,
     sidecar_text,
     state_key,
 )
@@ -76,6 +78,12 @@ def test_legacy_names_are_local_time(monkeypatch):
 def test_any_name_finds_its_stem(name, stem, suffix):
     parsed = parse_any_backup_name(name)
     assert (parsed.stem, parsed.suffix) == (stem, suffix)
+
+
+@pytest.mark.parametrize("size", [0, 1024, formats._SMALL, formats._SMALL + 1])
+def test_sha256_hex_is_sha256_at_every_size(size):
+    data = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    assert sha256_hex(data) == hashlib.sha256(data).hexdigest()
 
 
 def test_sidecar_is_sha256sum_format():
