@@ -8,11 +8,15 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from backup_manager import InvalidStateError, formats, register_validator, validate_content
 from backup_manager.formats import (
+    MAX_JSON_DEPTH,
     check_timestamp_prefix,
     format_backup_name,
+    json_kind,
     parse_any_backup_name,
     parse_backup_name,
     parse_sidecar,
@@ -20,6 +24,7 @@ from backup_manager.formats import (
     sidecar_text,
     state_key,
 )
+from tests.helpers import SCALE
 
 WHEN = datetime(2026, 2, 17, 10, 30, 0, 123456, tzinfo=timezone.utc)
 
@@ -174,3 +179,69 @@ def test_registered_rule_applies_to_that_file_only():
     with pytest.raises(InvalidStateError, match="cash is missing"):
         validate_content("custom_rule_test.json", b"{}")
     validate_content("other.json", b"{}")
+
+
+# --- json_kind must agree with json.loads: validation may not build the document ---
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12)
+JSON_BYTES = b'{}[],:"\\ \t\n0123456789.eE+-truefalsnNIiyx\x01\xc3\xa9\xff'
+
+
+def _json_loads_kind(data):
+    try:
+        return type(json.loads(data.decode("utf-8"))).__name__
+    except (ValueError, RecursionError):
+        return None
+
+
+def _json_kind_or_none(data):
+    try:
+        return json_kind(data)
+    except ValueError:
+        return None
+
+
+@settings(max_examples=400 * SCALE, deadline=None)
+@given(value=JSON_VALUES, indent=st.sampled_from([None, 1, "\t"]),
+       edits=st.lists(st.tuples(st.integers(0, 10**6), st.sampled_from(JSON_BYTES),
+                                st.sampled_from(["insert", "delete", "replace"])), max_size=3))
+def test_json_kind_agrees_with_json_loads_on_edited_documents(value, indent, edits):
+    data = bytearray(json.dumps(value, indent=indent, ensure_ascii=False).encode())
+    for where, byte, how in edits:
+        where %= len(data) + 1
+        if how == "insert":
+            data.insert(where, byte)
+        elif where < len(data):
+            if how == "delete":
+                del data[where]
+            else:
+                data[where] = byte
+    assert _json_kind_or_none(bytes(data)) == _json_loads_kind(bytes(data))
+
+
+@settings(max_examples=400 * SCALE, deadline=None)
+@given(st.lists(st.sampled_from(JSON_BYTES), max_size=24).map(bytes))
+def test_json_kind_agrees_with_json_loads_on_random_bytes(data):
+    assert _json_kind_or_none(data) == _json_loads_kind(data)
+
+
+@pytest.mark.parametrize("data", [b"1" * 5000, b"[" + b"1" * 5000 + b"]",
+                                  b'{"a": [-' + b"9" * 5000 + b"]}"])
+def test_json_kind_applies_pythons_integer_digit_limit(data):
+    assert _json_loads_kind(data) is None
+    with pytest.raises(ValueError, match="digits"):
+        json_kind(data)
+
+
+def test_json_kind_refuses_absurd_nesting_that_json_may_still_read():
+    assert json_kind(b"[" * MAX_JSON_DEPTH + b"]" * MAX_JSON_DEPTH) == "list"
+    with pytest.raises(ValueError, match="nested deeper"):
+        json_kind(b"[" * (MAX_JSON_DEPTH + 1) + b"]" * (MAX_JSON_DEPTH + 1))
+
+
+def test_json_error_names_the_place():
+    with pytest.raises(ValueError, match=r"expected ':': line 2 column 6 \(char 7\)"):
+        json_kind(b'{\n "a" 1}')
