@@ -24,11 +24,13 @@ if TYPE_CHECKING:
     from typing import Any
 
 
-# Bounded so a dead endpoint costs a trading run seconds, not minutes.
+# One attempt, bounded: a dead, silent or unreachable endpoint costs a backup call
+# about 2 s. Retrying is the outbox's job: what fails now goes with the next backup
+# or `sync`, so an in-call retry would only double the wait of the trading run.
 DEFAULT_CLIENT_CONFIG: dict[str, Any] = {
-    "retries": {"mode": "standard", "total_max_attempts": 2},
-    "connect_timeout": 2,
-    "read_timeout": 3,
+    "retries": {"mode": "standard", "total_max_attempts": 1},
+    "connect_timeout": 1,
+    "read_timeout": 2,
 }
 _RETRYABLE_CODES = {
     "SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "Throttling",
@@ -94,9 +96,11 @@ class S3Store:
             # MinIO, R2, B2 and older stores reject the CRC32 trailers boto3 adds by default.
             options.setdefault("request_checksum_calculation", "when_required")
             options.setdefault("response_checksum_validation", "when_required")
-        return boto3.session.Session().client(
+        client = boto3.session.Session().client(
             "s3", endpoint_url=self.endpoint_url, region_name=self.region,
             config=Config(**options))
+        client.meta.events.register_last("before-call.s3", _no_expect_continue)
+        return client
 
     def key(self, name: str) -> str:
         return f"{self.prefix}/{name}" if self.prefix else name
@@ -180,6 +184,12 @@ def _is_checksum_error(exc: Exception) -> bool:
     from botocore.exceptions import FlexibleChecksumError
 
     return isinstance(exc, FlexibleChecksumError)
+
+
+def _no_expect_continue(params: dict[str, Any], **_: Any) -> None:
+    # botocore asks first ("Expect: 100-continue") and a silent server makes it wait
+    # a second for an answer; state files are small, so send them straight away.
+    params["headers"].pop("Expect", None)
 
 
 def _b64_sha256(data: bytes) -> str:

@@ -15,6 +15,7 @@ from pathlib import Path
 from common import STATE_1K, Stats, machine, measure, print_table
 
 from backup_manager import BackupManager
+from backup_manager.s3 import DEFAULT_CLIENT_CONFIG
 
 
 def refused_url() -> str:
@@ -33,6 +34,22 @@ def silent_url() -> tuple[str, socket.socket]:
     threading.Thread(target=lambda: [held.append(server.accept()) for _ in iter(int, 1)],
                      daemon=True).start()
     return f"http://127.0.0.1:{server.getsockname()[1]}", server
+
+
+def full_backlog_url() -> tuple[str, list[socket.socket]]:
+    """A port whose accept queue is full: the kernel drops new connection attempts,
+    as a host that is down or firewalled does, so connecting times out."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    held = [server]
+    for _ in range(3):
+        filler = socket.socket()
+        filler.setblocking(False)
+        filler.connect_ex(server.getsockname())
+        held.append(filler)
+    time.sleep(0.2)
+    return f"http://127.0.0.1:{server.getsockname()[1]}", held
 
 
 def main() -> None:
@@ -71,7 +88,12 @@ def main() -> None:
         rows.append(["with cloud (moto on 127.0.0.1)", cloud.cell(),
                      f"+{cloud.median - local.median:.2f} ms",
                      f"{per_backup:g} requests per backup ({', '.join(methods)})"])
+        limits = DEFAULT_CLIENT_CONFIG
+        client = (f"default client: connect {limits['connect_timeout']} s, read "
+                  f"{limits['read_timeout']} s, {limits['retries']['total_max_attempts']} attempt")
+        dropping, held = full_backlog_url()  # the sockets must stay open while measured
         for label, endpoint in [("endpoint refusing connections", refused_url()),
+                                ("endpoint dropping connection attempts", dropping),
                                 ("endpoint accepting but never answering", silent_url()[0])]:
             down = []
             for _ in range(3):
@@ -82,9 +104,10 @@ def main() -> None:
                 manager.backup_state_file(state)
                 down.append(time.perf_counter() - start)
             stats = Stats(down)
-            rows.append([label + ", one backup call", stats.cell(), "",
-                         "default client: connect 2 s, read 3 s, 2 attempts"])
+            rows.append([label + ", one backup call", stats.cell(), "", client])
     server.stop()
+    for sock in held:
+        sock.close()
     print(f"machine: {machine()}; runs: {args.runs}")
     print_table("Cloud, ms: median [min-max]", ["case", "time", "added", "notes"], rows)
 

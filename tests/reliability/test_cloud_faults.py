@@ -142,6 +142,8 @@ def test_bursts_of_faults_queue_then_drain(project, state_file, proxy, upstream,
         setattr(proxy, fault, 3)
         made += backups_through(proxy, state_file, 2)
     assert all(p.exists() for p in made), "every local save succeeded"
+    assert manager(proxy).status()["targets"][0]["pending"] > 0, "failed copies wait"
+    setattr(proxy, fault, 0)  # the burst is over: one attempt per call, the outbox retries
     result = manager(proxy).sync()
     assert result.pending == 0, result.errors
     assert remote_backups(upstream) == expected_keys(made)
