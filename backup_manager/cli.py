@@ -7,7 +7,6 @@ fix, never a traceback.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -19,6 +18,7 @@ from .errors import BackupError, ConfigError, NoValidBackupError, log
 from .formats import fetch_verified, state_key
 from .manager import CLOUD_TARGET, BackupManager
 
+# argparse and json are imported where needed: the cron line `backup FILE` uses neither.
 TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
 if TYPE_CHECKING:
     import argparse
@@ -162,6 +162,8 @@ def open_manager(args: argparse.Namespace) -> tuple[BackupManager, dict[str, Any
 
 def emit(args: argparse.Namespace, doc: Any, lines: list[str]) -> None:
     if args.json:
+        import json
+
         json.dump(doc, sys.stdout, indent=2, default=str)
         sys.stdout.write("\n")
     else:
@@ -382,6 +384,8 @@ def _status_problems(doc: dict, max_age_hours: float | None) -> list[str]:
 def _host_backup_error(config: dict) -> str | None:
     base = config.get("_base", Path.cwd())
     state_dir = (config.get("state") or {}).get("dir", "state")
+    import json
+
     try:
         doc = json.loads((Path(base) / state_dir / "autopilot_status.json").read_bytes())
         return doc.get("last_backup_error") if isinstance(doc, dict) else None

@@ -10,7 +10,6 @@ local time, whole seconds) are read as well.
 from __future__ import annotations
 
 import codecs
-import json
 import re
 import sys
 from collections.abc import Callable
@@ -254,22 +253,34 @@ def _json_number(int_digits: bytes) -> bytes:
     return rb"-?(?:0|[1-9][0-9]%s)(?:\.[0-9]++)?(?:[eE][-+]?[0-9]++)?" % int_digits
 
 
-def _json_flat(space: bytes, string: bytes, scalar: bytes) -> bytes:
-    """An object or array holding only scalars: most of a large state, in one match."""
-    pair = string + space + b":" + space + scalar + space
-    item = scalar + space
-    return (rb"\{%s(?:%s(?:,%s%s)*+)?\}|\[%s(?:%s(?:,%s%s)*+)?\]"
-            % (space, pair, space, pair, space, item, space, item))
+def _json_flat(scalar: bytes) -> bytes:
+    pair = _JSON_STRING + _JSON_SPACE + b":" + _JSON_SPACE + scalar + _JSON_SPACE
+    item = scalar + _JSON_SPACE
+    return rb"\{%s(?:%s(?:,%s%s)*+)?\}|\[%s(?:%s(?:,%s%s)*+)?\]" % (
+        _JSON_SPACE, pair, _JSON_SPACE, pair, _JSON_SPACE, item, _JSON_SPACE, item)
 
 
-# One JSON token after optional whitespace. Groups: 1 a flat object or array, 2 open,
-# 3 close, 4 comma, 5 colon, 6 string, 7 number, 8 literal. Flat containers hold
-# integers of up to 640 digits: longer ones take the token path, which checks the
-# int limit.
-_JSON_TOKEN = _JSON_SPACE + rb"(?:(%s)|([{[])|([}\]])|(,)|(:)|(%s)|(%s)|(%s))" % (
-    _json_flat(_JSON_SPACE, _JSON_STRING,
-               rb"(?:%s|%s|%s)" % (_JSON_STRING, _json_number(rb"{0,639}+"), _JSON_LITERAL)),
-    _JSON_STRING, _json_number(b"*+"), _JSON_LITERAL)
+_FLAT_FROM = 64 * 1024
+
+
+def _json_token(large: bool) -> bytes:
+    """One JSON token after optional whitespace. Groups: 1 a container of scalars only,
+    2 open, 3 close, 4 comma, 5 colon, 6 string, 7 number, 8 literal.
+
+    For large data, group 1 takes whole objects and arrays of scalars (most of a big
+    state) in one match, with integers of up to 640 digits: longer ones take the token
+    path, which checks Python's int limit. That pattern takes milliseconds to compile,
+    so small data gets one whose group 1 is only {} or [].
+    """
+    if large:
+        scalar = rb"(?:%s|%s|%s)" % (_JSON_STRING, _json_number(rb"{0,639}+"), _JSON_LITERAL)
+        container = _json_flat(scalar)
+    else:
+        container = rb"\{%s\}|\[%s\]" % (_JSON_SPACE, _JSON_SPACE)
+    return _JSON_SPACE + rb"(?:(%s)|([{[])|([}\]])|(,)|(:)|(%s)|(%s)|(%s))" % (
+        container, _JSON_STRING, _json_number(b"*+"), _JSON_LITERAL)
+
+
 _CLOSER = {b"{": b"}", b"[": b"]"}
 MAX_JSON_DEPTH = 500
 
@@ -282,7 +293,7 @@ def json_kind(data: bytes) -> str:
     problem and where it is; nesting deeper than MAX_JSON_DEPTH is refused.
     """
     _check_utf8(data)
-    match = re.compile(_JSON_TOKEN).match
+    match = re.compile(_json_token(len(data) >= _FLAT_FROM)).match
     opened: list[bytes] = []  # containers entered and not yet closed
     want, kind, pos = "a value", "", 0
     while want != "the end":
@@ -371,6 +382,8 @@ def validate_content(file_name: str, data: bytes) -> None:
         raise InvalidStateError(f"{file_name}: JSON must be an object, got {kind}")
     rule = _VALIDATORS.get(file_name)
     if rule is not None:
+        import json  # only a rule needs the document; loading json costs a cron run ~3 ms
+
         try:
             rule(json.loads(data.decode("utf-8")))
         except InvalidStateError as exc:

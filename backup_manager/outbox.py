@@ -9,7 +9,6 @@ accept as idempotent.
 
 from __future__ import annotations
 
-import json
 import os
 from collections import namedtuple
 from datetime import datetime, timezone
@@ -90,6 +89,8 @@ class Outbox:
             return []
 
     def _read(self, target: str, name: str) -> PendingCopy | None:
+        import json
+
         path = self._entry(target, name)
         try:
             doc = json.loads(path.read_bytes())
@@ -105,6 +106,8 @@ class Outbox:
 
     def _write(self, path: Path, queued: datetime, attempts: int, error: str | None,
                conflict: bool) -> None:
+        import json
+
         doc = {"queued_at": queued.isoformat(), "attempts": attempts, "last_error": error,
                "conflict": conflict}
         atomic_write(path, json.dumps(doc).encode(), durable=self.durable, mode=0o600)

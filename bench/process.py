@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -32,6 +33,7 @@ def main() -> None:
         (work / "state").mkdir()
         state = work / "state" / "x.json"
         state.write_bytes(STATE_1K)
+        (work / "state" / "last_rebalance.json").write_bytes(STATE_1K)
         env = dict(os.environ)
         # A cron job keeps its bytecode cache; without it every run compiles the module.
         env.pop("PYTHONDONTWRITEBYTECODE", None)
@@ -40,6 +42,8 @@ def main() -> None:
         commands = {
             "python -c pass": [py, "-c", "pass"],
             "backup": [py, "-m", "backup_manager", "backup", "state/x.json"],
+            "backup, a file with a content rule (loads json)":
+                [py, "-m", "backup_manager", "backup", "state/last_rebalance.json"],
             "restore": [py, "-m", "backup_manager", "restore", "state/x.json", "--yes"],
         }
         tools = {}
@@ -59,8 +63,11 @@ def main() -> None:
         samples: dict[str, list[float]] = {k: [] for k in commands}
         for cmd in commands.values():  # warm caches, write bytecode
             timed(cmd, work, env)
+        order = list(commands)
         for _ in range(args.runs):
-            for name, cmd in commands.items():
+            random.shuffle(order)  # no command always runs right after restic or borg
+            for name in order:
+                cmd = commands[name]
                 if name == "restore":
                     state.unlink(missing_ok=True)
                 samples[name].append(timed(cmd, work, env))

@@ -6,9 +6,10 @@ import hashlib
 import json
 import time
 from datetime import datetime, timedelta, timezone
+from unittest import mock
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from backup_manager import InvalidStateError, formats, register_validator, validate_content
@@ -204,11 +205,21 @@ def _json_kind_or_none(data):
         return None
 
 
-@settings(max_examples=400 * SCALE, deadline=None)
+@pytest.fixture(params=["small-data pattern", "large-data pattern"])
+def token_pattern(request):
+    """json_kind picks its token pattern by size; run each check with both."""
+    flat_from = formats._FLAT_FROM if request.param == "small-data pattern" else 0
+    with mock.patch.object(formats, "_FLAT_FROM", flat_from):
+        yield
+
+
+@settings(max_examples=400 * SCALE, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(value=JSON_VALUES, indent=st.sampled_from([None, 1, "\t"]),
        edits=st.lists(st.tuples(st.integers(0, 10**6), st.sampled_from(JSON_BYTES),
                                 st.sampled_from(["insert", "delete", "replace"])), max_size=3))
-def test_json_kind_agrees_with_json_loads_on_edited_documents(value, indent, edits):
+def test_json_kind_agrees_with_json_loads_on_edited_documents(token_pattern, value, indent,
+                                                              edits):
     data = bytearray(json.dumps(value, indent=indent, ensure_ascii=False).encode())
     for where, byte, how in edits:
         where %= len(data) + 1
@@ -222,21 +233,22 @@ def test_json_kind_agrees_with_json_loads_on_edited_documents(value, indent, edi
     assert _json_kind_or_none(bytes(data)) == _json_loads_kind(bytes(data))
 
 
-@settings(max_examples=400 * SCALE, deadline=None)
+@settings(max_examples=400 * SCALE, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.sampled_from(JSON_BYTES), max_size=24).map(bytes))
-def test_json_kind_agrees_with_json_loads_on_random_bytes(data):
+def test_json_kind_agrees_with_json_loads_on_random_bytes(token_pattern, data):
     assert _json_kind_or_none(data) == _json_loads_kind(data)
 
 
 @pytest.mark.parametrize("data", [b"1" * 5000, b"[" + b"1" * 5000 + b"]",
                                   b'{"a": [-' + b"9" * 5000 + b"]}"])
-def test_json_kind_applies_pythons_integer_digit_limit(data):
+def test_json_kind_applies_pythons_integer_digit_limit(token_pattern, data):
     assert _json_loads_kind(data) is None
     with pytest.raises(ValueError, match="digits"):
         json_kind(data)
 
 
-def test_json_kind_refuses_absurd_nesting_that_json_may_still_read():
+def test_json_kind_refuses_absurd_nesting_that_json_may_still_read(token_pattern):
     assert json_kind(b"[" * MAX_JSON_DEPTH + b"]" * MAX_JSON_DEPTH) == "list"
     with pytest.raises(ValueError, match="nested deeper"):
         json_kind(b"[" * (MAX_JSON_DEPTH + 1) + b"]" * (MAX_JSON_DEPTH + 1))
