@@ -31,6 +31,9 @@ BACKUP_DEFAULTS: dict[str, Any] = {
     "s3_sse": None,
     "s3_kms_key_id": None,
     "s3_expected_bucket_owner": None,
+    "s3_connect_timeout_seconds": 1,
+    "s3_read_timeout_seconds": 2,
+    "s3_max_attempts": 1,
     "mirror_dirs": [],
 }
 SSE_MODES = (None, "AES256", "aws:kms")
@@ -131,6 +134,15 @@ def backup_options(section: Mapping[str, Any] | None, base_dir: Path) -> dict[st
         options[key] = text_or_none(where + key, s[key])
     if not isinstance(options["s3_prefix"], str):
         raise ConfigError(f"{where}s3_prefix must be a string, got {s['s3_prefix']!r}")
+    options["s3_client_config"] = {
+        "connect_timeout": number(where + "s3_connect_timeout_seconds",
+                                  s["s3_connect_timeout_seconds"], minimum=0.1),
+        "read_timeout": number(where + "s3_read_timeout_seconds", s["s3_read_timeout_seconds"],
+                               minimum=0.1),
+        "retries": {"mode": "standard",
+                    "total_max_attempts": whole_number(where + "s3_max_attempts",
+                                                       s["s3_max_attempts"], minimum=1)},
+    }
     if options["cloud_enabled"] and not options["s3_bucket"]:
         raise ConfigError(f"{where}cloud_enabled is true but {where}s3_bucket is not set")
     return options

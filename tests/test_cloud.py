@@ -422,3 +422,14 @@ def test_replaced_valid_state_kept_by_restore_is_owed_to_the_cloud(project, stat
     assert [c.name for c in bm.outbox.pending("s3")] == [result.kept_as]
     assert bm.sync().copied == 1
     assert f"dalio-lite-backups/{result.kept_as}" in remote_keys(endpoint, name)
+
+
+def test_s3_timeouts_and_attempts_come_from_config(tmp_path):
+    section = {"cloud_enabled": True, "s3_bucket": "b", "s3_region": "us-east-1",
+               "s3_endpoint_url": f"http://127.0.0.1:{refused_port()}",
+               "s3_connect_timeout_seconds": 4, "s3_read_timeout_seconds": 7.5,
+               "s3_max_attempts": 3}
+    bm = BackupManager.from_config({"backup": section}, base_dir=tmp_path)
+    config = bm.cloud.client.meta.config
+    assert (config.connect_timeout, config.read_timeout) == (4, 7.5)
+    assert config.retries["total_max_attempts"] == 3

@@ -444,6 +444,9 @@ def test_from_config_resolves_against_config_folder(tmp_path, monkeypatch):
     ({"s3_sse": "rot13"}, "s3_sse"),
     ({"durable": "yes"}, "backup.durable"),
     ({"state_files": "state/x.json"}, "state_files"),
+    ({"s3_max_attempts": 0}, "backup.s3_max_attempts"),
+    ({"s3_read_timeout_seconds": "2"}, "backup.s3_read_timeout_seconds"),
+    ({"s3_connect_timeout_seconds": 0}, "backup.s3_connect_timeout_seconds"),
 ])
 def test_from_config_rejects_bad_values(project, section, message):
     with pytest.raises(ConfigError, match=message):
