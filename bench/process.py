@@ -17,6 +17,9 @@ from common import ROOT, STATE_1K, Stats, machine, print_table, ratio
 
 
 def timed(cmd: list[str], cwd: Path, env: dict) -> float:
+    # As in latency.py: no sample waits for the writeback of what the previous one
+    # wrote (restic and borg write whole repositories); a cron run meets a quiet disk.
+    os.sync()
     start = time.perf_counter()
     subprocess.run(cmd, cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL)
