@@ -254,6 +254,7 @@ def _json_number(int_digits: bytes) -> bytes:
 
 
 def _json_flat(scalar: bytes) -> bytes:
+    """An object or an array holding only scalars."""
     pair = _JSON_STRING + _JSON_SPACE + b":" + _JSON_SPACE + scalar + _JSON_SPACE
     item = scalar + _JSON_SPACE
     return rb"\{%s(?:%s(?:,%s%s)*+)?\}|\[%s(?:%s(?:,%s%s)*+)?\]" % (
@@ -318,7 +319,7 @@ def json_kind(data: bytes) -> str:
         elif group in (1, 6, 7, 8) and want in ("a value", "a value or ]"):
             if group == 7 and len(m[7]) > 640:
                 _check_int_digits(m[7])
-            kind = kind or _scalar_kind(m[group])
+            kind = kind or _token_kind(m[group])
             want = "',' or a closing bracket" if opened else "the end"
         else:
             raise ValueError(f"expected {want}{_at(data, pos)}")
@@ -328,7 +329,7 @@ def json_kind(data: bytes) -> str:
     return kind
 
 
-def _scalar_kind(token: bytes) -> str:
+def _token_kind(token: bytes) -> str:
     if token[:1] in (b"{", b"["):
         return "dict" if token[:1] == b"{" else "list"
     if token[:1] == b'"':
@@ -344,7 +345,7 @@ def _scalar_kind(token: bytes) -> str:
 
 def _check_int_digits(number: bytes) -> None:
     limit = sys.get_int_max_str_digits()
-    if limit and _scalar_kind(number) == "int" and len(number.lstrip(b"-")) > limit:
+    if limit and _token_kind(number) == "int" and len(number.lstrip(b"-")) > limit:
         raise ValueError(f"an integer of more than {limit} digits (Python's limit)")
 
 
@@ -353,12 +354,14 @@ def _check_utf8(data: bytes) -> None:
         return
     decode = codecs.getincrementaldecoder("utf-8")().decode
     view, step = memoryview(data), 1 << 16
-    for start in range(0, len(data), step):
-        try:
+    try:
+        for start in range(0, len(data), step):
             decode(view[start : start + step], start + step >= len(data))
+    except UnicodeDecodeError:
+        try:
+            data.decode("utf-8")  # again in one piece, for the exact place
         except UnicodeDecodeError as exc:
-            raise ValueError(f"not UTF-8: byte 0x{data[start + exc.start]:02x} at char "
-                             f"{start + exc.start}") from None
+            raise ValueError(f"not UTF-8: {exc.reason} at char {exc.start}") from None
 
 
 def _at(data: bytes, pos: int) -> str:

@@ -257,3 +257,11 @@ def test_json_kind_refuses_absurd_nesting_that_json_may_still_read(token_pattern
 def test_json_error_names_the_place():
     with pytest.raises(ValueError, match=r"expected ':': line 2 column 6 \(char 7\)"):
         json_kind(b'{\n "a" 1}')
+
+
+@pytest.mark.parametrize("at", [7, 65535, 65536, 70000])
+def test_json_kind_names_where_utf8_breaks_even_across_its_read_chunks(at):
+    data = b'{"a": "' + "é".encode() * ((at - 7) // 2) + b"x" * ((at - 7) % 2)
+    data += b"\xc3A" + b"x" * 10 + b'"}'
+    with pytest.raises(ValueError, match=f"not UTF-8: invalid continuation byte at char {at}"):
+        json_kind(data)
