@@ -17,7 +17,7 @@ import logging
 import os
 import sys
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Protocol
@@ -309,7 +309,7 @@ class DalioLite:
         try:
             backup = self.backup_manager.backup_state_file(path)
         except (BackupError, OSError) as exc:
-            self.last_backup_error = f"{datetime.now(timezone.utc).isoformat()} {name}: {exc}"
+            self.last_backup_error = f"{datetime.now(UTC).isoformat()} {name}: {exc}"
             log.error("BACKUP FAILED for %s (the state itself was saved): %s", path, exc)
             return
         if backup is not None:
@@ -417,7 +417,7 @@ class DalioLite:
 
     def _decide(self, force: bool) -> Decision:
         last = self.last_rebalance()
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         if last is not None and not force:
             due = last + timedelta(days=self.config.min_days_between)
             if now < due:
@@ -457,7 +457,7 @@ class DalioLite:
         for order in orders:
             log.info("order: %s %s $%.2f", order.side, order.symbol, order.notional)
             self.broker.submit_order(order)
-        self.save_state(LAST_REBALANCE, {"timestamp": datetime.now(timezone.utc).isoformat()})
+        self.save_state(LAST_REBALANCE, {"timestamp": datetime.now(UTC).isoformat()})
 
     def _record(self, decision: Decision, dry_run: bool) -> None:
         if dry_run:
@@ -474,7 +474,7 @@ class DalioLite:
             self.last_backup = previous.get("last_backup")
             self.last_backup_error = previous.get("last_backup_error")
         self.save_state(AUTOPILOT_STATUS, {
-            "last_run": datetime.now(timezone.utc).isoformat(),
+            "last_run": datetime.now(UTC).isoformat(),
             "outcome": decision.outcome,
             "reason": decision.reason,
             "next_eligible_rebalance": nxt.isoformat() if nxt else None,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -200,7 +200,7 @@ def state_files(manager: BackupManager, given: str | None = None) -> list[Path]:
 
 
 def cmd_list(manager: BackupManager, args: argparse.Namespace, config: dict) -> int:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     remote, pending = _cloud_view(manager)
     doc, lines = [], []
     for path in state_files(manager, args.state_file):

@@ -13,7 +13,7 @@ import codecs
 import re
 import sys
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from .errors import IntegrityError, InvalidStateError
@@ -75,7 +75,7 @@ class BackupName:
 
 
 def format_backup_name(stem: str, suffix: str, when: datetime) -> str:
-    when = when.astimezone(timezone.utc)
+    when = when.astimezone(UTC)
     return f"{stem}_{when:%Y-%m-%d_%H-%M-%S}.{when:%f}Z{suffix}"
 
 
@@ -84,7 +84,7 @@ def stamp_time(stamp: str) -> datetime:
     iso = f"{stamp[:10]}T{stamp[11:13]}:{stamp[14:16]}:{stamp[17:19]}"
     if stamp.endswith("Z"):
         return datetime.fromisoformat(f"{iso}.{stamp[20:26]}+00:00")
-    return datetime.fromisoformat(iso).astimezone().astimezone(timezone.utc)
+    return datetime.fromisoformat(iso).astimezone().astimezone(UTC)
 
 
 def parse_backup_name(name: str, stem: str, suffix: str) -> BackupName | None:
@@ -232,12 +232,12 @@ def parse_iso_timestamp(value: object) -> datetime:
         raise InvalidStateError(f"timestamp {value!r} is not ISO-8601") from None
     if when.tzinfo is None:
         when = when.astimezone()
-    return when.astimezone(timezone.utc)
+    return when.astimezone(UTC)
 
 
 def _check_last_rebalance(doc: object) -> None:
     when = parse_iso_timestamp(doc.get("timestamp"))  # type: ignore[union-attr]
-    if when > datetime.now(timezone.utc) + CLOCK_SKEW:
+    if when > datetime.now(UTC) + CLOCK_SKEW:
         raise InvalidStateError(f"timestamp {when.isoformat()} is in the future")
 
 

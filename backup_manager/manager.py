@@ -14,7 +14,7 @@ import stat
 from collections import namedtuple
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from .atomic import atomic_write, file_lock, fsync_dir
@@ -218,7 +218,7 @@ class BackupManager:
         if self.cloud is not None:
             targets[CLOUD_TARGET] = self.cloud
         self.copier = Copier(self.store, self.outbox, targets)
-        self._clock = clock or (lambda: datetime.now(timezone.utc))
+        self._clock = clock or (lambda: datetime.now(UTC))
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any] | str | Path, *,
@@ -587,7 +587,7 @@ class BackupManager:
         for name, kind, when in found:
             mtime = self.store.mtime(name)
             if mtime is not None:
-                leftovers.append((name, kind, when, datetime.fromtimestamp(mtime, timezone.utc)))
+                leftovers.append((name, kind, when, datetime.fromtimestamp(mtime, UTC)))
         return leftovers
 
     def _apply(self, plan: list[Decision]) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections import namedtuple
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from .atomic import atomic_write, unlink_quietly
@@ -60,7 +60,7 @@ class Outbox:
             mtime = (self.root / target / _LAST_SUCCESS).stat().st_mtime
         except OSError:
             return None
-        return datetime.fromtimestamp(mtime, timezone.utc)
+        return datetime.fromtimestamp(mtime, UTC)
 
     def pending(self, target: str | None = None) -> list[PendingCopy]:
         """Entries of one target (or all), oldest backup first."""
@@ -101,7 +101,7 @@ class Outbox:
             return None
         except (ValueError, KeyError, TypeError, OSError):
             # A damaged entry still means work is owed; retry it as new.
-            mtime = datetime.fromtimestamp(_mtime(path), timezone.utc)
+            mtime = datetime.fromtimestamp(_mtime(path), UTC)
             return PendingCopy(target, name, mtime, 0, "outbox entry was unreadable", False)
 
     def _write(self, path: Path, queued: datetime, attempts: int, error: str | None,
@@ -114,7 +114,7 @@ class Outbox:
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _mtime(path: Path) -> float:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import namedtuple
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from operator import itemgetter
 
 GRACE_PERIOD = timedelta(hours=1)
@@ -53,7 +53,7 @@ def plan_retention(
     if protect is None:
         protect = {ordered[0][0]: "newest backup"}
     cutoff = ordered[0][1] - timedelta(days=policy.retention_days)
-    keep_last, keep_daily, utc = policy.keep_last, policy.keep_daily, timezone.utc
+    keep_last, keep_daily, utc = policy.keep_last, policy.keep_daily, UTC
     days, day = 0, None
     plan = []
     for rank, (name, when) in enumerate(ordered, start=1):

@@ -12,7 +12,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -104,7 +104,7 @@ def fill_backups(folder: Path, stem: str, count: int, data: bytes = STATE_1K,
                  end: datetime | None = None, step: timedelta = timedelta(minutes=15)) -> list[str]:
     """Create `count` complete backups of `stem` (15 minutes apart, newest at `end`)."""
     folder.mkdir(parents=True, exist_ok=True)
-    end = end or datetime.now(timezone.utc) - timedelta(hours=1)
+    end = end or datetime.now(UTC) - timedelta(hours=1)
     digest = hashlib.sha256(data).hexdigest()
     names = []
     for i in range(count):

@@ -11,7 +11,7 @@ import argparse
 import shutil
 import tempfile
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from common import (
@@ -71,7 +71,7 @@ def bench_backup(root: Path, runs: int, sizes: list[int]) -> dict:
         cases[("naive", n)] = (lambda d=naive_dir: naive_backup(state, d), reset_naive)
     steady = root / "steady"
     steady.mkdir()
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     for when in steady_state_names(now - timedelta(minutes=15)):
         fill_backups(steady, "s", 1, end=when)
     steady_count = sum(1 for _ in steady.glob("s_*.json"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -20,7 +20,7 @@ def scaled(n: int) -> int:
 
 def rebalance_doc(when: datetime | None = None, **extra) -> bytes:
     """A valid last_rebalance.json; `extra` keys make each one distinct."""
-    when = when or datetime.now(timezone.utc) - timedelta(days=1)
+    when = when or datetime.now(UTC) - timedelta(days=1)
     return json.dumps({"timestamp": when.isoformat(), **extra}).encode()
 
 

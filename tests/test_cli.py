@@ -9,7 +9,7 @@ import shutil
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -96,7 +96,7 @@ def test_drill_fails_only_when_a_file_cannot_be_recovered(healthy):
     newest = sorted((healthy / "backups").glob("last_rebalance_*.json"))[-1]
     older = rebalance_doc(n="older")
     name = format_backup_name("last_rebalance", ".json",
-                              datetime.now(timezone.utc) - timedelta(days=1))
+                              datetime.now(UTC) - timedelta(days=1))
     (healthy / "backups" / name).write_bytes(older)
     (healthy / "backups" / (name + ".sha256")).write_text(
         f"{hashlib.sha256(older).hexdigest()}  {name}\n")
@@ -176,7 +176,7 @@ def test_bad_config_key_exits_2(healthy):
 def test_status_max_age_flags_a_stale_backup(project):
     stale = rebalance_doc()
     name = format_backup_name("last_rebalance", ".json",
-                              datetime.now(timezone.utc) - timedelta(hours=30))
+                              datetime.now(UTC) - timedelta(hours=30))
     (project / "backups").mkdir()
     (project / "backups" / name).write_bytes(stale)
     (project / "backups" / (name + ".sha256")).write_text(

@@ -9,7 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 import pytest
@@ -77,7 +77,7 @@ def test_autopilot_status_has_documented_keys(home):
                         "last_backup", "last_backup_error"}
     assert doc["last_backup_error"] is None
     assert doc["last_backup"].startswith("last_rebalance_")
-    assert datetime.fromisoformat(doc["next_eligible_rebalance"]) > datetime.now(timezone.utc)
+    assert datetime.fromisoformat(doc["next_eligible_rebalance"]) > datetime.now(UTC)
 
 
 def test_deleted_last_rebalance_is_restored_and_no_trade(home):
@@ -238,7 +238,7 @@ def test_legacy_naive_timestamp_is_read_as_local_time(home):
     (home / "state" / "last_rebalance.json").write_text(json.dumps({"timestamp": naive}))
     bot = DalioLite(home / "config.yaml")
     assert bot.last_rebalance() == datetime.fromisoformat(naive).astimezone().astimezone(
-        timezone.utc)
+        UTC)
     assert bot.run_daily_check().outcome == "no_action"
 
 

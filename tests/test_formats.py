@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from unittest import mock
 
 import pytest
@@ -27,7 +27,7 @@ from backup_manager.formats import (
 )
 from tests.helpers import SCALE
 
-WHEN = datetime(2026, 2, 17, 10, 30, 0, 123456, tzinfo=timezone.utc)
+WHEN = datetime(2026, 2, 17, 10, 30, 0, 123456, tzinfo=UTC)
 
 
 def test_name_format_matches_design():
@@ -72,7 +72,7 @@ def test_legacy_names_are_local_time(monkeypatch):
         monkeypatch.undo()
         time.tzset()
     assert parsed.legacy
-    assert parsed.when == datetime(2026, 2, 17, 1, 30, tzinfo=timezone.utc)
+    assert parsed.when == datetime(2026, 2, 17, 1, 30, tzinfo=UTC)
 
 
 @pytest.mark.parametrize("name,stem,suffix", [
@@ -132,7 +132,7 @@ def _doc(**kw):
     return json.dumps(kw).encode()
 
 
-NOW = datetime.now(timezone.utc)
+NOW = datetime.now(UTC)
 INVALID = [
     ("truncated", "last_rebalance.json", b'{"timestamp": "2026-02-1'),
     ("empty", "last_rebalance.json", b""),

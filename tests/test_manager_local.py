@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -65,7 +65,7 @@ def test_200_backups_in_a_tight_loop_are_distinct_and_verify(state_file, project
 
 
 def test_same_instant_clock_moves_to_next_microsecond(state_file, project):
-    fixed = datetime(2026, 2, 17, 10, 30, tzinfo=timezone.utc)
+    fixed = datetime(2026, 2, 17, 10, 30, tzinfo=UTC)
     bm = BackupManager(keep_last=50, clock=lambda: fixed)
     names = [bm.backup_state_file(state_file).name for _ in range(3)]
     assert names == [format_backup_name("last_rebalance", ".json",
@@ -148,12 +148,12 @@ def test_restore_of_never_backed_up_file_is_false(project):
 
 def test_restore_by_timestamp_prefix(state_file, project):
     bm = BackupManager(keep_last=10, clock=lambda: datetime(2026, 2, 17, 10, 30,
-                                                            tzinfo=timezone.utc))
-    first = rebalance_doc(datetime(2026, 2, 1, tzinfo=timezone.utc))
+                                                            tzinfo=UTC))
+    first = rebalance_doc(datetime(2026, 2, 1, tzinfo=UTC))
     state_file.write_bytes(first)
     bm.backup_state_file(state_file)
-    bm._clock = lambda: datetime(2026, 2, 18, 9, 0, tzinfo=timezone.utc)
-    state_file.write_bytes(rebalance_doc(datetime(2026, 2, 2, tzinfo=timezone.utc)))
+    bm._clock = lambda: datetime(2026, 2, 18, 9, 0, tzinfo=UTC)
+    state_file.write_bytes(rebalance_doc(datetime(2026, 2, 2, tzinfo=UTC)))
     bm.backup_state_file(state_file)
     assert bm.restore_from_backup(state_file, "2026-02-17_10-30-00") is True
     assert state_file.read_bytes() == first
@@ -280,7 +280,7 @@ def test_backup_that_is_a_symlink_is_never_restored(state_file, project):
     good = bm.backup_state_file(state_file)
     evil = project / "evil.json"
     evil.write_bytes(rebalance_doc(n="evil"))
-    name = format_backup_name("last_rebalance", ".json", datetime.now(timezone.utc))
+    name = format_backup_name("last_rebalance", ".json", datetime.now(UTC))
     (project / "backups" / name).symlink_to(evil)
     digest = __import__("hashlib").sha256(evil.read_bytes()).hexdigest()
     (project / "backups" / (name + ".sha256")).write_text(f"{digest}  {name}\n")
@@ -290,7 +290,7 @@ def test_backup_that_is_a_symlink_is_never_restored(state_file, project):
 
 
 def test_symlink_at_next_backup_name_is_not_written_through(state_file, project):
-    fixed = datetime(2026, 2, 17, 10, 30, tzinfo=timezone.utc)
+    fixed = datetime(2026, 2, 17, 10, 30, tzinfo=UTC)
     (project / "backups").mkdir(mode=0o700)
     victim = project / "victim.txt"
     victim.write_bytes(b"precious")
@@ -314,7 +314,7 @@ def plant_legacy(project, content, name=LEGACY):
 
 
 def test_legacy_backups_are_listed_restored_verified(project):
-    content = rebalance_doc(datetime(2026, 2, 17, tzinfo=timezone.utc))
+    content = rebalance_doc(datetime(2026, 2, 17, tzinfo=UTC))
     plant_legacy(project, content)
     bm = BackupManager()
     assert [b.name for b in bm.list_backups("state/last_rebalance.json")] == [LEGACY]
@@ -325,7 +325,7 @@ def test_legacy_backups_are_listed_restored_verified(project):
 
 def test_legacy_backups_are_pruned(project):
     for day in range(1, 21):
-        plant_legacy(project, rebalance_doc(datetime(2025, 1, day, tzinfo=timezone.utc)),
+        plant_legacy(project, rebalance_doc(datetime(2025, 1, day, tzinfo=UTC)),
                      f"last_rebalance_2025-01-{day:02d}_10-30-00.json")
     plan = BackupManager(keep_last=3, keep_daily=0).prune()
     assert sum(d.keep for d in plan) == 3
@@ -358,7 +358,7 @@ def test_verify_flags_stale_incomplete_but_not_in_progress(state_file, project):
     assert bm.verify().ok, "a fresh backup without sidecar may still be being written"
     old = time.time() - 7200
     os.utime(path, (old, old))
-    bm._clock = lambda: datetime.now(timezone.utc) + timedelta(hours=2)
+    bm._clock = lambda: datetime.now(UTC) + timedelta(hours=2)
     assert [i.status for i in bm.verify().problems] == ["missing sidecar"]
 
 

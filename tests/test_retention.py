@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from backup_manager.formats import format_backup_name, parse_backup_name
 from backup_manager.retention import RetentionPolicy, plan_cleanup, plan_retention
 
-T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
 def series(days=(), hours=(), minutes=()):
@@ -129,7 +129,7 @@ def test_legacy_local_time_names_are_ordered_by_instant(new_york):
 
 def test_legacy_and_new_names_mixed_in_daily_retention(new_york):
     legacy = [f"s_2026-02-{d:02d}_10-00-00.json" for d in range(1, 11)]
-    new = [format_backup_name("s", ".json", datetime(2026, 2, d, 20, tzinfo=timezone.utc))
+    new = [format_backup_name("s", ".json", datetime(2026, 2, d, 20, tzinfo=UTC))
            for d in range(11, 21)]
     records = [(p.name, p.when) for p in (parse_backup_name(n, "s", ".json")
                                           for n in legacy + new)]

@@ -15,7 +15,7 @@ import shutil
 import signal
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from backup_manager import BackupManager, atomic_write, fetch_verified
 from backup_manager.formats import validate_content
@@ -162,7 +162,7 @@ def test_killed_writers_leave_nothing_after_the_grace_period(tmp_path):
     folder = start_project(tmp_path)
     for i in range(scaled(20)):
         kill_at_random(backup_loop, folder, 1000 + i)
-    later = datetime.now(timezone.utc) + timedelta(hours=2)
+    later = datetime.now(UTC) + timedelta(hours=2)
     stale = later.timestamp() - 7200
     for entry in os.scandir(folder / "backups"):
         if entry.is_file():

@@ -8,7 +8,7 @@ import os
 import shutil
 import subprocess
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -162,7 +162,7 @@ def test_state_folder_deleted_mid_run(project, state_file):
 
 
 def test_clock_jumps_forward_and_back(project, state_file):
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     clock = [now]
     bm = BackupManager(clock=lambda: clock[0])
     made = []

@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -120,7 +120,7 @@ def test_other_stems_are_never_restored_or_pruned(stem, extra):
         folder = root / "backups"
         folder.mkdir()
         other = f"{stem}_{extra}"
-        planted = format_backup_name(other, ".json", datetime(2030, 1, 1, tzinfo=timezone.utc))
+        planted = format_backup_name(other, ".json", datetime(2030, 1, 1, tzinfo=UTC))
         data = b'{"other": true}'
         (folder / planted).write_bytes(data)
         (folder / (planted + ".sha256")).write_text(f"{sha256_hex(data)}  {planted}\n")
@@ -156,7 +156,7 @@ def test_folders_and_symlinks_where_backups_belong(tmp_path):
     bm = BackupManager(folder)
     good = bm.backup_state_file(state)
     planted = format_backup_name("last_rebalance", ".json",
-                                 datetime(2031, 1, 1, tzinfo=timezone.utc))
+                                 datetime(2031, 1, 1, tzinfo=UTC))
     (folder / planted).mkdir()
     (folder / (planted + ".sha256")).symlink_to(good.with_name(good.name + ".sha256"))
     state.unlink()
