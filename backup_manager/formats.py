@@ -144,15 +144,13 @@ def check_timestamp_prefix(prefix: str | None) -> str | None:
 
 
 def _builtin_sha256() -> Callable[[bytes], object] | None:
-    # CPython's own SHA-256 (_sha2 from 3.12, _sha256 before) loads in a fraction of a
-    # millisecond; hashlib loads OpenSSL, which costs a cron run ~5 ms. OpenSSL is
-    # several times faster per byte, so large data still goes to hashlib.
-    for module in ("_sha2", "_sha256"):
-        try:
-            return __import__(module).sha256
-        except ImportError:
-            continue
-    return None
+    # CPython's own SHA-256 loads in a fraction of a millisecond; hashlib loads
+    # OpenSSL, which costs a cron run ~5 ms. OpenSSL is several times faster per
+    # byte, so large data still goes to hashlib.
+    try:
+        return __import__("_sha2" if sys.version_info >= (3, 12) else "_sha256").sha256
+    except ImportError:  # another Python, or a build without it
+        return None
 
 
 _small_sha256 = _builtin_sha256()
