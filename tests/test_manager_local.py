@@ -459,3 +459,17 @@ def test_import_loads_no_boto3_yaml_or_logging():
     out = subprocess.run([sys.executable, "-S", "-c", code], cwd=ROOT, capture_output=True,
                          text=True, check=True).stdout
     assert out.split() == ["False"] * 4, "cron pays for every import at start-up"
+
+
+def test_retention_plans_with_the_same_backups_that_listing_shows():
+    from backup_manager.manager import _group_names
+
+    stamps = ["2026-02-17_10-30-00.123456Z", "2026-02-30_10-30-00.000001Z",
+              "2026-13-01_10-30-00.000001Z", "2026-02-16_23-59-59", "2026-02-29_00-00-00",
+              "2024-02-29_12-00-00.000000Z", "2026-02-15_24-00-00.000000Z"]
+    names = [f"s_{t}.json{side}" for t in stamps for side in ("", ".sha256")]
+    group = _group_names(names, [("s", ".json")])[("s", ".json")]
+    planned = group.complete_times()
+    assert [name for name, _ in planned] == [b.name for b in group.completed()]
+    assert [when for _, when in planned] == [b.when for b in group.completed()]
+    assert len(planned) == 3, "Feb 30, month 13, Feb 29 2026 and hour 24 are no instants"
