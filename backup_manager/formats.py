@@ -375,17 +375,21 @@ def validate_content(file_name: str, data: bytes) -> None:
     """Refuse content a state file must never hold. Non-JSON files are not inspected."""
     if not file_name.endswith(".json"):
         return
+    rule = _VALIDATORS.get(file_name)
     try:
-        kind = json_kind(data)
-    except ValueError as exc:
+        if rule is None:
+            kind = json_kind(data)
+        else:  # the rule needs the document, and building it checks it too
+            import json  # loading json costs a cron run ~3 ms: only when needed
+
+            doc = json.loads(data.decode("utf-8"))
+            kind = type(doc).__name__
+    except (ValueError, RecursionError) as exc:
         raise InvalidStateError(f"{file_name}: not valid JSON ({exc})") from None
     if kind != "dict":
         raise InvalidStateError(f"{file_name}: JSON must be an object, got {kind}")
-    rule = _VALIDATORS.get(file_name)
     if rule is not None:
-        import json  # only a rule needs the document; loading json costs a cron run ~3 ms
-
         try:
-            rule(json.loads(data.decode("utf-8")))
+            rule(doc)
         except InvalidStateError as exc:
             raise InvalidStateError(f"{file_name}: {exc}") from None
