@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 
-from .errors import BackupError, ConfigError, NoValidBackupError, log
+from . import log
+from .errors import BackupError, ConfigError, NoValidBackupError
 from .formats import fetch_verified, state_key
 from .manager import CLOUD_TARGET, BackupManager
 

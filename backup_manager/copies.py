@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from .errors import CloudError, IntegrityError, UploadConflict, log
+from . import log
+from .errors import CloudError, IntegrityError, UploadConflict
 from .formats import SIDECAR_SUFFIX, fetch_verified
 from .local import LocalStore
 from .outbox import Outbox, PendingCopy

@@ -1,9 +1,6 @@
-"""Every error the package raises on purpose (one base class, a flat hierarchy), and
-the package's logger."""
+"""Every error the package raises on purpose: one base class, a flat hierarchy."""
 
 from __future__ import annotations
-
-import sys
 
 
 class BackupError(Exception):
@@ -67,38 +64,3 @@ def storage_error(exc: OSError, doing: str) -> StorageError:
     err = StorageError(exc.errno, f"{doing}: {reason}", exc.filename)
     err.__cause__ = exc
     return err
-
-
-class LazyLogger:
-    """logging.getLogger(name), without importing logging until a message can show.
-
-    Until something imports logging, nothing has configured it, so INFO and DEBUG
-    messages would be dropped at the default WARNING level: they are skipped
-    without the import, which costs a cron run more than a whole backup does.
-    WARNING and above always go through logging.
-    """
-
-    def __init__(self, name: str):
-        self.name = name
-
-    def _logger(self):  # noqa: ANN202
-        import logging
-
-        return logging.getLogger(self.name)
-
-    def debug(self, msg: str, *args: object) -> None:
-        if "logging" in sys.modules:
-            self._logger().debug(msg, *args)
-
-    def info(self, msg: str, *args: object) -> None:
-        if "logging" in sys.modules:
-            self._logger().info(msg, *args)
-
-    def warning(self, msg: str, *args: object) -> None:
-        self._logger().warning(msg, *args)
-
-    def error(self, msg: str, *args: object) -> None:
-        self._logger().error(msg, *args)
-
-
-log = LazyLogger("backup_manager")

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+from . import log
 from .atomic import atomic_write, file_lock, fsync_dir
 from .config import backup_options, load_config_file, number
 from .copies import Copier, SyncResult
@@ -28,7 +29,6 @@ from .errors import (
     InvalidStateError,
     NoValidBackupError,
     UploadConflict,
-    log,
     storage_error,
 )
 from .formats import (
