@@ -275,7 +275,7 @@ register_validator(PAPER_ACCOUNT, _check_paper_account)
 
 
 @dataclass
-class Decision:
+class RunDecision:
     outcome: str  # rebalanced, no_action, refused, error
     reason: str
     orders: list[MarketOrder]
@@ -398,7 +398,7 @@ class DalioLite:
 
     # the daily check -------------------------------------------------------------------
 
-    def run_daily_check(self, *, dry_run: bool = False, force: bool = False) -> Decision:
+    def run_daily_check(self, *, dry_run: bool = False, force: bool = False) -> RunDecision:
         """Recover state, decide, trade if due, record the outcome. Holds the run lock
         throughout, so a cron run and a dashboard never rebalance twice."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -406,7 +406,7 @@ class DalioLite:
             try:
                 self.recover_state()
             except StateUnrecoverableError as exc:
-                self._record(Decision("refused", str(exc), []), dry_run)
+                self._record(RunDecision("refused", str(exc), []), dry_run)
                 raise
             decision = self._decide(force)
             log.info("decision: %s (%s)", decision.outcome, decision.reason)
@@ -415,23 +415,23 @@ class DalioLite:
             self._record(decision, dry_run)
             return decision
 
-    def _decide(self, force: bool) -> Decision:
+    def _decide(self, force: bool) -> RunDecision:
         last = self.last_rebalance()
         now = datetime.now(UTC)
         if last is not None and not force:
             due = last + timedelta(days=self.config.min_days_between)
             if now < due:
-                return Decision("no_action", f"last rebalance {last.isoformat()}; next eligible "
+                return RunDecision("no_action", f"last rebalance {last.isoformat()}; next eligible "
                                 f"{due.isoformat()} (min_days_between)", [])
         orders, drift = self._plan_orders()
         if not force and drift < self.config.drift_threshold:
-            return Decision("no_action", f"max drift {drift:.2%} is below the threshold "
+            return RunDecision("no_action", f"max drift {drift:.2%} is below the threshold "
                             f"{self.config.drift_threshold:.2%}", [])
         if not orders:
-            return Decision("no_action", "every trade would be below min_trade_usd", [])
+            return RunDecision("no_action", "every trade would be below min_trade_usd", [])
         why = "forced" if force else f"max drift {drift:.2%} >= threshold " \
             f"{self.config.drift_threshold:.2%}"
-        return Decision("rebalanced", why, orders)
+        return RunDecision("rebalanced", why, orders)
 
     def _plan_orders(self) -> tuple[list[MarketOrder], float]:
         account = self.broker.get_account()
@@ -459,7 +459,7 @@ class DalioLite:
             self.broker.submit_order(order)
         self.save_state(LAST_REBALANCE, {"timestamp": datetime.now(UTC).isoformat()})
 
-    def _record(self, decision: Decision, dry_run: bool) -> None:
+    def _record(self, decision: RunDecision, dry_run: bool) -> None:
         if dry_run:
             return
         last = None
@@ -494,6 +494,16 @@ class DalioLite:
         except InvalidStateError as exc:
             autopilot = {"error": str(exc)}
         return {"autopilot": autopilot, "backups": self.backup_manager.status()}
+
+
+def backup_status_facts(config_path: str | Path) -> dict[str, Any]:
+    """The `backup.status_hook` of config.yaml: what DalioLite recorded about its
+    backups, for `python -m backup_manager status` to show."""
+    try:
+        doc = json.loads((load_config(config_path).state_dir / AUTOPILOT_STATUS).read_bytes())
+    except (OSError, ValueError):
+        return {}
+    return {"last_backup_error": doc.get("last_backup_error")} if isinstance(doc, dict) else {}
 
 
 # --- command line ------------------------------------------------------------------------

@@ -6,11 +6,31 @@
     bm.restore_from_backup("state/last_rebalance.json")
 
 Standard library only at import time; boto3 is imported when cloud backup is
-first used. Modules, in reading order: errors, formats, atomic, retention,
-local, s3, outbox, copies, config, manager, cli.
+first used. Modules, in reading order (each uses only those before it):
+errors, log, formats, atomic, retention, store, local, s3, catalog, outbox,
+copies, folder, restore, pruning, health, config, manager, cli.
+
+    errors     every error raised on purpose, one base class
+    log        the package's logger (logging is imported only when it can show)
+    formats    backup names, sidecars, content rules
+    atomic     temp file, fsync, rename, fsync the folder; locks
+    retention  the pure policy: (name, time) records -> keep/remove and why
+    store      the Store contract every place holding backups offers
+    local, s3  the two stores: a folder, an S3 bucket
+    catalog    which backups of which state file a store holds, newest first
+    outbox     the durable queue of copies owed to mirrors and S3
+    copies     sending what the outbox owes
+    folder     backups/: its store, lock, outbox and corrupt/
+    restore    find the newest valid backup, install it, keep what it replaces
+    pruning    the disk side of retention
+    health     verify and status facts
+    config     the backup: section of config.yaml
+    manager    BackupManager, the thin entry point
+    cli        python -m backup_manager
 """
 
 from .atomic import atomic_write, file_lock
+from .catalog import BackupInfo
 from .copies import SyncResult
 from .errors import (
     BackupError,
@@ -25,15 +45,19 @@ from .errors import (
     StorageError,
     UploadConflict,
 )
-from .formats import fetch_verified, parse_iso_timestamp, register_validator, validate_content
-from .manager import (
-    BackupInfo,
-    BackupManager,
-    RestoreResult,
-    VerifyItem,
-    VerifyReport,
+from .formats import (
+    StateKey,
+    fetch_verified,
+    parse_iso_timestamp,
+    register_validator,
+    state_key,
+    validate_content,
 )
+from .health import VerifyItem, VerifyReport
+from .manager import BackupManager, RestorePlan
+from .restore import RestoreResult
 from .retention import Decision, RetentionPolicy, plan_cleanup, plan_retention
+from .store import Store
 
 
 def main(argv=None):
@@ -46,8 +70,9 @@ def main(argv=None):
 __all__ = [
     "BackupError", "BackupInfo", "BackupManager", "CloudError", "CloudUnavailable",
     "ConfigError", "Decision", "IntegrityError", "InvalidStateError", "LockTimeout",
-    "MissingDependency", "NoValidBackupError", "RestoreResult", "RetentionPolicy",
-    "StorageError", "SyncResult", "UploadConflict", "VerifyItem", "VerifyReport",
-    "atomic_write", "fetch_verified", "file_lock", "main", "parse_iso_timestamp",
-    "plan_cleanup", "plan_retention", "register_validator", "validate_content",
+    "MissingDependency", "NoValidBackupError", "RestorePlan", "RestoreResult",
+    "RetentionPolicy", "StateKey", "StorageError", "Store", "SyncResult", "UploadConflict",
+    "VerifyItem", "VerifyReport", "atomic_write", "fetch_verified", "file_lock", "main",
+    "parse_iso_timestamp", "plan_cleanup", "plan_retention", "register_validator",
+    "state_key", "validate_content",
 ]

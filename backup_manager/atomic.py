@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import stat
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -115,6 +116,27 @@ def publish_new(tmp: str, final: str) -> None:
         os.rename(tmp, final)
         return
     os.unlink(tmp)
+
+
+def read_state_file(path: str | Path) -> tuple[bytes, int]:
+    """(bytes, permission bits) of a state file; OSError (EINVAL) if it is no regular file."""
+    # O_NONBLOCK: a FIFO planted at the state path must not hang the trading run.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file", os.fspath(path))
+    with os.fdopen(fd, "rb") as f:
+        return f.read(), stat.S_IMODE(mode)
+
+
+def file_mode(path: str | Path, *, follow_symlinks: bool = True,
+              default: int | None = 0o600) -> int | None:
+    """The permission bits of `path`; `default` when it cannot be looked at."""
+    try:
+        return stat.S_IMODE(os.stat(path, follow_symlinks=follow_symlinks).st_mode)
+    except OSError:
+        return default
 
 
 def unlink_quietly(path: str) -> None:

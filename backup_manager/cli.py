@@ -15,9 +15,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from . import log
+from .copies import CLOUD_TARGET
 from .errors import BackupError, ConfigError, NoValidBackupError
 from .formats import fetch_verified, state_key
-from .manager import CLOUD_TARGET, BackupManager
+from .manager import BackupManager
 
 # argparse and json are imported where needed: the cron line `backup FILE` uses neither.
 TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
@@ -155,10 +156,20 @@ def open_manager(args: argparse.Namespace) -> tuple[BackupManager, dict[str, Any
     from .config import load_config_file
 
     config = load_config_file(config_path)
-    config["_base"] = Path(config_path).resolve().parent
-    return BackupManager.from_config(
-        {k: v for k, v in config.items() if k == "backup"}, base_dir=config["_base"],
-        **overrides), config
+    base = Path(config_path).resolve().parent
+    manager = BackupManager.from_config({k: v for k, v in config.items() if k == "backup"},
+                                        base_dir=base, **overrides)
+    return manager, {"path": Path(config_path).resolve(), "hook": _status_hook(config)}
+
+
+def _status_hook(config: dict[str, Any]) -> str | None:
+    """`status_hook` of the config's backup section: the host's "module:function"
+    that `status` asks for what the host recorded (a mapping such as
+    {"last_backup_error": ...}); it is passed the config file's path."""
+    hook = (config.get("backup") or {}).get("status_hook")
+    if hook is not None and (not isinstance(hook, str) or hook.count(":") != 1):
+        raise ConfigError(f"backup.status_hook must be 'module:function', got {hook!r}")
+    return hook
 
 
 def emit(args: argparse.Namespace, doc: Any, lines: list[str]) -> None:
@@ -271,11 +282,12 @@ def cmd_backup(manager: BackupManager, args: argparse.Namespace, config: dict) -
 def cmd_restore(manager: BackupManager, args: argparse.Namespace, config: dict) -> int:
     path = Path(args.state_file)
     try:
-        plan = manager.restore(path, timestamp=args.timestamp, source=args.source, dry_run=True)
+        planned = manager.plan_restore(path, timestamp=args.timestamp, source=args.source)
     except NoValidBackupError as exc:
         emit(args, {"state_file": str(path), "restored": False, "error": str(exc)},
              [f"error: {exc}"])
         return EXIT_FAILED
+    plan = manager.install_restore(planned, dry_run=True)
     replaces = {None: "nothing (the file is missing)",
                 "valid": "a valid file, which will be kept as a backup",
                 "invalid": "an invalid file, which will be kept under backups/corrupt/"}
@@ -290,7 +302,8 @@ def cmd_restore(manager: BackupManager, args: argparse.Namespace, config: dict) 
         return EXIT_OK
     if plan.replaced == "valid" and not args.yes and not _confirm(path, lines, args):
         return EXIT_USAGE
-    result = manager.restore(path, timestamp=args.timestamp, source=args.source)
+    # Exactly the backup shown and confirmed, with the bytes already verified.
+    result = manager.install_restore(planned)
     facts.update(restored=True, backup=result.name, kept_as=result.kept_as)
     lines.append(f"restored {path} from {result.name}" +
                  (f"; the replaced file is kept as {result.kept_as}" if result.kept_as else ""))
@@ -342,7 +355,7 @@ def cmd_status(manager: BackupManager, args: argparse.Namespace, config: dict) -
     if args.max_age_hours is not None and not args.max_age_hours > 0:
         raise UsageError(f"--max-age-hours must be a number > 0, got {args.max_age_hours}")
     doc = manager.status()
-    doc["last_backup_error"] = _host_backup_error(config)
+    doc["last_backup_error"] = _host_facts(config).get("last_backup_error")
     problems = _status_problems(doc, args.max_age_hours)
     doc["ok"], doc["problems"] = not problems, problems
     rows = [[s["state_file"], s["newest_valid"] or "NONE", age(s["newest_valid_age_seconds"]),
@@ -382,16 +395,21 @@ def _status_problems(doc: dict, max_age_hours: float | None) -> list[str]:
     return problems
 
 
-def _host_backup_error(config: dict) -> str | None:
-    base = config.get("_base", Path.cwd())
-    state_dir = (config.get("state") or {}).get("dir", "state")
-    import json
+def _host_facts(config: dict) -> dict[str, Any]:
+    if not config.get("hook"):
+        return {}
+    import importlib
 
+    module_name, function = config["hook"].split(":")
+    folder = str(config["path"].parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)  # the host's module sits beside its config.yaml
     try:
-        doc = json.loads((Path(base) / state_dir / "autopilot_status.json").read_bytes())
-        return doc.get("last_backup_error") if isinstance(doc, dict) else None
-    except (OSError, ValueError):
-        return None
+        facts = getattr(importlib.import_module(module_name), function)(config["path"])
+    except Exception as exc:  # the host's code: report it, never hide the backups' status
+        log.error("backup.status_hook %s failed: %s", config["hook"], exc)
+        return {"last_backup_error": f"status_hook {config['hook']} failed: {exc}"}
+    return dict(facts or {})
 
 
 def cmd_sync(manager: BackupManager, args: argparse.Namespace, config: dict) -> int:

@@ -1,7 +1,9 @@
 """The `backup:` section of config.yaml, checked key by key.
 
 Relative paths resolve against the folder holding config.yaml, never the
-working directory, so cron and a dashboard see the same files.
+working directory, so cron and a dashboard see the same files. The checks
+(`check_keys`, `number`, ...) are public so a host checks its own sections the
+same way, with errors that name the key.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from .errors import ConfigError, MissingDependency
 TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
 if TYPE_CHECKING:
     from typing import Any
+
+__all__ = ["BACKUP_DEFAULTS", "backup_options", "check_keys", "flag", "load_config_file",
+           "number", "path_list", "text_or_none", "whole_number"]
 
 BACKUP_DEFAULTS: dict[str, Any] = {
     "dir": "backups",
@@ -35,6 +40,7 @@ BACKUP_DEFAULTS: dict[str, Any] = {
     "s3_read_timeout_seconds": 2,
     "s3_max_attempts": 1,
     "mirror_dirs": [],
+    "status_hook": None,
 }
 SSE_MODES = (None, "AES256", "aws:kms")
 
@@ -116,6 +122,7 @@ def backup_options(section: Mapping[str, Any] | None, base_dir: Path) -> dict[st
     sse = s["s3_sse"]
     if sse not in SSE_MODES:
         raise ConfigError(f"{where}s3_sse must be null, AES256 or aws:kms, got {sse!r}")
+    s.pop("status_hook")  # read by the command line's status, not by BackupManager
     options = {
         "backup_dir": base_dir / directory,
         "state_files": path_list(where + "state_files", s["state_files"], base_dir),

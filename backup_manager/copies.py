@@ -14,12 +14,15 @@ from collections.abc import Callable, Iterable
 from . import log
 from .errors import CloudError, IntegrityError, UploadConflict
 from .formats import SIDECAR_SUFFIX, fetch_verified
-from .local import LocalStore
 from .outbox import Outbox, PendingCopy
 
 TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
 if TYPE_CHECKING:
-    from typing import Any
+    from .local import LocalStore
+    from .store import Store
+
+CLOUD_TARGET = "s3"
+"""The target id of the S3 bucket; mirrors are `mirror-{hash of the folder}`."""
 
 
 class SyncResult:
@@ -32,9 +35,9 @@ class SyncResult:
 
 
 class Copier:
-    """Sends complete backups from `store` to every target (id -> LocalStore or S3Store)."""
+    """Sends complete backups from `store` to every target (target id -> Store)."""
 
-    def __init__(self, store: LocalStore, outbox: Outbox, targets: dict[str, Any]):
+    def __init__(self, store: LocalStore, outbox: Outbox, targets: dict[str, Store]):
         self.store = store
         self.outbox = outbox
         self.targets = targets
@@ -87,7 +90,7 @@ class Copier:
         result.errors += [f"{t}: {error}" for t, error in self.unreachable.items()]
         return result
 
-    def _copy_one(self, copy: PendingCopy, target: Any, result: SyncResult) -> bool:
+    def _copy_one(self, copy: PendingCopy, target: Store, result: SyncResult) -> bool:
         try:
             data = fetch_verified(self.store, copy.name)
         except IntegrityError as exc:
@@ -98,8 +101,7 @@ class Copier:
                 return True
             return self._failed(copy, target, f"local backup is damaged: {exc}", result)
         try:
-            if isinstance(target, LocalStore):
-                target.ensure_mirror()
+            target.prepare()
             target.write(copy.name, data)
             # Sidecar last, as locally: a remote backup without one is incomplete.
             target.write(copy.name + SIDECAR_SUFFIX,
@@ -113,7 +115,7 @@ class Copier:
         log.info("copied %s to %s", copy.name, target.label)
         return True
 
-    def _failed(self, copy: PendingCopy, target: Any, error: str, result: SyncResult,
+    def _failed(self, copy: PendingCopy, target: Store, error: str, result: SyncResult,
                 conflict: bool = False) -> bool:
         log.error("copy of %s to %s failed%s: %s", copy.name, target.label,
                   " (conflict, not retried)" if conflict else "; queued for retry", error)

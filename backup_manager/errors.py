@@ -16,7 +16,18 @@ class InvalidStateError(BackupError, ValueError):
 
 
 class IntegrityError(BackupError):
-    """A backup does not match its sidecar, or its sidecar is missing or malformed."""
+    """A backup does not match its sidecar, or its sidecar is missing or malformed.
+
+    `kind` says which ('missing backup', 'missing sidecar', 'malformed sidecar',
+    'checksum mismatch'); `detail` says where.
+    """
+
+    def __init__(self, kind: str, detail: str):
+        super().__init__(kind, detail)
+        self.kind, self.detail = kind, detail
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.detail}"
 
 
 class NoValidBackupError(BackupError):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import codecs
 import re
 import sys
+from collections import namedtuple
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,10 +25,11 @@ CLOCK_SKEW = timedelta(minutes=5)
 
 # Patterns as text: re compiles and caches each on first use, so a cron run pays only
 # for those it needs. Ranges are checked here; days 29-31 need the calendar too.
+STAMP_SHAPE = r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d(?:\.\d{6}Z)?"
+"""What a timestamp part looks like; the calendar is checked apart (backup_from_stamp)."""
 _STAMP = (r"\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])_(?:[01]\d|2[0-3])"
           r"-[0-5]\d-[0-5]\d(?:\.\d{6}Z)?")
-_ANY_BACKUP = (r"(?P<stem>.+?)_(?P<stamp>\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d(?:\.\d{6}Z)?)"
-               r"(?P<suffix>(?:\.[^.]+)?)")
+_ANY_BACKUP = rf"(?P<stem>.+?)_(?P<stamp>{STAMP_SHAPE})(?P<suffix>(?:\.[^.]+)?)"
 _SIDECAR_LINE = r"([0-9a-fA-F]{64}) [ *](.+)\n?"
 _TIMESTAMP_PREFIX = r"[0-9_.Z-]+"
 
@@ -121,14 +123,24 @@ def parse_any_backup_name(name: str) -> BackupName | None:
     return parse_backup_name(name, m["stem"], m["suffix"])
 
 
-def state_key(path: str | Path) -> tuple[str, str]:
-    """The (stem, suffix) pair a state file's backups are named by."""
+class StateKey(namedtuple("StateKey", "stem suffix")):
+    """What a state file's backups are named by: `last_rebalance` and `.json`."""
+
+    __slots__ = ()
+
+    @property
+    def file_name(self) -> str:
+        return self.stem + self.suffix
+
+
+def state_key(path: str | Path) -> StateKey:
+    """The key of a state file path; ValueError for a path that names no file."""
     p = Path(path)
     if not p.name or p.name in (".", "..") or str(path).endswith("/"):
         raise ValueError(f"not a state file path: {str(path)!r}")
     if p.name.endswith(SIDECAR_SUFFIX):
         raise ValueError(f"state file name must not end in {SIDECAR_SUFFIX}: {p.name!r}")
-    return p.stem, p.suffix
+    return StateKey(p.stem, p.suffix)
 
 
 def check_timestamp_prefix(prefix: str | None) -> str | None:
@@ -186,24 +198,21 @@ def parse_sidecar(data: bytes, name: str) -> str:
 def fetch_verified(store: object, name: str) -> bytes:
     """The bytes of backup `name` in `store`, checked against its sidecar.
 
-    Raises IntegrityError whose message starts with the problem: 'missing backup',
+    Raises IntegrityError whose `kind` names the problem: 'missing backup',
     'missing sidecar', 'malformed sidecar' or 'checksum mismatch'.
     """
-    try:
-        data = store.read(name)
-    except IntegrityError as exc:
-        raise IntegrityError(f"checksum mismatch: {exc}") from None
+    data = store.read(name)
     if data is None:
-        raise IntegrityError(f"missing backup: {name} is not in {store.label}")
+        raise IntegrityError("missing backup", f"{name} is not in {store.label}")
     sidecar = store.read(name + SIDECAR_SUFFIX)
     if sidecar is None:
-        raise IntegrityError(f"missing sidecar: {name} has no {SIDECAR_SUFFIX} (incomplete)")
+        raise IntegrityError("missing sidecar", f"{name} has no {SIDECAR_SUFFIX} (incomplete)")
     try:
         expected = parse_sidecar(sidecar, name)
     except ValueError as exc:
-        raise IntegrityError(f"malformed sidecar: {exc}") from None
+        raise IntegrityError("malformed sidecar", str(exc)) from None
     if sha256_hex(data) != expected:
-        raise IntegrityError(f"checksum mismatch: {name} does not match its sidecar")
+        raise IntegrityError("checksum mismatch", f"{name} does not match its sidecar")
     return data
 
 
@@ -369,6 +378,14 @@ def _at(data: bytes, pos: int) -> str:
     line = data.count(b"\n", 0, pos) + 1
     column = pos - data.rfind(b"\n", 0, pos)
     return f": line {line} column {column} (char {pos})"
+
+
+def is_valid_content(file_name: str, data: bytes) -> bool:
+    try:
+        validate_content(file_name, data)
+    except InvalidStateError:
+        return False
+    return True
 
 
 def validate_content(file_name: str, data: bytes) -> None:

@@ -1,16 +1,4 @@
-"""The local store: a folder of backups and sidecars (backups/, or a mirror folder).
-
-Every store (this one, S3Store) offers the same three calls, so listing,
-verification and restore are written once over all of them:
-
-- ``list_names(prefix)``: names starting with `prefix`, in no particular order;
-  [] when the store is empty or does not exist yet. Never a nested name; locally
-  it may name a folder or symlink, which read() then refuses.
-- ``read(name)``: the object's bytes, or None if it does not exist.
-- ``write(name, data)``: store `data` under `name` atomically. Idempotent: the
-  same bytes already there is success; other bytes raise UploadConflict and
-  are never overwritten.
-"""
+"""The local store: a folder of backups and sidecars (backups/, or a mirror folder)."""
 
 from __future__ import annotations
 
@@ -23,12 +11,13 @@ from pathlib import Path
 from .atomic import fsync_dir, publish_new, unlink_quietly, write_temp
 from .errors import UploadConflict
 from .formats import SIDECAR_SUFFIX, format_backup_name, sha256_hex, sidecar_text
+from .store import Store
 
 _READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 _MAX_NAME_CLASHES = 1000
 
 
-class LocalStore:
+class LocalStore(Store):
     """A folder of backups. Symlinks and sub-folders in it are never objects."""
 
     def __init__(self, root: str | Path, *, durable: bool = True):
@@ -46,9 +35,9 @@ class LocalStore:
         """Create the folder (0700) if missing; its parent must exist for a mirror."""
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
 
-    def ensure_mirror(self) -> None:
-        """Create a missing mirror folder, but only inside a parent that exists: a
-        parent that is gone means a drive that is not mounted, not a folder to make."""
+    def prepare(self) -> None:
+        """Create a missing folder, but only inside a parent that exists: a parent
+        that is gone means a drive that is not mounted, not a folder to make."""
         if self.root.is_dir():
             return
         if not self.root.parent.is_dir():
@@ -56,8 +45,10 @@ class LocalStore:
                                     "(not mounted?)", str(self.root.parent))
         self.root.mkdir(mode=0o700, exist_ok=True)
 
+    def path(self, name: str) -> Path:
+        return self.root / name
+
     def scan(self) -> tuple[list[str], list[str]]:
-        """(regular file names, names of anything else) in the folder; ([], []) if missing."""
         files, others = [], []
         try:
             with os.scandir(self.root) as entries:

@@ -1,6 +1,6 @@
 """The S3 store: backups under s3://{bucket}/{prefix}/, for when the machine is gone.
 
-Same three calls as LocalStore (list_names, read, write). boto3 is imported on
+The Store contract (store.py), as LocalStore offers it. boto3 is imported on
 first use only. The client never deletes: cloud history belongs to the bucket's
 own lifecycle rules, versioning or Object Lock.
 """
@@ -18,6 +18,7 @@ from .errors import (
     MissingDependency,
     UploadConflict,
 )
+from .store import Store
 
 TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
 if TYPE_CHECKING:
@@ -50,7 +51,7 @@ def import_boto3() -> Any:
     return boto3
 
 
-class S3Store:
+class S3Store(Store):
     """Objects named `{prefix}/{name}` in one bucket. Names never contain '/'."""
 
     def __init__(self, bucket: str, prefix: str = "dalio-lite-backups", *,
@@ -122,6 +123,18 @@ class S3Store:
             raise translate_error(exc, f"listing {self.label}") from None
         return names
 
+    def scan(self) -> tuple[list[str], list[str]]:
+        return self.list_names(""), []
+
+    def prepare(self) -> None:
+        pass  # a bucket is created by its owner, never by a backup
+
+    def path(self, name: str) -> None:
+        return None
+
+    def mtime(self, name: str) -> None:
+        return None
+
     def read(self, name: str) -> bytes | None:
         """The object's bytes, checked against S3's stored checksum; None if missing."""
         try:
@@ -132,12 +145,13 @@ class S3Store:
             if _error_code(exc) in _NOT_FOUND:
                 return None
             if _is_checksum_error(exc):
-                raise IntegrityError(f"{self.label}/{name}: S3's stored checksum does not "
-                                     "match the downloaded bytes") from None
+                raise IntegrityError("checksum mismatch", f"{self.label}/{name}: S3's stored "
+                                     "checksum does not match the downloaded bytes") from None
             raise translate_error(exc, f"downloading {self.label}/{name}") from None
         stored = reply.get("ChecksumSHA256")
         if stored and "-" not in stored and stored != _b64_sha256(data):
-            raise IntegrityError(f"{self.label}/{name}: S3's stored checksum does not match")
+            raise IntegrityError("checksum mismatch",
+                                 f"{self.label}/{name}: S3's stored checksum does not match")
         return data
 
     def stored_checksum(self, name: str) -> str | None:

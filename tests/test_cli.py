@@ -215,9 +215,13 @@ def test_status_max_age_flags_an_old_pending_upload(project, state_file):
     assert sync.returncode == 1 and "pending 1" in sync.stdout
 
 
-def test_status_shows_host_backup_error(healthy):
+def test_status_shows_host_backup_error_through_the_status_hook(healthy):
     (healthy / "state" / "autopilot_status.json").write_text(json.dumps(
         {"last_backup_error": "2026-11-01 disk full"}))
+    assert "disk full" not in cli(healthy, "status").stdout, "no config: no host to ask"
+    write_config(healthy)  # the shipped config names dalio_lite's hook
+    proc = cli(healthy, "--json", "status")
+    assert json.loads(proc.stdout)["last_backup_error"] == "2026-11-01 disk full"
     assert "disk full" in cli(healthy, "status").stdout
 
 

@@ -152,7 +152,7 @@ def test_restore_by_timestamp_prefix(state_file, project):
     first = rebalance_doc(datetime(2026, 2, 1, tzinfo=UTC))
     state_file.write_bytes(first)
     bm.backup_state_file(state_file)
-    bm._clock = lambda: datetime(2026, 2, 18, 9, 0, tzinfo=UTC)
+    bm.folder.clock = lambda: datetime(2026, 2, 18, 9, 0, tzinfo=UTC)
     state_file.write_bytes(rebalance_doc(datetime(2026, 2, 2, tzinfo=UTC)))
     bm.backup_state_file(state_file)
     assert bm.restore_from_backup(state_file, "2026-02-17_10-30-00") is True
@@ -358,7 +358,7 @@ def test_verify_flags_stale_incomplete_but_not_in_progress(state_file, project):
     assert bm.verify().ok, "a fresh backup without sidecar may still be being written"
     old = time.time() - 7200
     os.utime(path, (old, old))
-    bm._clock = lambda: datetime.now(UTC) + timedelta(hours=2)
+    bm.folder.clock = lambda: datetime.now(UTC) + timedelta(hours=2)
     assert [i.status for i in bm.verify().problems] == ["missing sidecar"]
 
 
@@ -459,17 +459,3 @@ def test_import_loads_no_boto3_yaml_or_logging():
     out = subprocess.run([sys.executable, "-S", "-c", code], cwd=ROOT, capture_output=True,
                          text=True, check=True).stdout
     assert out.split() == ["False"] * 4, "cron pays for every import at start-up"
-
-
-def test_retention_plans_with_the_same_backups_that_listing_shows():
-    from backup_manager.manager import _group_names
-
-    stamps = ["2026-02-17_10-30-00.123456Z", "2026-02-30_10-30-00.000001Z",
-              "2026-13-01_10-30-00.000001Z", "2026-02-16_23-59-59", "2026-02-29_00-00-00",
-              "2024-02-29_12-00-00.000000Z", "2026-02-15_24-00-00.000000Z"]
-    names = [f"s_{t}.json{side}" for t in stamps for side in ("", ".sha256")]
-    group = _group_names(names, [("s", ".json")])[("s", ".json")]
-    planned = group.complete_times()
-    assert [name for name, _ in planned] == [b.name for b in group.completed()]
-    assert [when for _, when in planned] == [b.when for b in group.completed()]
-    assert len(planned) == 3, "Feb 30, month 13, Feb 29 2026 and hour 24 are no instants"

@@ -1,0 +1,190 @@
+"""The catalogue: which backups of which state file a store holds, in order.
+
+Everything here works from names alone (no stat, no read), so ten thousand
+backups cost milliseconds; reading a backup happens only where one is needed
+(`read_valid`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import namedtuple
+from collections.abc import Iterable, Iterator
+
+from .formats import (
+    SIDECAR_SUFFIX,
+    STAMP_SHAPE,
+    BackupName,
+    StateKey,
+    backup_from_stamp,
+    fetch_verified,
+    parse_any_backup_name,
+    stamp_time,
+    validate_content,
+)
+
+TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from .store import Store
+
+
+class BackupInfo(namedtuple("BackupInfo", "name path timestamp size complete location",
+                            defaults=("local",))):
+    """One backup as listed: name, path (None when remote), timestamp (the aware UTC
+    instant in its name), size, complete (has its sidecar), location."""
+
+    __slots__ = ()
+
+
+class BackupSet:
+    """The backups of one state file in one store.
+
+    Iterating yields (BackupName, complete) newest first, building each BackupName
+    only when reached, so a restore that stops at the newest valid backup never
+    pays for the thousands behind it.
+    """
+
+    __slots__ = ("key", "stamps", "complete_stamps", "orphan_sidecars")
+
+    def __init__(self, key: StateKey, stamps: list[str], sidecar_stamps: set[str]):
+        self.key = key
+        present = set(stamps)
+        self.complete_stamps = sidecar_stamps & present
+        self.stamps = _newest_first(key, stamps)
+        self.orphan_sidecars = [self._name(t) + SIDECAR_SUFFIX
+                                for t in sorted(sidecar_stamps - present)]
+
+    def __iter__(self) -> Iterator[tuple[BackupName, bool]]:
+        for stamp in self.stamps:
+            backup = backup_from_stamp(*self.key, stamp)
+            if backup is not None:
+                yield backup, stamp in self.complete_stamps
+
+    def __len__(self) -> int:
+        return len(self.stamps)
+
+    def _name(self, stamp: str) -> str:
+        return f"{self.key.stem}_{stamp}{self.key.suffix}"
+
+    def complete(self) -> Iterator[BackupName]:
+        """Backups with a sidecar, newest first (a name whose date cannot exist is left out)."""
+        return (b for b, complete in self if complete)
+
+    def incomplete(self) -> list[BackupName]:
+        return [b for b, complete in self if not complete]
+
+    def retention_records(self) -> list[tuple[str, datetime]]:
+        """(name, UTC instant) of each complete backup, newest first: what retention
+        plans with, built from the stamps without a BackupName each."""
+        records = []
+        for stamp in self.stamps:
+            if stamp in self.complete_stamps:
+                try:
+                    records.append((self._name(stamp), stamp_time(stamp)))
+                except ValueError:
+                    continue
+        return records
+
+
+def read_valid(store: Store, backup: BackupName) -> bytes:
+    """The backup's bytes, matching its sidecar and valid as its state file's content.
+
+    Raises IntegrityError or InvalidStateError for a bad backup, OSError or
+    CloudError when the store cannot be read.
+    """
+    data = fetch_verified(store, backup.name)
+    validate_content(backup.stem + backup.suffix, data)
+    return data
+
+
+def first_valid(store: Store, newest_first: Iterable[BackupName]) -> BackupName | None:
+    """The first backup that reads back valid; unreadable ones are passed over."""
+    from .errors import IntegrityError, InvalidStateError
+
+    for backup in newest_first:
+        try:
+            read_valid(store, backup)
+            return backup
+        except (IntegrityError, InvalidStateError, OSError):
+            continue
+    return None
+
+
+def backups_of(store: Store, key: StateKey) -> BackupSet:
+    """The backups of one state file in `store` (empty when it has none)."""
+    return group_backups(store.list_names(key.stem + "_"), [key]).get(key) or \
+        BackupSet(key, [], set())
+
+
+def backup_sets(store: Store, keys: list[StateKey] | None = None) -> dict[StateKey, BackupSet]:
+    """The backups in `store` of the given state files (None: of every state file)."""
+    prefix = keys[0].stem + "_" if keys and len(keys) == 1 else ""
+    return group_backups(store.list_names(prefix), keys)
+
+
+def group_backups(names: Iterable[str], keys: list[StateKey] | None
+                  ) -> dict[StateKey, BackupSet]:
+    """Group backup and sidecar names by state file, from names alone.
+
+    The names are joined once and each state file's backups are found with one
+    regular-expression scan anchored on the whole name.
+    """
+    names = list(names)
+    if keys is None:
+        keys = sorted({StateKey(p.stem, p.suffix) for p in map(_any_backup, names) if p})
+    text = "\0" + "\0".join(names) + "\0"
+    sets = {}
+    for key in keys:
+        stamps, sidecars = _stamps_in(text, StateKey(*key))
+        if stamps or sidecars:
+            sets[StateKey(*key)] = BackupSet(StateKey(*key), stamps, sidecars)
+    return sets
+
+
+def state_files_in(names: Iterable[str]) -> list[str]:
+    """File names (stem + suffix) of every state file with backups among `names`."""
+    return sorted(key.file_name for key in group_backups(names, None))
+
+
+def sidecar_time(sidecar: str) -> datetime | None:
+    """The instant in an (orphan) sidecar's name, or None."""
+    parsed = parse_any_backup_name(sidecar[: -len(SIDECAR_SUFFIX)])
+    return parsed.when if parsed else None
+
+
+def _any_backup(name: str) -> BackupName | None:
+    if name.endswith(SIDECAR_SUFFIX):
+        name = name[: -len(SIDECAR_SUFFIX)]
+    return parse_any_backup_name(name)
+
+
+def _stamps_in(text: str, key: StateKey) -> tuple[list[str], set[str]]:
+    """(stamps of backups, stamps of sidecars) of one state file in the joined names.
+
+    The scan only checks the shape of each stamp; the calendar is checked when a
+    backup is reached, so it is paid for the few looked at.
+    """
+    # NUL never occurs in a file name: it marks where each name starts and ends.
+    found = re.findall(f"\0{re.escape(key.stem)}_({STAMP_SHAPE}){re.escape(key.suffix)}"
+                       f"({re.escape(SIDECAR_SUFFIX)})?(?=\0)", text)
+    return [t for t, side in found if not side], {t for t, side in found if side}
+
+
+def _newest_first(key: StateKey, stamps: list[str]) -> list[str]:
+    """Stamps ordered by the instant they denote, newest first.
+
+    New-style stamps are UTC and fixed-width, so plain string order is time order;
+    only legacy local-time stamps need a datetime to find their place.
+    """
+    legacy = [t for t in stamps if not t.endswith("Z")]
+    if not legacy:
+        return sorted(stamps, reverse=True)
+    keyed = [(t, t) for t in stamps if t.endswith("Z")]
+    for stamp in legacy:
+        parsed = backup_from_stamp(*key, stamp)
+        if parsed is not None:
+            keyed.append((parsed.order, stamp))
+    keyed.sort(reverse=True)
+    return [t for _, t in keyed]

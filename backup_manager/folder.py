@@ -1,0 +1,59 @@
+"""backups/: the local store, its inter-process lock, the outbox of copies owed,
+and the sub-folders where restore keeps what it replaces."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from .atomic import file_lock
+from .errors import storage_error
+from .local import LocalStore
+from .outbox import Outbox
+
+TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from .formats import StateKey
+
+LOCK_FILE = ".lock"
+OUTBOX_DIR = ".outbox"
+CORRUPT_DIR = "corrupt"
+
+
+class BackupsFolder:
+    """The backups folder of one site. Nothing touches the disk until it is used."""
+
+    def __init__(self, root: str | Path, *, durable: bool, lock_timeout: float,
+                 clock: Callable[[], datetime]):
+        self.root = Path(root)
+        self.durable = durable
+        self.lock_timeout = lock_timeout
+        self.clock = clock
+        self.store = LocalStore(self.root, durable=durable)
+        self.outbox = Outbox(self.root / OUTBOX_DIR, durable=durable)
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the folder's lock (created with the folder if missing)."""
+        try:
+            self.store.ensure()
+            if not self.root.is_dir():
+                raise NotADirectoryError(20, "not a folder", str(self.root))
+            lock = file_lock(self.root / LOCK_FILE, self.lock_timeout, "backups folder lock")
+            lock.__enter__()
+        except OSError as exc:
+            raise storage_error(exc, f"cannot use backups folder {self.root}") from None
+        try:
+            yield
+        finally:
+            lock.__exit__(None, None, None)
+
+    def keep_aside(self, sub_folder: str, key: StateKey, data: bytes, mode: int) -> str:
+        """Keep `data` as a backup in a sub-folder that restore never reads from;
+        return its name relative to the backups folder."""
+        aside = LocalStore(self.root / sub_folder, durable=self.durable)
+        aside.ensure()
+        return f"{sub_folder}/{aside.create_backup(*key, data, mode, self.clock())}"

@@ -1,0 +1,167 @@
+"""Health: verify every backup a store holds, and the facts `status` reports."""
+
+from __future__ import annotations
+
+from collections import namedtuple
+from collections.abc import Iterable, Mapping
+
+from .catalog import BackupSet, backup_sets, first_valid, group_backups, read_valid
+from .errors import CloudError, IntegrityError, InvalidStateError
+from .formats import parse_any_backup_name
+from .retention import GRACE_PERIOD
+
+TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
+if TYPE_CHECKING:
+    from datetime import datetime
+    from typing import Any
+
+    from .folder import BackupsFolder
+    from .formats import BackupName, StateKey
+    from .outbox import PendingCopy
+    from .store import Store
+
+
+class VerifyItem(namedtuple("VerifyItem", "location name status detail", defaults=("",))):
+    """One file checked: where, which, its status ('ok', 'in progress', or the
+    problem) and details."""
+
+    __slots__ = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("ok", "in progress")
+
+
+class VerifyReport:
+    """Every file verify checked; ok when none has a problem."""
+
+    def __init__(self) -> None:
+        self.items: list[VerifyItem] = []
+
+    @property
+    def ok(self) -> bool:
+        return all(item.ok for item in self.items)
+
+    @property
+    def problems(self) -> list[VerifyItem]:
+        return [item for item in self.items if not item.ok]
+
+
+def verify_stores(folder: BackupsFolder, stores: Iterable[Store],
+                  keys: list[StateKey] | None) -> VerifyReport:
+    """Check checksum, sidecar, content and completeness of each backup (of the
+    state files `keys`, or all) in each store; `folder`'s own store first."""
+    report = VerifyReport()
+    for store in stores:
+        try:
+            # Only objects count: a symlink or folder in backups/ is reported apart.
+            names, strays = store.scan()
+            sets = group_backups(names, keys)
+        except (CloudError, OSError) as exc:
+            report.items.append(VerifyItem(store.label, "", "unreachable", str(exc)))
+            continue
+        for backups in sets.values():
+            _verify_set(folder, store, backups, report)
+        if store is folder.store:
+            _report_strays(store, strays, report, keys)
+    return report
+
+
+def verify_uploaded(folder: BackupsFolder, cloud: Store, target_id: str,
+                    keys: list[StateKey] | None, report: VerifyReport) -> None:
+    """Report each complete local backup that has no copy in `cloud`."""
+    pending = {c.name for c in folder.outbox.pending(target_id)}
+    try:
+        remote = set(cloud.list_names(""))
+    except CloudError:
+        return  # already reported as unreachable
+    for backups in backup_sets(folder.store, keys).values():
+        for backup in backups.complete():
+            if backup.name not in remote:
+                status = "upload pending" if backup.name in pending else "not uploaded"
+                report.items.append(VerifyItem(cloud.label, backup.name, status,
+                                               "local backup has no copy in the cloud"))
+
+
+def _verify_set(folder: BackupsFolder, store: Store, backups: BackupSet,
+                report: VerifyReport) -> None:
+    for backup, complete in backups:
+        status, detail = "ok", ""
+        try:
+            read_valid(store, backup)
+        except IntegrityError as exc:
+            status, detail = exc.kind, exc.detail
+            if not complete and _is_fresh(folder, store, backup):
+                status = "in progress"
+        except InvalidStateError as exc:
+            status, detail = "invalid content", str(exc)
+        except (CloudError, OSError) as exc:
+            status, detail = "unreadable", str(exc)
+        report.items.append(VerifyItem(store.label, backup.name, status, detail))
+    for sidecar in backups.orphan_sidecars:
+        report.items.append(VerifyItem(store.label, sidecar, "orphan sidecar",
+                                       "its backup is missing"))
+
+
+def _report_strays(store: Store, strays: list[str], report: VerifyReport,
+                   keys: list[StateKey] | None) -> None:
+    for name in strays:
+        parsed = parse_any_backup_name(name)
+        if parsed and (keys is None or (parsed.stem, parsed.suffix) in keys):
+            report.items.append(VerifyItem(store.label, name, "not a regular file",
+                                           "a symlink or folder where a backup belongs"))
+
+
+def _is_fresh(folder: BackupsFolder, store: Store, backup: BackupName) -> bool:
+    mtime = store.mtime(backup.name)
+    limit = (folder.clock() - GRACE_PERIOD).timestamp()
+    return mtime is not None and mtime >= limit and backup.when.timestamp() >= limit
+
+
+def status_facts(folder: BackupsFolder, keys: list[StateKey], targets: Mapping[str, Store]
+                 ) -> dict[str, Any]:
+    """Newest valid backup and its age per state file (`keys`, or every state file
+    with backups when empty), disk use, and per copy target the pending count,
+    oldest pending age, last success and last error."""
+    now = folder.clock()
+    files, _ = folder.store.scan()
+    sets = group_backups(files, None)
+    pending = folder.outbox.pending()
+    return {
+        "backup_dir": str(folder.root),
+        "disk_bytes": sum(folder.store.size(f) or 0 for f in files),
+        "state_files": [_state_status(folder, k, sets.get(k), now) for k in keys or sorted(sets)],
+        "targets": [_target_status(folder, t_id, t, pending, now)
+                    for t_id, t in targets.items()],
+    }
+
+
+def _state_status(folder: BackupsFolder, key: StateKey, backups: BackupSet | None,
+                  now: datetime) -> dict[str, Any]:
+    backups = backups or BackupSet(key, [], set())
+    newest = first_valid(folder.store, backups.complete())
+    when = newest.when if newest else None
+    return {
+        "state_file": key.file_name,
+        "backups": len(backups),
+        "complete": len(backups.complete_stamps),
+        "newest_valid": newest.name if newest else None,
+        "newest_valid_time": when.isoformat() if when else None,
+        "newest_valid_age_seconds": (now - when).total_seconds() if when else None,
+    }
+
+
+def _target_status(folder: BackupsFolder, target_id: str, target: Store,
+                   pending: list[PendingCopy], now: datetime) -> dict[str, Any]:
+    mine = [c for c in pending if c.target == target_id]
+    errors = [c for c in mine if c.last_error]
+    last_ok = folder.outbox.last_success(target_id)
+    return {
+        "target": target.label,
+        "pending": len(mine),
+        "conflicts": sum(c.conflict for c in mine),
+        "oldest_pending_age_seconds":
+            (now - min(c.queued_at for c in mine)).total_seconds() if mine else None,
+        "last_success": last_ok.isoformat() if last_ok else None,
+        "last_error": errors[-1].last_error if errors else None,
+    }

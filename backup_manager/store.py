@@ -1,0 +1,65 @@
+"""The Store contract: what every place that holds backups offers.
+
+`backups/`, a mirror folder (both LocalStore) and an S3 bucket (S3Store) offer
+the same calls, so listing, verification, restore and copies are written once
+over all of them. tests/test_stores.py runs one suite against each store.
+
+Names are plain file names: never '/' or NUL. A store never changes an object
+once written.
+"""
+
+from __future__ import annotations
+
+TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+class Store:
+    """The contract; LocalStore and S3Store implement it.
+
+    Errors: a store that cannot be reached raises OSError (a folder) or CloudError
+    (a bucket); callers must treat that as "cannot see", never as "empty".
+    """
+
+    @property
+    def label(self) -> str:
+        """Where the store is, for people: a folder path or s3://bucket/prefix."""
+        raise NotImplementedError
+
+    def list_names(self, prefix: str = "") -> list[str]:
+        """Names starting with `prefix`, in no particular order; [] when the store is
+        empty or does not exist yet. A folder lists hidden names (its temp files) and
+        may list a folder or symlink, which read() then refuses; S3 lists no hidden
+        name. Raises OSError or CloudError when it cannot be listed."""
+        raise NotImplementedError
+
+    def scan(self) -> tuple[list[str], list[str]]:
+        """(names of objects, names of entries that are not objects: symlinks and
+        folders); ([], []) when the store is empty or does not exist yet."""
+        raise NotImplementedError
+
+    def read(self, name: str) -> bytes | None:
+        """The object's bytes; None if it does not exist (or is no regular file).
+        Raises IntegrityError (kind 'checksum mismatch') when the store itself finds
+        the bytes damaged, OSError or CloudError when it cannot be read."""
+        raise NotImplementedError
+
+    def write(self, name: str, data: bytes) -> None:
+        """Store `data` under `name` atomically. Idempotent: the same bytes already
+        there is success; other bytes raise UploadConflict and are never overwritten."""
+        raise NotImplementedError
+
+    def prepare(self) -> None:
+        """Make the store ready to receive writes; raises OSError when it cannot be
+        (a mirror folder whose parent is missing: a drive not mounted)."""
+        raise NotImplementedError
+
+    def path(self, name: str) -> Path | None:
+        """Where the object is on this machine; None for a remote store."""
+        raise NotImplementedError
+
+    def mtime(self, name: str) -> float | None:
+        """When the object was last written (seconds since the epoch); None if it is
+        missing or the store does not say."""
+        raise NotImplementedError

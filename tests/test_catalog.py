@@ -1,0 +1,50 @@
+"""The catalogue: which backups of which state file a folder holds, in order."""
+
+from __future__ import annotations
+
+from backup_manager import StateKey
+from backup_manager.catalog import group_backups, state_files_in
+
+
+def test_retention_plans_with_the_same_backups_that_listing_shows():
+    stamps = ["2026-02-17_10-30-00.123456Z", "2026-02-30_10-30-00.000001Z",
+              "2026-13-01_10-30-00.000001Z", "2026-02-16_23-59-59", "2026-02-29_00-00-00",
+              "2024-02-29_12-00-00.000000Z", "2026-02-15_24-00-00.000000Z"]
+    names = [f"s_{t}.json{side}" for t in stamps for side in ("", ".sha256")]
+    backups = group_backups(names, [StateKey("s", ".json")])[StateKey("s", ".json")]
+    planned = backups.retention_records()
+    assert [name for name, _ in planned] == [b.name for b in backups.complete()]
+    assert [when for _, when in planned] == [b.when for b in backups.complete()]
+    assert len(planned) == 3, "Feb 30, month 13, Feb 29 2026 and hour 24 are no instants"
+
+
+def test_a_state_file_is_matched_by_its_whole_name_only():
+    names = ["last_rebalance_2026-02-17_10-30-00.000000Z.json",
+             "last_rebalance_2026-02-17_10-30-00.000000Z.json.sha256",
+             "rebalance_2026-02-16_10-30-00.000000Z.json",
+             "last_rebalance_attempt_2026-02-18_10-30-00.000000Z.json",
+             "xlast_rebalance_2026-02-18_10-30-00.000000Z.json"]
+    sets = group_backups(names, [StateKey("rebalance", ".json"),
+                                 StateKey("last_rebalance", ".json")])
+    assert [b.name for b, _ in sets[StateKey("rebalance", ".json")]] == [names[2]]
+    assert [(b.name, done) for b, done in sets[StateKey("last_rebalance", ".json")]] == [
+        (names[0], True)]
+    assert state_files_in(names) == ["last_rebalance.json", "last_rebalance_attempt.json",
+                                     "rebalance.json", "xlast_rebalance.json"]
+
+
+def test_newest_first_puts_legacy_local_names_at_their_instant(monkeypatch):
+    monkeypatch.setenv("TZ", "UTC")
+    import time
+
+    time.tzset()
+    try:
+        names = ["s_2026-02-17_10-30-00.json", "s_2026-02-17_10-30-01.000000Z.json",
+                 "s_2026-02-17_10-29-59.999999Z.json"]
+        (backups,) = group_backups(names, None).values()
+        assert [b.name for b, _ in backups] == [names[1], names[0], names[2]]
+        assert [done for _, done in backups] == [False, False, False]
+        assert backups.orphan_sidecars == []
+    finally:
+        monkeypatch.undo()
+        time.tzset()
