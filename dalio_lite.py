@@ -363,7 +363,8 @@ class DalioLite:
         if exc.found:
             evidence.append(f"{exc.found} backup(s) exist but none is valid")
         if exc.unreachable:
-            evidence.append(f"the cloud ({', '.join(exc.unreachable)}) could not be asked")
+            evidence.append("could not be read: " + "; ".join(
+                f"{where} ({why})" for where, why in exc.unreachable.items()))
         if not evidence:
             log.info("no %s and no backups of it: first run for this file", path.name)
             return

@@ -52,7 +52,7 @@ class BackupSet:
         self.key = key
         present = set(stamps)
         self.complete_stamps = sidecar_stamps & present
-        self.stamps = _newest_first(key, stamps)
+        self.stamps = _newest_first(stamps)
         self.orphan_sidecars = [self._name(t) + SIDECAR_SUFFIX
                                 for t in sorted(sidecar_stamps - present)]
 
@@ -64,6 +64,11 @@ class BackupSet:
 
     def __len__(self) -> int:
         return len(self.stamps)
+
+    @property
+    def newest_stamp(self) -> str | None:
+        """The newest new-style stamp (complete or not): the next backup's floor."""
+        return self.stamps[0] if self.stamps and self.stamps[0].endswith("Z") else None
 
     def _name(self, stamp: str) -> str:
         return f"{self.key.stem}_{stamp}{self.key.suffix}"
@@ -172,19 +177,13 @@ def _stamps_in(text: str, key: StateKey) -> tuple[list[str], set[str]]:
     return [t for t, side in found if not side], {t for t, side in found if side}
 
 
-def _newest_first(key: StateKey, stamps: list[str]) -> list[str]:
-    """Stamps ordered by the instant they denote, newest first.
-
-    New-style stamps are UTC and fixed-width, so plain string order is time order;
-    only legacy local-time stamps need a datetime to find their place.
-    """
-    legacy = [t for t in stamps if not t.endswith("Z")]
-    if not legacy:
+def _newest_first(stamps: list[str]) -> list[str]:
+    """Stamps in creation order, newest first: new-style stamps by their text (they are
+    fixed-width UTC and never go back, promise 9), then the original module's legacy
+    stamps, also by their text. No time-zone conversion, so a folder moved to a
+    machine in another zone keeps its order."""
+    new = [t for t in stamps if t.endswith("Z")]
+    if len(new) == len(stamps):
         return sorted(stamps, reverse=True)
-    keyed = [(t, t) for t in stamps if t.endswith("Z")]
-    for stamp in legacy:
-        parsed = backup_from_stamp(*key, stamp)
-        if parsed is not None:
-            keyed.append((parsed.order, stamp))
-    keyed.sort(reverse=True)
-    return [t for _, t in keyed]
+    legacy = [t for t in stamps if not t.endswith("Z")]
+    return sorted(new, reverse=True) + sorted(legacy, reverse=True)

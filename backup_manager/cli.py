@@ -289,7 +289,7 @@ def cmd_restore(manager: BackupManager, args: argparse.Namespace, config: dict) 
         return EXIT_FAILED
     plan = manager.install_restore(planned, dry_run=True)
     replaces = {None: "nothing (the file is missing)",
-                "valid": "a valid file, which will be kept as a backup",
+                "valid": "a valid file, kept under backups/replaced/ unless a backup holds it",
                 "invalid": "an invalid file, which will be kept under backups/corrupt/"}
     facts = {"state_file": str(path), "backup": plan.name, "source": plan.location,
              "time": plan.timestamp.isoformat(), "replaces": plan.replaced,
@@ -305,8 +305,11 @@ def cmd_restore(manager: BackupManager, args: argparse.Namespace, config: dict) 
     # Exactly the backup shown and confirmed, with the bytes already verified.
     result = manager.install_restore(planned)
     facts.update(restored=True, backup=result.name, kept_as=result.kept_as)
-    lines.append(f"restored {path} from {result.name}" +
-                 (f"; the replaced file is kept as {result.kept_as}" if result.kept_as else ""))
+    lines.append(f"restored {path} from {result.name}")
+    if result.kept_as:
+        kept = manager.backup_dir / result.kept_as
+        lines.append(f"the replaced file is kept as {kept}; to put it back: "
+                     f"cp {kept} {path}  (restore never picks it by itself)")
     emit(args, facts, lines)
     return EXIT_OK
 
@@ -381,6 +384,10 @@ def _status_problems(doc: dict, max_age_hours: float | None) -> list[str]:
     if not doc["state_files"]:
         problems.append("no state files configured and no backups found")
     for s in doc["state_files"]:
+        for name in s["stamped_in_future"]:
+            problems.append(f"{name} is stamped in the future: the clock was ahead when it "
+                            "was made, or is behind now; run verify for the command that "
+                            "moves it aside")
         if s["newest_valid"] is None:
             problems.append(f"{s['state_file']} has no valid backup")
         elif limit is not None and s["newest_valid_age_seconds"] > limit:
@@ -470,7 +477,8 @@ def _drill_one(manager: BackupManager, path: Path, scratch: Path, source: str) -
     target = scratch / "state" / (key[0] + key[1])
     start = time.perf_counter()
     try:
-        result = manager.restore(target, source=source)
+        result = manager.install_restore(manager.plan_restore(target, source=source),
+                                         rehearsal=True)
         ok, error, name, where = True, None, result.name, result.location
     except BackupError as exc:
         ok, error, name, where = False, str(exc), None, None

@@ -12,13 +12,14 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from .errors import ConfigError, MissingDependency
+from .retention import MAX_DAYS
 
 TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["BACKUP_DEFAULTS", "backup_options", "check_keys", "flag", "load_config_file",
-           "number", "path_list", "text_or_none", "whole_number"]
+__all__ = ["BACKUP_DEFAULTS", "MAX_DAYS", "backup_options", "check_keys", "flag",
+           "load_config_file", "number", "path_list", "text_or_none", "timeout", "whole_number"]
 
 BACKUP_DEFAULTS: dict[str, Any] = {
     "dir": "backups",
@@ -43,6 +44,7 @@ BACKUP_DEFAULTS: dict[str, Any] = {
     "status_hook": None,
 }
 SSE_MODES = (None, "AES256", "aws:kms")
+MAX_TIMEOUT = 3600.0
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
@@ -74,17 +76,29 @@ def check_keys(section: Mapping[str, Any], valid: Mapping[str, Any], where: str)
                           f"valid keys: {', '.join(valid)}")
 
 
-def whole_number(key: str, value: Any, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{key} must be a whole number >= {minimum}, got {value!r}")
+def whole_number(key: str, value: Any, minimum: int = 0, maximum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or \
+            (maximum is not None and value > maximum):
+        most = f" and <= {maximum:,}" if maximum is not None else ""
+        raise ConfigError(f"{key} must be a whole number >= {minimum}{most}, got {value!r}")
     return value
 
 
-def number(key: str, value: Any, minimum: float = 0.0) -> float:
+def number(key: str, value: Any, minimum: float = 0.0, maximum: float | None = None) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum \
-            or value != value:
-        raise ConfigError(f"{key} must be a number >= {minimum:g}, got {value!r}")
+            or value != value or (maximum is not None and value > maximum):
+        most = f" and <= {maximum:g}" if maximum is not None else ""
+        raise ConfigError(f"{key} must be a number >= {minimum:g}{most}, got {value!r}")
     return float(value)
+
+
+def timeout(key: str, value: Any) -> float:
+    """Seconds to wait: more than none, at most an hour."""
+    seconds = number(key, value, maximum=MAX_TIMEOUT)
+    if seconds <= 0:
+        raise ConfigError(f"{key} must be a number of seconds > 0 and <= {MAX_TIMEOUT:g}, "
+                          f"got {value!r}")
+    return seconds
 
 
 def flag(key: str, value: Any) -> bool:
@@ -107,6 +121,18 @@ def path_list(key: str, value: Any, base: Path) -> list[Path]:
     return [base / v for v in value]
 
 
+def distinct_file_names(key: str, paths: list[Path]) -> list[Path]:
+    """Backups are named by the file name alone: two state files called the same
+    would share (and prune) each other's backups."""
+    seen: dict[str, Path] = {}
+    for path in paths:
+        if path.name in seen:
+            raise ConfigError(f"{key}: {seen[path.name]} and {path} have the same file name "
+                              f"{path.name!r}; their backups would share names: rename one")
+        seen[path.name] = path
+    return paths
+
+
 def backup_options(section: Mapping[str, Any] | None, base_dir: Path) -> dict[str, Any]:
     """BackupManager keyword arguments from a `backup:` section (None means all defaults)."""
     if section is None:
@@ -125,12 +151,14 @@ def backup_options(section: Mapping[str, Any] | None, base_dir: Path) -> dict[st
     s.pop("status_hook")  # read by the command line's status, not by BackupManager
     options = {
         "backup_dir": base_dir / directory,
-        "state_files": path_list(where + "state_files", s["state_files"], base_dir),
-        "retention_days": whole_number(where + "retention_days", s["retention_days"]),
-        "keep_last": whole_number(where + "keep_last", s["keep_last"]),
-        "keep_daily": whole_number(where + "keep_daily", s["keep_daily"]),
+        "state_files": distinct_file_names(where + "state_files", path_list(
+            where + "state_files", s["state_files"], base_dir)),
+        "retention_days": whole_number(where + "retention_days", s["retention_days"],
+                                       maximum=MAX_DAYS),
+        "keep_last": whole_number(where + "keep_last", s["keep_last"], maximum=MAX_DAYS),
+        "keep_daily": whole_number(where + "keep_daily", s["keep_daily"], maximum=MAX_DAYS),
         "durable": flag(where + "durable", s["durable"]),
-        "lock_timeout": number(where + "lock_timeout_seconds", s["lock_timeout_seconds"]),
+        "lock_timeout": timeout(where + "lock_timeout_seconds", s["lock_timeout_seconds"]),
         "cloud_enabled": flag(where + "cloud_enabled", s["cloud_enabled"]),
         "mirror_dirs": path_list(where + "mirror_dirs", s["mirror_dirs"], base_dir),
         "s3_prefix": s["s3_prefix"] if s["s3_prefix"] is not None else "",
@@ -142,13 +170,13 @@ def backup_options(section: Mapping[str, Any] | None, base_dir: Path) -> dict[st
     if not isinstance(options["s3_prefix"], str):
         raise ConfigError(f"{where}s3_prefix must be a string, got {s['s3_prefix']!r}")
     options["s3_client_config"] = {
-        "connect_timeout": number(where + "s3_connect_timeout_seconds",
-                                  s["s3_connect_timeout_seconds"], minimum=0.1),
-        "read_timeout": number(where + "s3_read_timeout_seconds", s["s3_read_timeout_seconds"],
-                               minimum=0.1),
+        "connect_timeout": timeout(where + "s3_connect_timeout_seconds",
+                                   s["s3_connect_timeout_seconds"]),
+        "read_timeout": timeout(where + "s3_read_timeout_seconds", s["s3_read_timeout_seconds"]),
         "retries": {"mode": "standard",
                     "total_max_attempts": whole_number(where + "s3_max_attempts",
-                                                       s["s3_max_attempts"], minimum=1)},
+                                                       s["s3_max_attempts"], minimum=1,
+                                                       maximum=10)},
     }
     if options["cloud_enabled"] and not options["s3_bucket"]:
         raise ConfigError(f"{where}cloud_enabled is true but {where}s3_bucket is not set")

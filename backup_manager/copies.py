@@ -1,20 +1,24 @@
 """Copies of local backups to mirror folders and S3, through the outbox.
 
-A copy is recorded in the outbox before it is tried and forgotten only once
-done, so a kill at any instant leaves the work owed. Copies run outside the
-backups folder lock: a slow endpoint never blocks a local backup. After one
-failure a target is not asked again in this run, so a dead endpoint costs one
-timeout, not one per state file.
+A copy is recorded in the outbox before its backup is complete (`record`, from
+LocalStore.create_backup's before_commit) and forgotten only once done, so a
+kill at any instant leaves the work owed. Copies run outside the backups
+folder lock: a slow endpoint never blocks a local backup. After one failure a
+target is not asked again in this run, so a dead endpoint costs one timeout,
+not one per state file. A backup that cannot be read is marked and skipped,
+never a reason to stop the other copies.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 
 from . import log
-from .errors import CloudError, IntegrityError, UploadConflict
+from .errors import BackupError, CloudError, IntegrityError, UploadConflict
 from .formats import SIDECAR_SUFFIX, fetch_verified
 from .outbox import Outbox, PendingCopy
+from .retention import GRACE_PERIOD
 
 TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
 if TYPE_CHECKING:
@@ -46,15 +50,18 @@ class Copier:
     def note_unreachable(self, target_id: str, exc: Exception) -> None:
         self.unreachable.setdefault(target_id, str(exc))
 
-    def owe(self, name: str) -> None:
-        """Record that every target needs backup `name`, then send what is owed, oldest
-        first. Never raises: a failure stays in the outbox and is logged."""
+    def record(self, name: str) -> None:
+        """Record that every target needs backup `name` (before it is complete: an
+        OSError here fails that backup rather than leave a copy unowed)."""
         for target_id in self.targets:
-            try:
-                self.outbox.add(target_id, name)
-            except OSError as exc:
-                log.error("cannot record %s in the outbox for %s: %s", name, target_id, exc)
-        self.drain()
+            self.outbox.add(target_id, name)
+
+    def send_owed(self) -> None:
+        """Send what is owed, oldest first. Never raises: what fails stays owed."""
+        try:
+            self.drain()
+        except (OSError, BackupError) as exc:
+            log.error("copies to mirrors and S3 stopped: %s; they stay queued", exc)
 
     def drain(self, progress: Callable[[int, int], None] | None = None) -> SyncResult:
         result = SyncResult()
@@ -94,12 +101,16 @@ class Copier:
         try:
             data = fetch_verified(self.store, copy.name)
         except IntegrityError as exc:
-            if self.store.read(copy.name) is None:
-                log.warning("%s is gone from %s; dropping its copy to %s", copy.name,
-                            self.store.label, target.label)
+            if exc.kind in ("missing backup", "missing sidecar") and _recent(copy):
+                return False  # its backup is still being written (or never was): wait
+            if exc.kind == "missing backup":
+                log.info("%s never appeared or is gone from %s; dropping its copy to %s",
+                         copy.name, self.store.label, target.label)
                 self.outbox.done(copy.target, copy.name)
                 return True
             return self._failed(copy, target, f"local backup is damaged: {exc}", result)
+        except OSError as exc:
+            return self._failed(copy, target, f"cannot read the local backup: {exc}", result)
         try:
             target.prepare()
             target.write(copy.name, data)
@@ -125,3 +136,7 @@ class Copier:
         except OSError as exc:
             log.error("cannot update the outbox entry of %s: %s", copy.name, exc)
         return False
+
+
+def _recent(copy: PendingCopy) -> bool:
+    return datetime.now(UTC) - copy.queued_at < GRACE_PERIOD

@@ -33,16 +33,17 @@ class IntegrityError(BackupError):
 class NoValidBackupError(BackupError):
     """No complete, verified, valid backup exists; `tried` lists each candidate and why.
 
-    `found` counts backups that exist but failed; `unreachable` names the stores
-    (S3) that could not be asked: both are evidence that the state once existed.
+    `found` counts backups that exist but failed; `unreachable` maps each store that
+    could not be listed or read (folder, mirror, S3) to why: both are evidence that
+    the state once existed.
     """
 
     def __init__(self, message: str, tried: list[tuple[str, str]] | None = None,
-                 found: int = 0, unreachable: list[str] | None = None):
+                 found: int = 0, unreachable: dict[str, str] | None = None):
         super().__init__(message)
         self.tried = list(tried or [])
         self.found = found
-        self.unreachable = list(unreachable or [])
+        self.unreachable = dict(unreachable or {})
 
 
 class LockTimeout(BackupError, TimeoutError):

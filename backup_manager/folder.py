@@ -1,5 +1,6 @@
 """backups/: the local store, its inter-process lock, the outbox of copies owed,
-and the sub-folders where restore keeps what it replaces."""
+and the sub-folders where restore keeps what it replaces (corrupt/, replaced/:
+never read by restore)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .atomic import file_lock
-from .errors import storage_error
+from .errors import LockTimeout, storage_error
 from .local import LocalStore
 from .outbox import Outbox
 
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 LOCK_FILE = ".lock"
 OUTBOX_DIR = ".outbox"
 CORRUPT_DIR = "corrupt"
+REPLACED_DIR = "replaced"
 
 
 class BackupsFolder:
@@ -44,6 +46,8 @@ class BackupsFolder:
                 raise NotADirectoryError(20, "not a folder", str(self.root))
             lock = file_lock(self.root / LOCK_FILE, self.lock_timeout, "backups folder lock")
             lock.__enter__()
+        except LockTimeout:
+            raise
         except OSError as exc:
             raise storage_error(exc, f"cannot use backups folder {self.root}") from None
         try:

@@ -22,13 +22,17 @@ from .errors import IntegrityError, InvalidStateError
 SIDECAR_SUFFIX = ".sha256"
 TEMP_MARK = ".tmp-"
 CLOCK_SKEW = timedelta(minutes=5)
+"""How far ahead of the clock a backup's stamp may be before it is a clock problem."""
+MAX_SIDECAR = 4096
 
 # Patterns as text: re compiles and caches each on first use, so a cron run pays only
 # for those it needs. Ranges are checked here; days 29-31 need the calendar too.
-STAMP_SHAPE = r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d(?:\.\d{6}Z)?"
+# ASCII digits only: \d would accept any script's digits, and such a planted name
+# must never be read as a backup.
+STAMP_SHAPE = r"[0-9]{4}-[0-9]{2}-[0-9]{2}_[0-9]{2}-[0-9]{2}-[0-9]{2}(?:\.[0-9]{6}Z)?"
 """What a timestamp part looks like; the calendar is checked apart (backup_from_stamp)."""
-_STAMP = (r"\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])_(?:[01]\d|2[0-3])"
-          r"-[0-5]\d-[0-5]\d(?:\.\d{6}Z)?")
+_STAMP = (r"[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])_(?:[01][0-9]|2[0-3])"
+          r"-[0-5][0-9]-[0-5][0-9](?:\.[0-9]{6}Z)?")
 _ANY_BACKUP = rf"(?P<stem>.+?)_(?P<stamp>{STAMP_SHAPE})(?P<suffix>(?:\.[^.]+)?)"
 _SIDECAR_LINE = r"([0-9a-fA-F]{64}) [ *](.+)\n?"
 _TIMESTAMP_PREFIX = r"[0-9_.Z-]+"
@@ -37,8 +41,7 @@ _TIMESTAMP_PREFIX = r"[0-9_.Z-]+"
 class BackupName:
     """A parsed backup name: the state file's stem and suffix, and the timestamp part.
 
-    `when`, the aware UTC instant the name denotes, is computed on first use, and
-    `order` sorts names by that instant without computing it for new-style names:
+    `when`, the aware UTC instant the name denotes, is computed on first use, so
     listing thousands of backups stays cheap.
     """
 
@@ -58,13 +61,6 @@ class BackupName:
         if self._when is None:
             self._when = stamp_time(self.stamp)
         return self._when
-
-    @property
-    def order(self) -> str:
-        """A string that sorts like `when`: the UTC timestamp in the new-style format."""
-        if not self.legacy:
-            return self.stamp
-        return f"{self.when:%Y-%m-%d_%H-%M-%S}.{self.when:%f}Z"
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, BackupName) and other.name == self.name
@@ -115,7 +111,7 @@ def backup_from_stamp(stem: str, suffix: str, stamp: str) -> BackupName | None:
 
 def parse_any_backup_name(name: str) -> BackupName | None:
     """Parse a backup name of any state file (used to find every stem in a folder)."""
-    if name.endswith(SIDECAR_SUFFIX) or name.startswith("."):
+    if name.endswith(SIDECAR_SUFFIX) or TEMP_MARK in name:
         return None
     m = re.fullmatch(_ANY_BACKUP, name)
     if not m:
@@ -140,6 +136,11 @@ def state_key(path: str | Path) -> StateKey:
         raise ValueError(f"not a state file path: {str(path)!r}")
     if p.name.endswith(SIDECAR_SUFFIX):
         raise ValueError(f"state file name must not end in {SIDECAR_SUFFIX}: {p.name!r}")
+    if any(ord(c) < 32 or ord(c) == 127 for c in p.name):
+        raise ValueError(f"state file name has a control character: {p.name!r}; its "
+                         "backups could not be listed or restored: rename the file")
+    if TEMP_MARK in p.name:
+        raise ValueError(f"state file name must not contain {TEMP_MARK!r}: {p.name!r}")
     return StateKey(p.stem, p.suffix)
 
 
@@ -183,6 +184,8 @@ def sidecar_text(digest: str, name: str) -> bytes:
 
 def parse_sidecar(data: bytes, name: str) -> str:
     """The hex digest a sidecar records for backup `name`; ValueError when malformed."""
+    if len(data) > MAX_SIDECAR:
+        raise ValueError(f"sidecar is larger than {MAX_SIDECAR} bytes")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -204,7 +207,7 @@ def fetch_verified(store: object, name: str) -> bytes:
     data = store.read(name)
     if data is None:
         raise IntegrityError("missing backup", f"{name} is not in {store.label}")
-    sidecar = store.read(name + SIDECAR_SUFFIX)
+    sidecar = store.read(name + SIDECAR_SUFFIX, max_bytes=MAX_SIDECAR)
     if sidecar is None:
         raise IntegrityError("missing sidecar", f"{name} has no {SIDECAR_SUFFIX} (incomplete)")
     try:
@@ -243,9 +246,9 @@ def parse_iso_timestamp(value: object) -> datetime:
 
 
 def _check_last_rebalance(doc: object) -> None:
-    when = parse_iso_timestamp(doc.get("timestamp"))  # type: ignore[union-attr]
-    if when > datetime.now(UTC) + CLOCK_SKEW:
-        raise InvalidStateError(f"timestamp {when.isoformat()} is in the future")
+    # A timestamp ahead of the clock is valid content: the clock may be the wrong one
+    # (a naive time written in a zone ahead of this one). Trading on it is the host's call.
+    parse_iso_timestamp(doc.get("timestamp"))  # type: ignore[union-attr]
 
 
 register_validator("last_rebalance.json", _check_last_rebalance)

@@ -7,7 +7,8 @@ from collections.abc import Iterable, Mapping
 
 from .catalog import BackupSet, backup_sets, first_valid, group_backups, read_valid
 from .errors import CloudError, IntegrityError, InvalidStateError
-from .formats import parse_any_backup_name
+from .folder import CORRUPT_DIR
+from .formats import CLOCK_SKEW, parse_any_backup_name, stamp_time
 from .retention import GRACE_PERIOD
 
 TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
@@ -85,10 +86,13 @@ def verify_uploaded(folder: BackupsFolder, cloud: Store, target_id: str,
 
 def _verify_set(folder: BackupsFolder, store: Store, backups: BackupSet,
                 report: VerifyReport) -> None:
+    ahead = folder.clock() + CLOCK_SKEW
     for backup, complete in backups:
         status, detail = "ok", ""
         try:
             read_valid(store, backup)
+            if backup.when > ahead:
+                status, detail = FUTURE, move_aside_hint(folder, backup.name)
         except IntegrityError as exc:
             status, detail = exc.kind, exc.detail
             if not complete and _is_fresh(folder, store, backup):
@@ -118,6 +122,16 @@ def _is_fresh(folder: BackupsFolder, store: Store, backup: BackupName) -> bool:
     return mtime is not None and mtime >= limit and backup.when.timestamp() >= limit
 
 
+FUTURE = "stamped in the future"
+
+
+def move_aside_hint(folder: BackupsFolder, name: str) -> str:
+    """What to do about a backup stamped ahead of the clock."""
+    return (f"the clock was ahead when it was made, or is behind now; if the clock is "
+            f"right, move it aside: mv {folder.root / name} {folder.root / name}.sha256 "
+            f"{folder.root / CORRUPT_DIR}/")
+
+
 def status_facts(folder: BackupsFolder, keys: list[StateKey], targets: Mapping[str, Store]
                  ) -> dict[str, Any]:
     """Newest valid backup and its age per state file (`keys`, or every state file
@@ -141,7 +155,11 @@ def _state_status(folder: BackupsFolder, key: StateKey, backups: BackupSet | Non
     backups = backups or BackupSet(key, [], set())
     newest = first_valid(folder.store, backups.complete())
     when = newest.when if newest else None
+    future = []
+    if backups.newest_stamp and stamp_time(backups.newest_stamp) > now + CLOCK_SKEW:
+        future = [name for name, t in backups.retention_records() if t > now + CLOCK_SKEW]
     return {
+        "stamped_in_future": future,
         "state_file": key.file_name,
         "backups": len(backups),
         "complete": len(backups.complete_stamps),

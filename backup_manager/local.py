@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -40,9 +41,7 @@ class LocalStore(Store):
         that is gone means a drive that is not mounted, not a folder to make."""
         if self.root.is_dir():
             return
-        if not self.root.parent.is_dir():
-            raise FileNotFoundError(errno.ENOENT, "mirror folder's parent is missing "
-                                    "(not mounted?)", str(self.root.parent))
+        self._check_absent()
         self.root.mkdir(mode=0o700, exist_ok=True)
 
     def path(self, name: str) -> Path:
@@ -55,7 +54,7 @@ class LocalStore(Store):
                 for entry in entries:
                     (files if entry.is_file(follow_symlinks=False) else others).append(entry.name)
         except FileNotFoundError:
-            pass
+            self._check_absent()
         return files, others
 
     def list_names(self, prefix: str = "") -> list[str]:
@@ -64,10 +63,17 @@ class LocalStore(Store):
         try:
             names = os.listdir(self.root)
         except FileNotFoundError:
+            self._check_absent()
             return []
         return [n for n in names if n.startswith(prefix)] if prefix else names
 
-    def read(self, name: str) -> bytes | None:
+    def _check_absent(self) -> None:
+        # A folder never made is empty; one whose parent is gone is a drive not mounted.
+        if not self.root.parent.is_dir():
+            raise FileNotFoundError(errno.ENOENT, "the folder's parent is missing "
+                                    "(not mounted?)", str(self.root.parent))
+
+    def read(self, name: str, *, max_bytes: int | None = None) -> bytes | None:
         try:
             fd = os.open(self.root / name, _READ)
         except FileNotFoundError:
@@ -80,7 +86,7 @@ class LocalStore(Store):
             os.close(fd)
             return None
         with os.fdopen(fd, "rb") as f:
-            return f.read()
+            return f.read() if max_bytes is None else f.read(max_bytes + 1)
 
     def write(self, name: str, data: bytes, *, mode: int = 0o600) -> None:
         existing = self.read(name)
@@ -99,11 +105,13 @@ class LocalStore(Store):
             fsync_dir(self.root)
 
     def create_backup(self, stem: str, suffix: str, data: bytes, mode: int,
-                      when: datetime) -> str:
+                      when: datetime, before_commit: Callable[[str], None] | None = None
+                      ) -> str:
         """Write a new backup and then its sidecar (the commit marker); return its name.
 
         The name is taken exclusively: on a clash with any other writer, thread or
-        process, it moves to the next free microsecond.
+        process, it moves to the next free microsecond. `before_commit(name)` runs
+        once the name is taken and before the sidecar makes the backup complete.
         """
         first = format_backup_name(stem, suffix, when)
         tmp = write_temp(self.root, first, data, mode=mode, durable=self.durable)
@@ -116,6 +124,8 @@ class LocalStore(Store):
         # sidecar vouching for bytes that are not on disk.
         sidecar = name + SIDECAR_SUFFIX
         try:
+            if before_commit is not None:
+                before_commit(name)
             side_tmp = write_temp(self.root, sidecar, sidecar_text(sha256_hex(data), name),
                                   mode=mode, durable=self.durable)
             try:

@@ -11,17 +11,24 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from . import log
 from .atomic import read_state_file
-from .catalog import BackupInfo, backup_sets, backups_of, state_files_in
-from .config import backup_options, load_config_file, number
+from .catalog import BackupInfo, backup_sets, backups_of, group_backups, state_files_in
+from .config import backup_options, load_config_file, timeout
 from .copies import CLOUD_TARGET, Copier, SyncResult
 from .errors import BackupError, ConfigError, NoValidBackupError, storage_error
 from .folder import BackupsFolder
-from .formats import check_timestamp_prefix, sha256_hex, state_key, validate_content
+from .formats import (
+    SIDECAR_SUFFIX,
+    check_timestamp_prefix,
+    sha256_hex,
+    stamp_time,
+    state_key,
+    validate_content,
+)
 from .health import VerifyReport, status_facts, verify_stores, verify_uploaded
 from .local import LocalStore
 from .pruning import prune_backups
@@ -84,7 +91,7 @@ class BackupManager:
         self.durable = bool(durable)
         self.state_files = [Path(p) for p in state_files]
         self.folder = BackupsFolder(self.backup_dir, durable=self.durable,
-                                    lock_timeout=number("lock_timeout", lock_timeout),
+                                    lock_timeout=timeout("lock_timeout", lock_timeout),
                                     clock=clock or (lambda: datetime.now(UTC)))
         self.store, self.outbox = self.folder.store, self.folder.outbox
         self.mirrors = {_mirror_id(Path(d)): LocalStore(d, durable=self.durable)
@@ -135,30 +142,53 @@ class BackupManager:
         """
         path = Path(state_file_path)
         key = state_key(path)
-        try:
-            data, mode = read_state_file(path)
-        except FileNotFoundError:
+        if not os.path.lexists(path):
             log.info("nothing to back up: %s does not exist", path)
             return None
-        except OSError as exc:
-            raise storage_error(exc, f"cannot read {path}") from None
-        validate_content(path.name, data)
         with self.folder.locked():
+            # Read under the lock: a read that waited for it may be the newer one.
             try:
-                name = self.store.create_backup(*key, data, mode, self.folder.clock())
+                data, mode = read_state_file(path)
+            except FileNotFoundError:
+                log.info("nothing to back up: %s does not exist", path)
+                return None
+            except OSError as exc:
+                raise storage_error(exc, f"cannot read {path}") from None
+            validate_content(path.name, data)
+            # Regular files only: a folder or symlink planted at a future name must not
+            # drag every later stamp along.
+            files = self.store.scan()[0]
+            try:
+                name = self.store.create_backup(*key, data, mode, self._stamp(key, files),
+                                                before_commit=self.copier.record)
             except OSError as exc:
                 raise storage_error(exc, f"cannot write a backup of {path} in "
                                          f"{self.backup_dir}") from None
-            self._prune_quietly(key, known_good=name)
+            files += [name, name + SIDECAR_SUFFIX]
+            self._prune_quietly(key, known_good=name, files=files)
         log.info("backed up %s as %s", path, name)
-        self.copier.owe(name)
+        self.copier.send_owed()
         return self.backup_dir / name
 
-    def _prune_quietly(self, key: StateKey, known_good: str) -> None:
+    def _stamp(self, key: StateKey, files: list[str]) -> datetime:
+        """The clock, or just after the newest backup when the clock is behind it, so
+        name order stays creation order whatever the clock does (promise 9)."""
+        now = self.folder.clock()
+        newest = group_backups(files, [key]).get(key)
+        if newest is None or newest.newest_stamp is None:
+            return now
+        floor = stamp_time(newest.newest_stamp) + timedelta(microseconds=1)
+        if now >= floor:
+            return now
+        log.warning("the clock (%s) is behind the newest backup of %s (%s): naming the new "
+                    "backup just after it", now.isoformat(), key.file_name, newest.newest_stamp)
+        return floor
+
+    def _prune_quietly(self, key: StateKey, known_good: str, files: list[str]) -> None:
         # The backup is already safe on disk; a failed clean-up must not undo that.
         try:
-            prune_backups(self.folder, self.mirrors.values(), self.policy, key, dry_run=False,
-                          known_good=known_good, removals_only=True)
+            prune_backups(self.folder, self.mirrors, self.policy, key, dry_run=False,
+                          known_good=known_good, removals_only=True, files=files)
         except (OSError, BackupError) as exc:
             log.error("pruning old backups of %s failed: %s", key.file_name, exc)
 
@@ -182,10 +212,12 @@ class BackupManager:
                 dry_run: bool = False, source: str = "auto") -> RestoreResult:
         """Restore the newest valid backup (whose timestamp starts with `timestamp`).
 
-        `source` is "auto" (local folders, then S3), "local" or "cloud". The
-        backup is verified before anything becomes visible and installed
-        atomically; a replaced valid file is kept as a backup, an invalid one
-        under backups/corrupt/. Raises NoValidBackupError listing what was tried.
+        `source` is "auto" (backups/, mirrors and S3, newest first across them),
+        "local" (backups/ and mirrors) or "cloud". The backup is verified before
+        anything becomes visible and installed atomically. What the file held is
+        kept: a valid file no backup holds under backups/replaced/, an invalid one
+        under backups/corrupt/; no backup is made, so history stays as it was.
+        Raises NoValidBackupError listing what was tried and what was unreachable.
         """
         plan = self.plan_restore(state_file_path, timestamp=timestamp, source=source)
         return self.install_restore(plan, dry_run=dry_run)
@@ -200,19 +232,21 @@ class BackupManager:
         search = Search()
         chosen = find_newest_valid(self._sources(source), state_key(path), prefix,
                                    self.copier.unreachable, search)
-        for location, why in search.unreachable.items():
+        for location, why in search.unreachable_ids.items():
             self.copier.note_unreachable(location, why)
         if chosen is None:
             wanted = f" with a timestamp starting {prefix!r}" if prefix else ""
             raise NoValidBackupError(
                 f"no valid backup of {path}{wanted} ({search.summary()})", search.tried,
-                found=search.found, unreachable=search.unreachable_clouds(self.copier.targets))
+                found=search.found, unreachable=search.unreachable)
         return RestorePlan(path, chosen, search)
 
-    def install_restore(self, plan: RestorePlan, *, dry_run: bool = False) -> RestoreResult:
-        """Install exactly the backup `plan` chose, keeping what the file held."""
+    def install_restore(self, plan: RestorePlan, *, dry_run: bool = False,
+                        rehearsal: bool = False) -> RestoreResult:
+        """Install exactly the backup `plan` chose, keeping what the file held. A
+        `rehearsal` (drill) writes only that file: backups/ is left as it is."""
         return install(self.folder, plan.path, plan.chosen, dry_run=dry_run,
-                       skipped=plan.search.tried, targets=self.copier.targets)
+                       skipped=plan.search.tried, rehearsal=rehearsal)
 
     def _sources(self, source: str) -> Iterator[tuple[str, Store]]:
         if source in ("auto", "local"):
@@ -229,7 +263,7 @@ class BackupManager:
     def quarantine(self, state_file_path: str | Path) -> list[str]:
         """Move every local backup of one state file, and the live file if invalid,
         into backups/corrupt/: a deliberate fresh start, never a deletion."""
-        return quarantine(self.folder, Path(state_file_path), self.copier.targets)
+        return quarantine(self.folder, Path(state_file_path))
 
     # --- listing, verification, retention, copies, status --------------------
 
@@ -263,11 +297,9 @@ class BackupManager:
         """Apply the retention plan (to one state file, or all); return every decision."""
         key = state_key(state_file_path) if state_file_path is not None else None
         if dry_run:
-            return prune_backups(self.folder, self.mirrors.values(), self.policy, key,
-                                 dry_run=True)
+            return prune_backups(self.folder, self.mirrors, self.policy, key, dry_run=True)
         with self.folder.locked():
-            return prune_backups(self.folder, self.mirrors.values(), self.policy, key,
-                                 dry_run=False)
+            return prune_backups(self.folder, self.mirrors, self.policy, key, dry_run=False)
 
     def sync(self, progress: Callable[[int, int], None] | None = None) -> SyncResult:
         """Send every pending copy, after queueing complete local backups a target lacks."""

@@ -1,8 +1,11 @@
 """Pruning: the disk side of the retention policy (retention.py decides).
 
 A backup is removed sidecar first, so an interrupted prune leaves an
-incomplete backup, never a sidecar vouching for nothing; the newest backup
-that verifies is never removed, nor one still owed to a copy target.
+incomplete backup, never a sidecar vouching for nothing. Never removed: the
+newest backup that verifies, one still owed to a copy target, one stamped
+ahead of the clock (a clock problem for a person to look at). Each mirror is
+planned from its own listing, so a mirror that missed the newer copies keeps
+its own newest.
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ from datetime import UTC, datetime
 
 from . import log
 from .catalog import BackupSet, first_valid, group_backups, sidecar_time
-from .formats import SIDECAR_SUFFIX, TEMP_MARK
+from .errors import BackupError
+from .formats import CLOCK_SKEW, SIDECAR_SUFFIX, TEMP_MARK
 from .retention import Decision, RetentionPolicy, plan_cleanup, plan_retention
 
 TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
@@ -22,39 +26,67 @@ if TYPE_CHECKING:
     from .local import LocalStore
 
 
-def prune_backups(folder: BackupsFolder, mirrors: Iterable[LocalStore], policy: RetentionPolicy,
-                  key: StateKey | None, *, dry_run: bool, known_good: str | None = None,
-                  removals_only: bool = False) -> list[Decision]:
-    """Plan (and unless `dry_run`, apply) retention for one state file or all.
+def prune_backups(folder: BackupsFolder, mirrors: Mapping[str, LocalStore],
+                  policy: RetentionPolicy, key: StateKey | None, *, dry_run: bool,
+                  known_good: str | None = None, removals_only: bool = False,
+                  files: list[str] | None = None) -> list[Decision]:
+    """Plan (and unless `dry_run`, apply) retention for one state file or all, in
+    backups/ and then in each mirror (target id -> store).
 
     The caller holds the folder's lock. `known_good` names a backup just verified
     (spares re-reading it); `removals_only` skips state files that keep_last alone
-    keeps whole, as after each backup.
+    keeps whole, as after each backup; `files` is a fresh listing of backups/.
     """
-    files = folder.store.list_names()
+    files = folder.store.list_names() if files is None else files
     sets = group_backups(files, [key] if key else None)
-    waiting = folder.outbox.pending_names()
+    now = folder.clock()
+    pending = folder.outbox.pending()
+    waiting = {c.name for c in pending}
     plan: list[Decision] = []
     for backups in sets.values():
         if removals_only and len(backups.complete_stamps) <= policy.keep_last:
             continue  # keep_last alone keeps them all: no need for their times
-        plan += _plan_set(folder, backups, policy, waiting, known_good)
-    plan += plan_cleanup(_leftovers(folder, files, sets, key), folder.clock())
+        plan += _plan_set(folder.store, backups, policy, waiting, now, known_good)
+    plan += plan_cleanup(_leftovers(folder, files, sets, key), now)
     if not dry_run:
-        _apply(plan, folder.store, mirrors)
+        _apply(plan, folder.store)
+    for target_id, mirror in mirrors.items():
+        owed = {c.name for c in pending if c.target == target_id}
+        plan += _prune_mirror(mirror, policy, key, owed, now, dry_run, removals_only)
     return plan
 
 
-def _plan_set(folder: BackupsFolder, backups: BackupSet, policy: RetentionPolicy,
-              waiting: set[str], known_good: str | None) -> list[Decision]:
+def _prune_mirror(mirror: LocalStore, policy: RetentionPolicy, key: StateKey | None,
+                  owed: set[str], now: datetime, dry_run: bool, removals_only: bool
+                  ) -> list[Decision]:
+    try:
+        sets = group_backups(mirror.list_names(key.stem + "_" if key else ""),
+                             [key] if key else None)
+        plan = []
+        for backups in sets.values():
+            if not (removals_only and len(backups.complete_stamps) <= policy.keep_last):
+                plan += _plan_set(mirror, backups, policy, owed, now, None)
+        if not dry_run:
+            _apply(plan, mirror)
+    except (OSError, BackupError) as exc:
+        # A mirror that is away now is pruned when it is back; its copies wait meanwhile.
+        log.warning("cannot prune mirror %s: %s", mirror.label, exc)
+        return []
+    return [d._replace(name=f"{mirror.label}/{d.name}") for d in plan]
+
+
+def _plan_set(store: LocalStore, backups: BackupSet, policy: RetentionPolicy,
+              waiting: set[str], now: datetime, known_good: str | None) -> list[Decision]:
     records = backups.retention_records()
     names = {name for name, _ in records}
     if known_good not in names:
-        known_good = getattr(first_valid(folder.store, backups.complete()), "name", None)
+        known_good = getattr(first_valid(store, backups.complete()), "name", None)
     protect = {name: "waiting for upload" for name in waiting & names}
+    protect.update((name, "stamped in the future: a clock problem, see verify")
+                   for name, when in records if when > now + CLOCK_SKEW)
     if known_good is not None:
         protect[known_good] = "newest valid backup"
-    return plan_retention(records, policy, protect)
+    return plan_retention(records, policy, protect, now=now)
 
 
 def _leftovers(folder: BackupsFolder, files: list[str], sets: Mapping[StateKey, BackupSet],
@@ -74,15 +106,11 @@ def _leftovers(folder: BackupsFolder, files: list[str], sets: Mapping[StateKey, 
     return leftovers
 
 
-def _apply(plan: list[Decision], store: LocalStore, mirrors: Iterable[LocalStore]) -> None:
-    mirrors = list(mirrors)
+def _apply(plan: Iterable[Decision], store: LocalStore) -> None:
     for decision in plan:
         if decision.keep:
             continue
-        if decision.name.endswith(SIDECAR_SUFFIX) or TEMP_MARK in decision.name:
-            store.remove(decision.name)
-        else:
-            for where in (store, *mirrors):
-                where.remove(decision.name + SIDECAR_SUFFIX)
-                where.remove(decision.name)
-        log.info("pruned %s: %s", decision.name, decision.reason)
+        if not decision.name.endswith(SIDECAR_SUFFIX) and TEMP_MARK not in decision.name:
+            store.remove(decision.name + SIDECAR_SUFFIX)
+        store.remove(decision.name)
+        log.info("pruned %s from %s: %s", decision.name, store.label, decision.reason)

@@ -2,23 +2,33 @@
 
 Nothing becomes visible before the backup matched its sidecar and its content
 was valid; the live file is replaced atomically, and what it held is kept
-(a valid file as a backup, an invalid one under backups/corrupt/).
+outside what restore picks from (a valid file no backup holds under
+backups/replaced/, an invalid one under backups/corrupt/). A restore rewrites
+no history: `restore` right after a deliberate restore undoes it.
 """
 
 from __future__ import annotations
 
+import heapq
 import os
 from collections import namedtuple
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from . import log
 from .atomic import atomic_write, file_mode, fsync_dir, read_state_file
-from .catalog import backups_of, read_valid
-from .copies import CLOUD_TARGET
+from .catalog import BackupSet, backups_of, read_valid
 from .errors import CloudError, IntegrityError, InvalidStateError, UploadConflict, storage_error
-from .folder import CORRUPT_DIR, BackupsFolder
-from .formats import SIDECAR_SUFFIX, is_valid_content, sha256_hex, sidecar_text, state_key
+from .folder import CORRUPT_DIR, REPLACED_DIR, BackupsFolder
+from .formats import (
+    MAX_SIDECAR,
+    SIDECAR_SUFFIX,
+    is_valid_content,
+    parse_sidecar,
+    sha256_hex,
+    sidecar_text,
+    state_key,
+)
 
 TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
 if TYPE_CHECKING:
@@ -46,20 +56,20 @@ class Candidate(namedtuple("Candidate", "location store backup data")):
 class Search:
     """What a search looked at: for the error message and as start-up evidence.
 
-    `unreachable` maps each location that could not be listed or read to why.
+    `unreachable` maps each store that could not be listed or read (its label) to
+    why: "cannot see" is evidence that state may exist, never "nothing there".
     """
 
     def __init__(self) -> None:
         self.tried: list[tuple[str, str]] = []
         self.found = 0
         self.unreachable: dict[str, str] = {}
+        self.unreachable_ids: dict[str, str] = {}
 
     def cannot_ask(self, location: str, store: Store, why: str) -> None:
         self.tried.append((store.label, why))
-        self.unreachable.setdefault(location, why)
-
-    def unreachable_clouds(self, stores: Mapping[str, Store]) -> list[str]:
-        return [stores[loc].label for loc in self.unreachable if loc == CLOUD_TARGET]
+        self.unreachable.setdefault(store.label, why)
+        self.unreachable_ids.setdefault(location, why)
 
     def summary(self) -> str:
         if not self.tried:
@@ -71,28 +81,25 @@ class Search:
 
 def find_newest_valid(sources: Iterable[tuple[str, Store]], key: StateKey, prefix: str | None,
                       skip: Mapping[str, str], search: Search) -> Candidate | None:
-    """The first store's newest valid backup (timestamp starting with `prefix`), in
-    the order of `sources`, passing over damaged ones; None when there is none.
-    Stores in `skip` (location -> why) are not asked."""
-    for location, store in sources:
+    """The newest valid backup (timestamp starting with `prefix`) across every store
+    in `sources`, passing over damaged ones; on equal names the earlier store in
+    `sources` wins. None when there is none. Stores in `skip` (location -> why)
+    are not asked again."""
+    listed = []
+    for rank, (location, store) in enumerate(sources):
         if location in skip:
             search.cannot_ask(location, store, "not asked again: " + skip[location])
             continue
-        found = _newest_valid_in(location, store, key, prefix, search)
-        if found is not None:
-            return found
-    return None
-
-
-def _newest_valid_in(location: str, store: Store, key: StateKey, prefix: str | None,
-                     search: Search) -> Candidate | None:
-    try:
-        backups = backups_of(store, key)
-    except (CloudError, OSError) as exc:
-        search.cannot_ask(location, store, f"cannot list: {exc}")
-        return None
-    for backup, _complete in backups:
-        if prefix and not backup.stamp.startswith(prefix):
+        try:
+            backups = backups_of(store, key)
+        except (CloudError, OSError) as exc:
+            search.cannot_ask(location, store, f"cannot list: {exc}")
+            continue
+        if not backups:
+            search.tried.append((store.label, "no backups"))
+        listed.append(_candidates(backups, rank, location, store, prefix))
+    for _order, _rank, location, store, backup in heapq.merge(*listed):
+        if location in search.unreachable_ids:
             continue
         search.found += 1
         try:
@@ -103,15 +110,32 @@ def _newest_valid_in(location: str, store: Store, key: StateKey, prefix: str | N
             search.tried.append((f"{store.label}/{backup.name}", str(exc)))
         except CloudError as exc:
             search.cannot_ask(location, store, f"cannot read {backup.name}: {exc}")
-            return None
-    if not backups:
-        search.tried.append((store.label, "no backups"))
     return None
 
 
+def _candidates(backups: BackupSet, rank: int, location: str, store: Store,
+                prefix: str | None) -> Iterator[tuple]:
+    """(order, rank, location, store, backup) newest first, for heapq.merge: order
+    sorts new-style before legacy, each newest first."""
+    for backup, _complete in backups:
+        if not prefix or backup.stamp.startswith(prefix):
+            yield (not backup.stamp.endswith("Z"), _Desc(backup.stamp)), rank, location, \
+                store, backup
+
+
+class _Desc(str):
+    """A string that sorts backwards, so heapq.merge takes the newest stamp first."""
+
+    __slots__ = ()
+
+    def __lt__(self, other: str) -> bool:
+        return str.__gt__(self, other)
+
+
 def install(folder: BackupsFolder, path: Path, chosen: Candidate, *, dry_run: bool,
-            skipped: list[tuple[str, str]], targets: Iterable[str]) -> RestoreResult:
-    """Make `path` hold the chosen backup, keeping what it replaces."""
+            skipped: list[tuple[str, str]], rehearsal: bool = False) -> RestoreResult:
+    """Make `path` hold the chosen backup, keeping what it replaces. A `rehearsal`
+    (drill) writes the file only: nothing in backups/ is taken, kept or put back."""
     location, store, backup, data = chosen
     result = dict(name=backup.name, path=store.path(backup.name), timestamp=backup.when,
                   size=len(data), complete=True, location=location, skipped=tuple(skipped))
@@ -123,39 +147,60 @@ def install(folder: BackupsFolder, path: Path, chosen: Candidate, *, dry_run: bo
         "valid" if is_valid_content(path.name, live) else "invalid")
     if dry_run:
         return RestoreResult(**result, replaced=replaced)
+    if rehearsal:
+        _write_state(path, data, store, backup, durable=False)
+        return RestoreResult(**result, replaced=replaced)
     with folder.locked():
         live = read_live(path)
         kept_as = None
         try:
             if live is not None and live != data:
-                kept_as = keep_replaced(folder, path, live, targets)
+                kept_as = keep_replaced(folder, path, live)
             if location != "local":
                 _put_back(folder, backup.name, data)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(path, data, durable=folder.durable, mode=_backup_mode(store, backup))
+            _write_state(path, data, store, backup, durable=folder.durable)
         except OSError as exc:
             raise storage_error(exc, f"cannot restore {path}") from None
     log.info("restored %s from %s (%s)", path, backup.name, store.label)
     return RestoreResult(**result, replaced=replaced, kept_as=kept_as)
 
 
-def keep_replaced(folder: BackupsFolder, path: Path, live: bytes, targets: Iterable[str]) -> str:
-    """Keep the file a restore replaces: a valid one as a backup (owed to every
-    target), an invalid one under backups/corrupt/. Returns where it went."""
+def keep_replaced(folder: BackupsFolder, path: Path, live: bytes) -> str | None:
+    """Keep the file a restore replaces, outside what restore picks from: a valid one
+    under backups/replaced/ (unless a backup already holds its bytes), an invalid one
+    under backups/corrupt/. Returns where it went, relative to backups/."""
     key = state_key(path)
-    mode = file_mode(path)
-    if is_valid_content(path.name, live):
-        name = folder.store.create_backup(*key, live, mode, folder.clock())
-        log.info("kept the replaced %s as backup %s", path, name)
-        for target_id in targets:
-            folder.outbox.add(target_id, name)  # sent with the next backup or sync
-        return name
-    kept = folder.keep_aside(CORRUPT_DIR, key, live, mode)
-    log.warning("kept the invalid %s as %s", path, kept)
+    if not is_valid_content(path.name, live):
+        kept = folder.keep_aside(CORRUPT_DIR, key, live, file_mode(path))
+        log.warning("kept the invalid %s as %s", path, kept)
+        return kept
+    held_by = _backup_holding(folder, key, sha256_hex(live))
+    if held_by is not None:
+        log.info("the replaced %s is held by backup %s", path, held_by)
+        return None
+    kept = folder.keep_aside(REPLACED_DIR, key, live, file_mode(path))
+    log.warning("kept the replaced %s as %s", path, kept)
     return kept
 
 
-def quarantine(folder: BackupsFolder, path: Path, targets: Iterable[str]) -> list[str]:
+def _backup_holding(folder: BackupsFolder, key: StateKey, digest: str) -> str | None:
+    for backup in backups_of(folder.store, key).complete():
+        try:
+            sidecar = folder.store.read(backup.name + SIDECAR_SUFFIX, max_bytes=MAX_SIDECAR)
+            if sidecar is not None and parse_sidecar(sidecar, backup.name) == digest:
+                return backup.name
+        except (ValueError, OSError):
+            continue
+    return None
+
+
+def _write_state(path: Path, data: bytes, store: Store, backup: BackupName, *,
+                 durable: bool) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, data, durable=durable, mode=_backup_mode(store, backup))
+
+
+def quarantine(folder: BackupsFolder, path: Path) -> list[str]:
     """Move every local backup of one state file, and the live file if invalid, into
     backups/corrupt/: a deliberate fresh start, never a deletion."""
     key = state_key(path)
@@ -172,7 +217,7 @@ def quarantine(folder: BackupsFolder, path: Path, targets: Iterable[str]) -> lis
                     moved.append(f"{CORRUPT_DIR}/{name}")
             live = read_live(path)
             if live is not None and not is_valid_content(path.name, live):
-                moved.append(keep_replaced(folder, path, live, targets))
+                moved.append(folder.keep_aside(CORRUPT_DIR, key, live, file_mode(path)))
                 path.unlink()
             if folder.durable:
                 fsync_dir(corrupt)

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from operator import itemgetter
 
 GRACE_PERIOD = timedelta(hours=1)
+MAX_DAYS = 36_500  # a hundred years: "keep forever" without overflowing date arithmetic
 _by_time = itemgetter(1, 0)
 
 
@@ -25,8 +26,10 @@ class RetentionPolicy(namedtuple("RetentionPolicy", "keep_last keep_daily retent
                 retention_days: int = 30) -> RetentionPolicy:
         for key, value in (("keep_last", keep_last), ("keep_daily", keep_daily),
                            ("retention_days", retention_days)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{key} must be a whole number >= 0, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, int) or not \
+                    0 <= value <= MAX_DAYS:
+                raise ValueError(f"{key} must be a whole number >= 0 and <= {MAX_DAYS:,}, "
+                                 f"got {value!r}")
         return super().__new__(cls, keep_last, keep_daily, retention_days)
 
 
@@ -40,19 +43,26 @@ def plan_retention(
     records: Iterable[tuple[str, datetime]],
     policy: RetentionPolicy,
     protect: Mapping[str, str] | None = None,
+    now: datetime | None = None,
 ) -> list[Decision]:
     """Decide keep/remove for the complete backups of one state file, newest first.
 
     `records` are (name, aware time) pairs. `protect` maps names that must stay
     whatever the rules say to the reason (the newest valid backup, a pending
     upload); when None, the newest record is protected as the newest backup.
+    retention_days counts back from the newest backup, or from `now` when the
+    newest is stamped ahead of it: a clock glitch never voids real history.
     """
     ordered = sorted(records, key=_by_time, reverse=True)
     if not ordered:
         return []
     if protect is None:
         protect = {ordered[0][0]: "newest backup"}
-    cutoff = ordered[0][1] - timedelta(days=policy.retention_days)
+    newest = ordered[0][1] if now is None else min(ordered[0][1], now)
+    try:
+        cutoff = newest - timedelta(days=policy.retention_days)
+    except OverflowError:  # a legacy name from year 1: nothing is older
+        cutoff = datetime.min.replace(tzinfo=UTC)
     keep_last, keep_daily, utc = policy.keep_last, policy.keep_daily, UTC
     days, day = 0, None
     plan = []
@@ -79,7 +89,7 @@ def _why_removed(policy: RetentionPolicy, day: object, newest_of_day: bool, day_
                  too_old: bool) -> str:
     if too_old:
         return (f"older than retention_days={policy.retention_days} before the newest backup "
-                f"and not among the {policy.keep_last} newest")
+                f"(or now, if earlier) and not among the {policy.keep_last} newest")
     if not newest_of_day:
         return f"a newer backup of {day} is kept and not among the {policy.keep_last} newest"
     return (f"{day} is beyond the {policy.keep_daily} most recent days with backups "

@@ -135,11 +135,14 @@ class S3Store(Store):
     def mtime(self, name: str) -> None:
         return None
 
-    def read(self, name: str) -> bytes | None:
+    def read(self, name: str, *, max_bytes: int | None = None) -> bytes | None:
         """The object's bytes, checked against S3's stored checksum; None if missing."""
         try:
             reply = self.client.get_object(Bucket=self.bucket, Key=self.key(name),
                                            ChecksumMode="ENABLED", **self._owner)
+            if max_bytes is not None and reply.get("ContentLength", 0) > max_bytes:
+                with reply["Body"] as body:
+                    return body.read(max_bytes + 1)
             data = reply["Body"].read()
         except Exception as exc:
             if _error_code(exc) in _NOT_FOUND:
@@ -190,8 +193,8 @@ class S3Store(Store):
 
 
 def _plain_name(name: str) -> bool:
-    return bool(name) and "/" not in name and "\\" not in name and not name.startswith(".") \
-        and "\x00" not in name
+    return bool(name) and "/" not in name and "\\" not in name and "\x00" not in name \
+        and name not in (".", "..")
 
 
 def _is_checksum_error(exc: Exception) -> bool:

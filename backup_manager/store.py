@@ -28,10 +28,11 @@ class Store:
         raise NotImplementedError
 
     def list_names(self, prefix: str = "") -> list[str]:
-        """Names starting with `prefix`, in no particular order; [] when the store is
-        empty or does not exist yet. A folder lists hidden names (its temp files) and
-        may list a folder or symlink, which read() then refuses; S3 lists no hidden
-        name. Raises OSError or CloudError when it cannot be listed."""
+        """Names starting with `prefix`, in no particular order, hidden ones included;
+        [] when the store is empty, or is a folder not made yet inside a parent that
+        exists. A folder may list a folder or symlink, which read() then refuses; S3
+        lists no key that is not a plain name. Raises OSError or CloudError when the
+        store cannot be listed (a folder whose parent is missing: not mounted)."""
         raise NotImplementedError
 
     def scan(self) -> tuple[list[str], list[str]]:
@@ -39,8 +40,9 @@ class Store:
         folders); ([], []) when the store is empty or does not exist yet."""
         raise NotImplementedError
 
-    def read(self, name: str) -> bytes | None:
-        """The object's bytes; None if it does not exist (or is no regular file).
+    def read(self, name: str, *, max_bytes: int | None = None) -> bytes | None:
+        """The object's bytes; None if it does not exist (or is no regular file). With
+        `max_bytes`, at most max_bytes + 1 bytes, so a caller sees that it is larger.
         Raises IntegrityError (kind 'checksum mismatch') when the store itself finds
         the bytes damaged, OSError or CloudError when it cannot be read."""
         raise NotImplementedError

@@ -33,18 +33,13 @@ def test_a_state_file_is_matched_by_its_whole_name_only():
                                      "rebalance.json", "xlast_rebalance.json"]
 
 
-def test_newest_first_puts_legacy_local_names_at_their_instant(monkeypatch):
-    monkeypatch.setenv("TZ", "UTC")
-    import time
-
-    time.tzset()
-    try:
-        names = ["s_2026-02-17_10-30-00.json", "s_2026-02-17_10-30-01.000000Z.json",
-                 "s_2026-02-17_10-29-59.999999Z.json"]
-        (backups,) = group_backups(names, None).values()
-        assert [b.name for b, _ in backups] == [names[1], names[0], names[2]]
-        assert [done for _, done in backups] == [False, False, False]
-        assert backups.orphan_sidecars == []
-    finally:
-        monkeypatch.undo()
-        time.tzset()
+def test_legacy_names_sort_before_every_new_style_name_whatever_the_zone():
+    # The original module's names are local time; the folder may have moved to a
+    # machine in another zone, so their converted instant says nothing about order.
+    names = ["s_2026-02-17_10-30-00.json", "s_2099-01-01_00-00-00.json",
+             "s_2026-02-17_10-30-01.000000Z.json", "s_2001-01-01_00-00-00.000001Z.json"]
+    (backups,) = group_backups(names, None).values()
+    assert [b.name for b, _ in backups] == [names[2], names[3], names[1], names[0]]
+    assert [done for _, done in backups] == [False] * 4
+    assert backups.newest_stamp == "2026-02-17_10-30-01.000000Z"
+    assert group_backups(names[:2], None)[StateKey("s", ".json")].newest_stamp is None

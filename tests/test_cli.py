@@ -137,7 +137,7 @@ def test_restore_over_valid_state_needs_yes_without_a_tty(healthy):
     done = cli(healthy, "restore", "state/last_rebalance.json", "--yes")
     assert done.returncode == 0, done.stderr
     assert b"newer" not in live.read_bytes()
-    assert "kept as last_rebalance_" in done.stdout
+    assert "kept as " in done.stdout and "replaced/last_rebalance_" in done.stdout
 
 
 def test_restore_of_invalid_state_needs_no_confirmation(healthy):

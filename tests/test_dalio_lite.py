@@ -192,14 +192,26 @@ def test_status_prints_json(home):
 
 
 def test_backups_folder_that_is_a_file_never_fails_the_run(home):
+    assert run(home).returncode == 0
+    shutil.rmtree(home / "backups")
     (home / "backups").write_text("not a folder")
-    done = run(home)
+    config = home / "config.yaml"
+    config.write_text(config.read_text().replace("VTI: 250.0", "VTI: 400.0"))  # drift
+    done = run(home, "--force-rebalance")
     assert done.returncode == 0, done.stderr
-    assert len(orders_in(done)) == 4
+    assert len(orders_in(done)) > 0
     assert "BACKUP FAILED" in done.stderr
     doc = status(home)
     assert doc["outcome"] == "rebalanced"
     assert "backups" in doc["last_backup_error"]
+
+
+def test_first_run_refuses_when_the_backups_folder_cannot_be_listed(home):
+    (home / "backups").write_text("not a folder")
+    done = run(home)
+    assert done.returncode == 3, done.stderr
+    assert orders_in(done) == []
+    assert "Not a directory" in done.stderr and "refusing to trade" in done.stderr
 
 
 def test_disk_full_during_backup_never_fails_the_save(home, monkeypatch):

@@ -69,7 +69,9 @@ def test_eight_writers_with_prunes_and_restores(tmp_path, report):
     made = [n for kind, names in results if kind == "backup" for n in names]
     assert len(made) == 8 * per_worker
     assert len(set(made)) == len(made), "every backup got its own name"
-    made += [n for kind, names in results if kind == "restore" for n in names]
+    kept = [n for kind, names in results if kind == "restore" for n in names]
+    assert all((tmp_path / "backups" / n).is_file() for n in kept), \
+        "every file a restore replaced is kept (replaced/ is no backup: never pruned)"
     made.append(sorted(p.name for p in (tmp_path / "backups").glob("last_rebalance_*.json"))[0])
 
     bm = BackupManager(tmp_path / "backups", keep_last=10, keep_daily=0)

@@ -173,11 +173,16 @@ def test_clock_jumps_forward_and_back(project, state_file):
             state_file.write_bytes(rebalance_doc(n=f"{jump}-{i}"))
             made.append(bm.backup_state_file(state_file))
         assert made[-1].exists(), "a backup is never pruned by the call that made it"
+    assert [p.name for p in made] == sorted(p.name for p in made), "names keep creation order"
     left = {b.name for b in bm.list_backups(state_file)}
     assert len(left) >= 10
-    assert bm.verify().ok
+    problems = bm.verify().problems
+    assert {p.status for p in problems} == {"stamped in the future"}
+    assert {p.name for p in problems} == {p.name for p in made[3:]} & left
+    last = state_file.read_bytes()
     state_file.unlink()
     assert bm.restore_from_backup(state_file)
+    assert state_file.read_bytes() == last, "the last backup made, whatever its stamp"
 
 
 def test_ten_megabyte_state_file(project):
