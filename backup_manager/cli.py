@@ -20,7 +20,7 @@ from .errors import BackupError, ConfigError, NoValidBackupError
 from .formats import fetch_verified, state_key
 from .manager import BackupManager
 
-# argparse and json are imported where needed: the cron line `backup FILE` uses neither.
+# argparse and json are imported where needed: `import backup_manager` loads neither.
 TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
 if TYPE_CHECKING:
     import argparse
@@ -69,20 +69,11 @@ HELP = {
 }
 
 
-def _formatter(prog: str) -> argparse.HelpFormatter:
-    import argparse
-
-    # A width of our own: argparse would import shutil just to ask the terminal.
-    return argparse.HelpFormatter(prog, width=int(os.environ.get("COLUMNS", "100")))
-
-
-def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    """The parser; with `only`, just that command's sub-parser (building all eight
-    costs a cron run more than the backup itself)."""
+def build_parser() -> argparse.ArgumentParser:
     import argparse
 
     p = argparse.ArgumentParser(
-        prog="python -m backup_manager", formatter_class=_formatter,
+        prog="python -m backup_manager",
         description="DalioLite state backups: list, back up, restore, verify, prune, "
                     "check health, sync to the cloud and rehearse disaster recovery.")
     p.add_argument("--config", help="config.yaml to read (default: ./config.yaml if present)")
@@ -92,32 +83,17 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.set_defaults(**GLOBAL_DEFAULTS)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command, text in HELP.items():
-        if only in (None, command):
-            _arguments_of(command, sub.add_parser(command, help=text,
-                                                  formatter_class=_formatter))
+        _arguments_of(command, sub.add_parser(command, help=text))
     return p
-
-
-def _command_in(argv: list[str]) -> str | None:
-    """The command word, when argv plainly names one; None sends argparse the full parser."""
-    takes_value = {"--config", "--backup-dir"}
-    skip = False
-    for word in argv:
-        if skip:
-            skip = False
-        elif word in takes_value:
-            skip = True
-        elif word in HELP:
-            return word
-        elif not word.startswith("-") or word in ("-h", "--help"):
-            return None
-    return None
 
 
 def plain_backup(argv: list[str]) -> SimpleNamespace | None:
     """The arguments of the cron line `backup FILE...` (no options), as argparse would
-    give them; None for anything else. Importing and building argparse would cost
-    that run more than the backup itself."""
+    give them; None for anything else.
+
+    Kept for the whole-process target (README, Benchmarks: at most 1.5x `python -c
+    pass`): argparse costs the cron line 5.7-6.7 ms, 1.76-1.81x instead of 1.44x
+    (bench/process.py, rows `backup` and `backup -- FILE`, three runs)."""
     if len(argv) < 2 or argv[0] != "backup" or any(a.startswith("-") for a in argv[1:]):
         return None
     return SimpleNamespace(command="backup", state_files=argv[1:], **GLOBAL_DEFAULTS)
@@ -125,7 +101,7 @@ def plain_backup(argv: list[str]) -> SimpleNamespace | None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = plain_backup(argv) or build_parser(_command_in(argv)).parse_args(argv)
+    args = plain_backup(argv) or build_parser().parse_args(argv)
     if args.verbose:
         import logging
 

@@ -9,7 +9,6 @@ local time, whole seconds) are read as well.
 
 from __future__ import annotations
 
-import codecs
 import re
 import sys
 from collections import namedtuple
@@ -254,135 +253,6 @@ def _check_last_rebalance(doc: object) -> None:
 register_validator("last_rebalance.json", _check_last_rebalance)
 
 
-_JSON_SPACE = rb"[ \t\n\r]*+"
-_JSON_STRING = rb'"(?:[^"\\\x00-\x1f]++|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4})*+"'
-_JSON_LITERAL = rb"true|false|null|NaN|Infinity|-Infinity"  # json accepts the last three
-
-
-def _json_number(int_digits: bytes) -> bytes:
-    return rb"-?(?:0|[1-9][0-9]%s)(?:\.[0-9]++)?(?:[eE][-+]?[0-9]++)?" % int_digits
-
-
-def _json_flat(scalar: bytes) -> bytes:
-    """An object or an array holding only scalars."""
-    pair = _JSON_STRING + _JSON_SPACE + b":" + _JSON_SPACE + scalar + _JSON_SPACE
-    item = scalar + _JSON_SPACE
-    return rb"\{%s(?:%s(?:,%s%s)*+)?\}|\[%s(?:%s(?:,%s%s)*+)?\]" % (
-        _JSON_SPACE, pair, _JSON_SPACE, pair, _JSON_SPACE, item, _JSON_SPACE, item)
-
-
-_FLAT_FROM = 64 * 1024
-
-
-def _json_token(large: bool) -> bytes:
-    """One JSON token after optional whitespace. Groups: 1 a container of scalars only,
-    2 open, 3 close, 4 comma, 5 colon, 6 string, 7 number, 8 literal.
-
-    For large data, group 1 takes whole objects and arrays of scalars (most of a big
-    state) in one match, with integers of up to 640 digits: longer ones take the token
-    path, which checks Python's int limit. That pattern takes milliseconds to compile,
-    so small data gets one whose group 1 is only {} or [].
-    """
-    if large:
-        scalar = rb"(?:%s|%s|%s)" % (_JSON_STRING, _json_number(rb"{0,639}+"), _JSON_LITERAL)
-        container = _json_flat(scalar)
-    else:
-        container = rb"\{%s\}|\[%s\]" % (_JSON_SPACE, _JSON_SPACE)
-    return _JSON_SPACE + rb"(?:(%s)|([{[])|([}\]])|(,)|(:)|(%s)|(%s)|(%s))" % (
-        container, _JSON_STRING, _json_number(b"*+"), _JSON_LITERAL)
-
-
-_CLOSER = {b"{": b"}", b"[": b"]"}
-MAX_JSON_DEPTH = 500
-
-
-def json_kind(data: bytes) -> str:
-    """The type json.loads would return for `data` ("dict", "list", "str", ...).
-
-    Checks UTF-8 and the grammar as json.loads does, but builds nothing, so a large
-    state costs no memory beyond its bytes. Raises ValueError naming the first
-    problem and where it is; nesting deeper than MAX_JSON_DEPTH is refused.
-    """
-    _check_utf8(data)
-    match = re.compile(_json_token(len(data) >= _FLAT_FROM)).match
-    opened: list[bytes] = []  # containers entered and not yet closed
-    want, kind, pos = "a value", "", 0
-    while want != "the end":
-        m = match(data, pos)
-        group = m.lastindex if m else 0
-        if group in (1, 2) and len(opened) == MAX_JSON_DEPTH:
-            raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels{_at(data, pos)}")
-        if group == 2 and want in ("a value", "a value or ]"):
-            opened.append(m[2])
-            kind = kind or ("dict" if m[2] == b"{" else "list")
-            want = "a key or }" if m[2] == b"{" else "a value or ]"
-        elif group == 3 and want in ("',' or a closing bracket", "a value or ]",
-                                     "a key or }") and m[3] == _CLOSER[opened[-1]]:
-            opened.pop()
-            want = "',' or a closing bracket" if opened else "the end"
-        elif group == 4 and want == "',' or a closing bracket":
-            want = "a key" if opened[-1] == b"{" else "a value"
-        elif group == 5 and want == "':'":
-            want = "a value"
-        elif group == 6 and want in ("a key", "a key or }"):
-            want = "':'"
-        elif group in (1, 6, 7, 8) and want in ("a value", "a value or ]"):
-            if group == 7 and len(m[7]) > 640:
-                _check_int_digits(m[7])
-            kind = kind or _token_kind(m[group])
-            want = "',' or a closing bracket" if opened else "the end"
-        else:
-            raise ValueError(f"expected {want}{_at(data, pos)}")
-        pos = m.end()
-    if re.compile(_JSON_SPACE).match(data, pos).end() != len(data):
-        raise ValueError(f"extra data after the JSON value{_at(data, pos)}")
-    return kind
-
-
-def _token_kind(token: bytes) -> str:
-    if token[:1] in (b"{", b"["):
-        return "dict" if token[:1] == b"{" else "list"
-    if token[:1] == b'"':
-        return "str"
-    if token in (b"true", b"false"):
-        return "bool"
-    if token == b"null":
-        return "NoneType"
-    if token in (b"NaN", b"Infinity", b"-Infinity") or any(c in token for c in b".eE"):
-        return "float"
-    return "int"
-
-
-def _check_int_digits(number: bytes) -> None:
-    limit = sys.get_int_max_str_digits()
-    if limit and _token_kind(number) == "int" and len(number.lstrip(b"-")) > limit:
-        raise ValueError(f"an integer of more than {limit} digits (Python's limit)")
-
-
-def _check_utf8(data: bytes) -> None:
-    if data.isascii():
-        return
-    decode = codecs.getincrementaldecoder("utf-8")().decode
-    view, step = memoryview(data), 1 << 16
-    try:
-        for start in range(0, len(data), step):
-            decode(view[start : start + step], start + step >= len(data))
-    except UnicodeDecodeError:
-        try:
-            data.decode("utf-8")  # again in one piece, for the exact place
-        except UnicodeDecodeError as exc:
-            raise ValueError(f"not UTF-8: {exc.reason} at char {exc.start}") from None
-
-
-def _at(data: bytes, pos: int) -> str:
-    pos = re.compile(_JSON_SPACE).match(data, pos).end()
-    if pos >= len(data):
-        return " at the end of the data"
-    line = data.count(b"\n", 0, pos) + 1
-    column = pos - data.rfind(b"\n", 0, pos)
-    return f": line {line} column {column} (char {pos})"
-
-
 def is_valid_content(file_name: str, data: bytes) -> bool:
     try:
         validate_content(file_name, data)
@@ -392,22 +262,23 @@ def is_valid_content(file_name: str, data: bytes) -> bool:
 
 
 def validate_content(file_name: str, data: bytes) -> None:
-    """Refuse content a state file must never hold. Non-JSON files are not inspected."""
+    """Refuse content a state file must never hold. Non-JSON files are not inspected.
+
+    A `.json` state file must hold what `json.loads` reads as an object, and pass
+    the content rule registered for its name, if any.
+    """
     if not file_name.endswith(".json"):
         return
-    rule = _VALIDATORS.get(file_name)
-    try:
-        if rule is None:
-            kind = json_kind(data)
-        else:  # the rule needs the document, and building it checks it too
-            import json  # loading json costs a cron run ~3 ms: only when needed
+    import json  # here, not at the top: `import backup_manager` does not load json
 
-            doc = json.loads(data.decode("utf-8"))
-            kind = type(doc).__name__
-    except (ValueError, RecursionError) as exc:
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise InvalidStateError(f"{file_name}: not valid JSON ({exc})") from None
-    if kind != "dict":
-        raise InvalidStateError(f"{file_name}: JSON must be an object, got {kind}")
+    if not isinstance(doc, dict):
+        raise InvalidStateError(
+            f"{file_name}: JSON must be an object, got {type(doc).__name__}")
+    rule = _VALIDATORS.get(file_name)
     if rule is not None:
         try:
             rule(doc)

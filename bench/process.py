@@ -45,7 +45,10 @@ def main() -> None:
         commands = {
             "python -c pass": [py, "-c", "pass"],
             "backup": [py, "-m", "backup_manager", "backup", "state/x.json"],
-            "backup, a file with a content rule (loads json)":
+            # `--` is not the plain cron line: the same backup, read by argparse.
+            "backup -- FILE (argparse reads the line)":
+                [py, "-m", "backup_manager", "backup", "--", "state/x.json"],
+            "backup, a file with a content rule (last_rebalance.json)":
                 [py, "-m", "backup_manager", "backup", "state/last_rebalance.json"],
             "restore": [py, "-m", "backup_manager", "restore", "state/x.json", "--yes"],
         }

@@ -6,18 +6,15 @@ import hashlib
 import json
 import time
 from datetime import UTC, datetime, timedelta, timezone
-from unittest import mock
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from backup_manager import InvalidStateError, formats, register_validator, validate_content
 from backup_manager.formats import (
-    MAX_JSON_DEPTH,
     check_timestamp_prefix,
     format_backup_name,
-    json_kind,
     parse_any_backup_name,
     parse_backup_name,
     parse_sidecar,
@@ -144,6 +141,7 @@ INVALID = [
     ("timestamp not ISO", "last_rebalance.json", _doc(timestamp="yesterday")),
     ("not UTF-8", "settings.json", b'{"a": "\xff"}'),
     ("deep nesting", "settings.json", b"[" * 100000 + b"]" * 100000),
+    ("integer over Python's digit limit", "settings.json", b'{"a": ' + b"9" * 5000 + b"}"),
 ]
 
 
@@ -180,7 +178,29 @@ def test_registered_rule_applies_to_that_file_only():
     validate_content("other.json", b"{}")
 
 
-# --- json_kind must agree with json.loads: validation may not build the document ---
+@pytest.mark.parametrize("data,message", [
+    (b'{\n "a" 1}', r"x\.json: not valid JSON \(Expecting ':' delimiter: line 2 column 6 "
+                   r"\(char 7\)\)"),
+    (b'{"a": "\xff"}', r"x\.json: not valid JSON \('utf-8' codec can't decode byte 0xff"),
+    (b"[1, 2]", r"x\.json: JSON must be an object, got list"),
+    (b"null", r"x\.json: JSON must be an object, got NoneType"),
+])
+def test_refusals_name_the_file_and_the_problem(data, message):
+    with pytest.raises(InvalidStateError, match=message):
+        validate_content("x.json", data)
+
+
+# --- a .json state is valid exactly when json.loads reads it as an object, rule or not ---
+
+RULE_CALLS = []
+
+
+def _any_object_rule(doc):
+    RULE_CALLS.append(doc)
+
+
+register_validator("any_object_rule_test.json", _any_object_rule)
+FILES = ["x.json", "any_object_rule_test.json"]  # without and with a content rule
 
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
@@ -189,35 +209,34 @@ JSON_VALUES = st.recursive(
 JSON_BYTES = b'{}[],:"\\ \t\n0123456789.eE+-truefalsnNIiyx\x01\xc3\xa9\xff'
 
 
-def _json_loads_kind(data):
+def _json_loads_object(data):
     try:
-        return type(json.loads(data.decode("utf-8"))).__name__
+        return isinstance(json.loads(data.decode("utf-8")), dict)
     except (ValueError, RecursionError):
-        return None
+        return False
 
 
-def _json_kind_or_none(data):
+def _accepted(file_name, data):
+    """Whether validate_content accepts `data`; any error but InvalidStateError fails the
+    test, and an accepted file with a rule must have reached its rule."""
+    RULE_CALLS.clear()
     try:
-        return json_kind(data)
-    except ValueError:
-        return None
+        validate_content(file_name, data)
+    except InvalidStateError:
+        return False
+    if file_name != "x.json":
+        assert len(RULE_CALLS) == 1 and isinstance(RULE_CALLS[0], dict)
+    return True
 
 
-@pytest.fixture(params=["small-data pattern", "large-data pattern"])
-def token_pattern(request):
-    """json_kind picks its token pattern by size; run each check with both."""
-    flat_from = formats._FLAT_FROM if request.param == "small-data pattern" else 0
-    with mock.patch.object(formats, "_FLAT_FROM", flat_from):
-        yield
-
-
-@settings(max_examples=400 * SCALE, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(value=JSON_VALUES, indent=st.sampled_from([None, 1, "\t"]),
+@pytest.mark.parametrize("file_name", FILES)
+@settings(max_examples=400 * SCALE, deadline=None)
+@given(value=st.dictionaries(st.text(), JSON_VALUES, max_size=4) | JSON_VALUES,
+       indent=st.sampled_from([None, 1, "\t"]),
        edits=st.lists(st.tuples(st.integers(0, 10**6), st.sampled_from(JSON_BYTES),
                                 st.sampled_from(["insert", "delete", "replace"])), max_size=3))
-def test_json_kind_agrees_with_json_loads_on_edited_documents(token_pattern, value, indent,
-                                                              edits):
+def test_content_is_valid_exactly_when_json_loads_reads_an_object_from_edited_documents(
+        file_name, value, indent, edits):
     data = bytearray(json.dumps(value, indent=indent, ensure_ascii=False).encode())
     for where, byte, how in edits:
         where %= len(data) + 1
@@ -228,41 +247,22 @@ def test_json_kind_agrees_with_json_loads_on_edited_documents(token_pattern, val
                 del data[where]
             else:
                 data[where] = byte
-    assert _json_kind_or_none(bytes(data)) == _json_loads_kind(bytes(data))
+    assert _accepted(file_name, bytes(data)) == _json_loads_object(bytes(data))
 
 
-@settings(max_examples=400 * SCALE, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@pytest.mark.parametrize("file_name", FILES)
+@settings(max_examples=400 * SCALE, deadline=None)
 @given(st.lists(st.sampled_from(JSON_BYTES), max_size=24).map(bytes))
-def test_json_kind_agrees_with_json_loads_on_random_bytes(token_pattern, data):
-    assert _json_kind_or_none(data) == _json_loads_kind(data)
+def test_content_is_valid_exactly_when_json_loads_reads_an_object_from_random_bytes(
+        file_name, data):
+    assert _accepted(file_name, data) == _json_loads_object(data)
 
 
-@pytest.mark.parametrize("data", [b"1" * 5000, b"[" + b"1" * 5000 + b"]",
-                                  b'{"a": [-' + b"9" * 5000 + b"]}"])
-def test_json_kind_applies_pythons_integer_digit_limit(token_pattern, data):
-    assert _json_loads_kind(data) is None
-    with pytest.raises(ValueError, match="digits"):
-        json_kind(data)
-
-
-def test_json_kind_refuses_absurd_nesting_that_json_may_still_read(token_pattern):
-    assert json_kind(b"[" * MAX_JSON_DEPTH + b"]" * MAX_JSON_DEPTH) == "list"
-    with pytest.raises(ValueError, match="nested deeper"):
-        json_kind(b"[" * (MAX_JSON_DEPTH + 1) + b"]" * (MAX_JSON_DEPTH + 1))
-
-
-def test_json_error_names_the_place():
-    with pytest.raises(ValueError, match=r"expected ':': line 2 column 6 \(char 7\)"):
-        json_kind(b'{\n "a" 1}')
-
-
-@pytest.mark.parametrize("at", [7, 65535, 65536, 70000])
-def test_json_kind_names_where_utf8_breaks_even_across_its_read_chunks(at):
-    data = b'{"a": "' + "é".encode() * ((at - 7) // 2) + b"x" * ((at - 7) % 2)
-    data += b"\xc3A" + b"x" * 10 + b'"}'
-    with pytest.raises(ValueError, match=f"not UTF-8: invalid continuation byte at char {at}"):
-        json_kind(data)
+@pytest.mark.parametrize("depth,valid", [(600, True), (100000, False)])
+def test_deep_nesting_is_judged_alike_with_and_without_a_rule(depth, valid):
+    data = b'{"a": ' + b"[" * depth + b"]" * depth + b"}"
+    assert _json_loads_object(data) is valid
+    assert [_accepted(name, data) for name in FILES] == [valid, valid]
 
 
 def test_a_timestamp_ahead_of_the_clock_is_valid_content():
