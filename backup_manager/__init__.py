@@ -8,7 +8,7 @@
 Standard library only at import time; boto3 is imported when cloud backup is
 first used. Modules, in reading order (each uses only those before it):
 errors, log, formats, atomic, retention, store, local, s3, catalog, outbox,
-copies, folder, restore, pruning, health, config, manager, cli.
+copies, folder, restore, pruning, health, config, manager, drill, cli.
 
     errors     every error raised on purpose, one base class
     log        the package's logger (logging is imported only when it can show)
@@ -26,6 +26,7 @@ copies, folder, restore, pruning, health, config, manager, cli.
     health     verify and status facts
     config     the backup: section of config.yaml
     manager    BackupManager, the thin entry point
+    drill      rehearse recovery into a scratch folder, changing nothing live
     cli        python -m backup_manager
 """
 

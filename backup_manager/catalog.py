@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections import namedtuple
 from collections.abc import Iterable, Iterator
+from datetime import datetime, timedelta
 
 from .formats import (
     SIDECAR_SUFFIX,
@@ -25,7 +26,6 @@ from .formats import (
 
 TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
 if TYPE_CHECKING:
-    from datetime import datetime
 
     from .store import Store
 
@@ -146,6 +146,16 @@ def group_backups(names: Iterable[str], keys: list[StateKey] | None
         if stamps or sidecars:
             sets[StateKey(*key)] = BackupSet(StateKey(*key), stamps, sidecars)
     return sets
+
+
+def next_stamp(names: Iterable[str], key: StateKey, now: datetime) -> datetime:
+    """When to stamp a new backup of `key` among `names`: `now`, or just after the
+    newest new-style stamp when the clock is behind it, so name order stays
+    creation order whatever the clock does (promise 9)."""
+    backups = group_backups(names, [key]).get(key)
+    if backups is None or backups.newest_stamp is None:
+        return now
+    return max(now, stamp_time(backups.newest_stamp) + timedelta(microseconds=1))
 
 
 def state_files_in(names: Iterable[str]) -> list[str]:

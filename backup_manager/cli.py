@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -17,7 +16,8 @@ from types import SimpleNamespace
 from . import log
 from .copies import CLOUD_TARGET
 from .errors import BackupError, ConfigError, NoValidBackupError
-from .formats import fetch_verified, state_key
+from .formats import fetch_verified
+from .health import age, status_problems
 from .manager import BackupManager
 
 # argparse and json are imported where needed: `import backup_manager` loads neither.
@@ -163,15 +163,6 @@ def table(rows: list[list[str]], header: list[str]) -> list[str]:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     return [fmt.format(*header).rstrip()] + [fmt.format(*map(str, r)).rstrip() for r in rows]
-
-
-def age(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= 2 * size:
-            return f"{seconds / size:.1f}{unit}"
-    return f"{seconds:.0f}s"
 
 
 def state_files(manager: BackupManager, given: str | None = None) -> list[Path]:
@@ -335,7 +326,7 @@ def cmd_status(manager: BackupManager, args: argparse.Namespace, config: dict) -
         raise UsageError(f"--max-age-hours must be a number > 0, got {args.max_age_hours}")
     doc = manager.status()
     doc["last_backup_error"] = _host_facts(config).get("last_backup_error")
-    problems = _status_problems(doc, args.max_age_hours)
+    problems = status_problems(doc, args.max_age_hours)
     doc["ok"], doc["problems"] = not problems, problems
     rows = [[s["state_file"], s["newest_valid"] or "NONE", age(s["newest_valid_age_seconds"]),
              f"{s['complete']}/{s['backups']}"] for s in doc["state_files"]]
@@ -352,30 +343,6 @@ def cmd_status(manager: BackupManager, args: argparse.Namespace, config: dict) -
     lines.append("status: OK" if not problems else "status: PROBLEM: " + "; ".join(problems))
     emit(args, doc, lines)
     return EXIT_OK if not problems else EXIT_FAILED
-
-
-def _status_problems(doc: dict, max_age_hours: float | None) -> list[str]:
-    limit = max_age_hours * 3600 if max_age_hours is not None else None
-    problems = []
-    if not doc["state_files"]:
-        problems.append("no state files configured and no backups found")
-    for s in doc["state_files"]:
-        for name in s["stamped_in_future"]:
-            problems.append(f"{name} is stamped in the future: the clock was ahead when it "
-                            "was made, or is behind now; run verify for the command that "
-                            "moves it aside")
-        if s["newest_valid"] is None:
-            problems.append(f"{s['state_file']} has no valid backup")
-        elif limit is not None and s["newest_valid_age_seconds"] > limit:
-            problems.append(f"{s['state_file']}: newest valid backup is "
-                            f"{age(s['newest_valid_age_seconds'])} old")
-    for t in doc["targets"]:
-        if t["conflicts"]:
-            problems.append(f"{t['conflicts']} conflicting copy(ies) to {t['target']}")
-        oldest = t["oldest_pending_age_seconds"]
-        if limit is not None and oldest is not None and oldest > limit:
-            problems.append(f"copies to {t['target']} pending for {age(oldest)}")
-    return problems
 
 
 def _host_facts(config: dict) -> dict[str, Any]:
@@ -409,22 +376,12 @@ def cmd_sync(manager: BackupManager, args: argparse.Namespace, config: dict) -> 
 
 
 def cmd_drill(manager: BackupManager, args: argparse.Namespace, config: dict) -> int:
-    if args.cloud and manager.cloud is None:
-        raise UsageError("drill --cloud needs backup.cloud_enabled and backup.s3_bucket")
-    import tempfile
+    from .drill import drill
 
     targets = state_files(manager)
-    rows, doc = [], []
-    with tempfile.TemporaryDirectory(prefix="dalio-drill-") as scratch:
-        source = manager
-        if args.cloud:
-            # A new machine: no backups/ at all, only the bucket.
-            source = _fresh_machine(manager, Path(scratch) / "backups")
-        for path in targets:
-            doc.append(_drill_one(source, path, Path(scratch), "cloud" if args.cloud else "local"))
-            d = doc[-1]
-            rows.append([_shown(path), d["backup"] or "-", d["source"] or "-",
-                         f"{d['seconds'] * 1000:.0f} ms", "ok" if d["ok"] else "FAILED"])
+    doc = drill(manager, targets, cloud=args.cloud)
+    rows = [[_shown(Path(d["state_file"])), d["backup"] or "-", d["source"] or "-",
+             f"{d['seconds'] * 1000:.0f} ms", "ok" if d["ok"] else "FAILED"] for d in doc]
     failed = [d for d in doc if not d["ok"]]
     lines = table(rows, ["STATE FILE", "BACKUP", "SOURCE", "TIME TO RECOVER", "RESULT"]) + [
         f"  {d['state_file']}: {d['error']}" for d in failed] + [
@@ -440,26 +397,6 @@ def _shown(path: Path) -> str:
         return str(path.resolve().relative_to(Path.cwd()))
     except ValueError:
         return str(path)
-
-
-def _fresh_machine(manager: BackupManager, backup_dir: Path) -> BackupManager:
-    fresh = BackupManager(backup_dir, durable=False)
-    fresh.cloud = manager.cloud  # the same bucket and client, nothing else
-    return fresh
-
-
-def _drill_one(manager: BackupManager, path: Path, scratch: Path, source: str) -> dict:
-    key = state_key(path)
-    target = scratch / "state" / (key[0] + key[1])
-    start = time.perf_counter()
-    try:
-        result = manager.install_restore(manager.plan_restore(target, source=source),
-                                         rehearsal=True)
-        ok, error, name, where = True, None, result.name, result.location
-    except BackupError as exc:
-        ok, error, name, where = False, str(exc), None, None
-    return {"state_file": str(path), "ok": ok, "backup": name, "source": where,
-            "seconds": time.perf_counter() - start, "error": error}
 
 
 COMMANDS = {"list": cmd_list, "backup": cmd_backup, "restore": cmd_restore, "verify": cmd_verify,

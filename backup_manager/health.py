@@ -183,3 +183,38 @@ def _target_status(folder: BackupsFolder, target_id: str, target: Store,
         "last_success": last_ok.isoformat() if last_ok else None,
         "last_error": errors[-1].last_error if errors else None,
     }
+
+
+def status_problems(facts: Mapping[str, Any], max_age_hours: float | None = None) -> list[str]:
+    """What in `status` facts needs a person, one line each (empty: all is well)."""
+    limit = max_age_hours * 3600 if max_age_hours is not None else None
+    problems = []
+    if not facts["state_files"]:
+        problems.append("no state files configured and no backups found")
+    for s in facts["state_files"]:
+        for name in s["stamped_in_future"]:
+            problems.append(f"{name} is stamped in the future: the clock was ahead when it "
+                            "was made, or is behind now; run verify for the command that "
+                            "moves it aside")
+        if s["newest_valid"] is None:
+            problems.append(f"{s['state_file']} has no valid backup")
+        elif limit is not None and s["newest_valid_age_seconds"] > limit:
+            problems.append(f"{s['state_file']}: newest valid backup is "
+                            f"{age(s['newest_valid_age_seconds'])} old")
+    for t in facts["targets"]:
+        if t["conflicts"]:
+            problems.append(f"{t['conflicts']} conflicting copy(ies) to {t['target']}")
+        oldest = t["oldest_pending_age_seconds"]
+        if limit is not None and oldest is not None and oldest > limit:
+            problems.append(f"copies to {t['target']} pending for {age(oldest)}")
+    return problems
+
+
+def age(seconds: float | None) -> str:
+    """A duration for people: 45s, 12.5m, 3.0h, 2.1d."""
+    if seconds is None:
+        return "-"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= 2 * size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 from . import log
 from .atomic import read_state_file
-from .catalog import BackupInfo, backup_sets, backups_of, group_backups, state_files_in
+from .catalog import BackupInfo, backup_sets, backups_of, next_stamp, state_files_in
 from .config import backup_options, load_config_file, timeout
 from .copies import CLOUD_TARGET, Copier, SyncResult
 from .errors import BackupError, ConfigError, NoValidBackupError, storage_error
@@ -25,7 +25,6 @@ from .formats import (
     SIDECAR_SUFFIX,
     check_timestamp_prefix,
     sha256_hex,
-    stamp_time,
     state_key,
     validate_content,
 )
@@ -171,18 +170,13 @@ class BackupManager:
         return self.backup_dir / name
 
     def _stamp(self, key: StateKey, files: list[str]) -> datetime:
-        """The clock, or just after the newest backup when the clock is behind it, so
-        name order stays creation order whatever the clock does (promise 9)."""
         now = self.folder.clock()
-        newest = group_backups(files, [key]).get(key)
-        if newest is None or newest.newest_stamp is None:
-            return now
-        floor = stamp_time(newest.newest_stamp) + timedelta(microseconds=1)
-        if now >= floor:
-            return now
-        log.warning("the clock (%s) is behind the newest backup of %s (%s): naming the new "
-                    "backup just after it", now.isoformat(), key.file_name, newest.newest_stamp)
-        return floor
+        stamp = next_stamp(files, key, now)
+        if stamp != now:
+            log.warning("the clock (%s) is behind the newest backup of %s: naming the new "
+                        "backup %s, just after it", now.isoformat(), key.file_name,
+                        stamp.isoformat())
+        return stamp
 
     def _prune_quietly(self, key: StateKey, known_good: str, files: list[str]) -> None:
         # The backup is already safe on disk; a failed clean-up must not undo that.
