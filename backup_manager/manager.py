@@ -17,7 +17,7 @@ from pathlib import Path
 from . import log
 from .atomic import read_state_file
 from .catalog import BackupInfo, backup_sets, backups_of, next_stamp, state_files_in
-from .config import backup_options, load_config_file, timeout
+from .config import backup_options, distinct_file_names, load_config_file, timeout
 from .copies import CLOUD_TARGET, Copier, SyncResult
 from .errors import BackupError, ConfigError, NoValidBackupError, storage_error
 from .folder import BackupsFolder
@@ -88,7 +88,7 @@ class BackupManager:
         self.cloud_enabled = cloud_enabled
         self.s3_bucket = s3_bucket
         self.durable = bool(durable)
-        self.state_files = [Path(p) for p in state_files]
+        self.state_files = distinct_file_names("state_files", [Path(p) for p in state_files])
         self.folder = BackupsFolder(self.backup_dir, durable=self.durable,
                                     lock_timeout=timeout("lock_timeout", lock_timeout),
                                     clock=clock or (lambda: datetime.now(UTC)))

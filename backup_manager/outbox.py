@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from .atomic import atomic_write, unlink_quietly
+from .formats import TEMP_MARK
 
 _ENTRY = ".json"
 _LAST_SUCCESS = "last-success"
@@ -72,7 +73,7 @@ class Outbox:
             except (FileNotFoundError, NotADirectoryError):
                 continue
             for file_name in names:
-                if file_name.endswith(_ENTRY) and not file_name.startswith("."):
+                if file_name.endswith(_ENTRY) and TEMP_MARK not in file_name:
                     copy = self._read(t, file_name[: -len(_ENTRY)])
                     if copy is not None:
                         copies.append(copy)
