@@ -196,22 +196,20 @@ def test_s3_names_never_escape(tmp_path, bucket):
     client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
     prefix = "dalio-lite-backups/"
 
-    def put_backup(key_of, data):
-        name = format_backup_name("last_rebalance", ".json",
-                                  datetime(2031, 1, 1, tzinfo=UTC) if data != good
-                                  else datetime(2026, 1, 1, tzinfo=UTC))
+    def put_backup(key_of, data, year):
+        name = format_backup_name("last_rebalance", ".json", datetime(year, 1, 1, tzinfo=UTC))
         client.put_object(Bucket=bucket_name, Key=prefix + key_of(name), Body=data)
         client.put_object(Bucket=bucket_name, Key=prefix + key_of(name + ".sha256"),
                           Body=f"{sha256_hex(data)}  {name}\n".encode())
         return name
 
     good = rebalance_doc(n="good")
-    good_name = put_backup(lambda n: n, good)
+    good_name = put_backup(lambda n: n, good, 2026)
     evil = rebalance_doc(n="evil, newer")
     hostile = [lambda n: f"sub/{n}", lambda n: f"../{n}", lambda n: f"../../{n}",
                lambda n: f".{n}", lambda n: f"..\\{n}", lambda n: f"sub\\{n}"]
     for key_of in hostile:
-        put_backup(key_of, evil)
+        put_backup(key_of, evil, 2031)  # newer: chosen first if it were ever seen
     for odd in ("", "..", ".", ".hidden"):
         client.put_object(Bucket=bucket_name, Key=prefix + odd, Body=evil)
     assert len(client.list_objects_v2(Bucket=bucket_name)["Contents"]) == 2 + 2 * 6 + 4
