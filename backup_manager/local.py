@@ -33,8 +33,12 @@ class LocalStore(Store):
         return str(self.root)
 
     def ensure(self) -> None:
-        """Create the folder (0700) if missing; its parent must exist for a mirror."""
+        """Create the folder (0700) if missing, durably: its own name is fsync'd too."""
+        if self.root.is_dir():
+            return
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if self.durable:
+            fsync_dir(self.root.parent)
 
     def prepare(self) -> None:
         """Create a missing folder, but only inside a parent that exists: a parent

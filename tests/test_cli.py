@@ -49,14 +49,132 @@ def test_every_command_exits_0_on_a_healthy_folder(healthy, args):
     assert "Traceback" not in proc.stderr
 
 
-@pytest.mark.parametrize("args", [["list"], ["verify"], ["prune", "--dry-run"], ["status"],
-                                  ["drill"], ["backup", "state/last_rebalance.json"],
-                                  ["restore", "state/last_rebalance.json", "--dry-run"],
-                                  ["sync"]])
-def test_json_output_parses(healthy, args):
-    proc = cli(healthy, "--json", *args)
-    assert proc.returncode == 0, proc.stderr
-    json.loads(proc.stdout)
+def cli_json(folder, *args):
+    """Run with --json; (exit code, the one JSON document printed)."""
+    proc = cli(folder, "--json", *args)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc.returncode, json.loads(proc.stdout)
+
+
+def backup_files(folder, stem):
+    return sorted(p for p in (folder / "backups").glob(f"{stem}_*.json"))
+
+
+def damage(path):
+    path.write_bytes(path.read_bytes().replace(b"1.0", b"2.0"))
+
+
+def test_json_list_gives_each_backup_with_its_health(healthy):
+    (paper,) = backup_files(healthy, "paper_account")
+    damage(paper)
+    code, doc = cli_json(healthy, "list")
+    assert code == 0
+    by_file = {entry["state_file"]: entry["backups"] for entry in doc}
+    assert sorted(by_file) == ["last_rebalance.json", "paper_account.json"]
+    for stem, health in (("last_rebalance", "ok"), ("paper_account", "damaged")):
+        (path,) = backup_files(healthy, stem)
+        (entry,) = by_file[stem + ".json"]
+        assert (entry["name"], entry["size"], entry["status"], entry["cloud"]) == \
+            (path.name, path.stat().st_size, health, "-")
+        assert format_backup_name(stem, ".json", datetime.fromisoformat(entry["time"])) == \
+            path.name
+        assert 0 <= entry["age_seconds"] < 3600
+
+
+def test_json_verify_lists_each_problem(healthy):
+    assert cli_json(healthy, "verify") == (0, {"ok": True, "checked": 2, "problems": []})
+    (paper,) = backup_files(healthy, "paper_account")
+    damage(paper)
+    code, doc = cli_json(healthy, "verify")
+    assert code == 1
+    assert (doc["ok"], doc["checked"]) == (False, 2)
+    (problem,) = doc["problems"]
+    assert (problem["location"], problem["name"], problem["status"]) == \
+        ("backups", paper.name, "checksum mismatch")
+
+
+def test_json_prune_dry_run_gives_the_plan_and_deletes_nothing(healthy):
+    from backup_manager import BackupManager
+
+    roomy = BackupManager(healthy / "backups", keep_last=100)
+    for i in range(12):
+        (healthy / "state" / "last_rebalance.json").write_bytes(rebalance_doc(n=i))
+        roomy.backup_state_file(healthy / "state" / "last_rebalance.json")
+    before = snapshot(healthy / "backups")
+    code, doc = cli_json(healthy, "prune", "--dry-run")
+    assert code == 0 and doc["dry_run"] is True
+    newest_first = [p.name for p in reversed(backup_files(healthy, "last_rebalance"))]
+    plan = {d["name"]: (d["keep"], d["reason"]) for d in doc["decisions"]}
+    assert sorted(plan) == sorted(newest_first + [backup_files(healthy, "paper_account")[0].name])
+    assert [plan[n][0] for n in newest_first] == [True] * 10 + [False] * 3, "keep_last: 10"
+    assert "newest valid backup" in plan[newest_first[0]][1]
+    assert snapshot(healthy / "backups") == before
+
+
+def test_json_status_gives_newest_valid_backup_per_file(healthy):
+    code, doc = cli_json(healthy, "status")
+    assert code == 0
+    assert (doc["ok"], doc["problems"], doc["targets"], doc["last_backup_error"]) == \
+        (True, [], [], None)
+    assert doc["disk_bytes"] == sum(p.stat().st_size for p in (healthy / "backups").iterdir()
+                                    if p.is_file())
+    for entry, stem in zip(doc["state_files"], ("last_rebalance", "paper_account"), strict=True):
+        (path,) = backup_files(healthy, stem)
+        assert (entry["state_file"], entry["newest_valid"], entry["backups"],
+                entry["complete"]) == (stem + ".json", path.name, 1, 1)
+        assert 0 <= entry["newest_valid_age_seconds"] < 3600
+
+
+def test_json_drill_names_what_each_file_would_be_recovered_from(healthy):
+    code, doc = cli_json(healthy, "drill")
+    assert code == 0 and doc["ok"] is True
+    for entry, stem in zip(doc["state_files"], ("last_rebalance", "paper_account"), strict=True):
+        (path,) = backup_files(healthy, stem)
+        assert (entry["state_file"], entry["ok"], entry["backup"], entry["source"],
+                entry["error"]) == (stem + ".json", True, path.name, "local", None)
+
+
+def test_json_backup_names_each_new_backup(healthy):
+    code, doc = cli_json(healthy, "backup", "state/last_rebalance.json", "state/missing.json")
+    assert code == 1
+    made, missing = doc
+    assert (made["state_file"], made["error"]) == ("state/last_rebalance.json", None)
+    assert (healthy / "backups" / made["backup"]).read_bytes() == \
+        (healthy / "state" / "last_rebalance.json").read_bytes()
+    assert made["backup"] == backup_files(healthy, "last_rebalance")[-1].name
+    assert missing == {"state_file": "state/missing.json", "backup": None,
+                       "error": "does not exist"}
+
+
+def test_json_restore_dry_run_says_what_would_happen(healthy):
+    live = healthy / "state" / "last_rebalance.json"
+    live.write_bytes(b"garbage")
+    code, doc = cli_json(healthy, "restore", "state/last_rebalance.json", "--dry-run")
+    assert code == 0
+    (path,) = backup_files(healthy, "last_rebalance")
+    assert {k: doc[k] for k in ("state_file", "backup", "source", "replaces", "changed",
+                                "dry_run", "restored")} == {
+        "state_file": "state/last_rebalance.json", "backup": path.name, "source": "local",
+        "replaces": "invalid", "changed": True, "dry_run": True, "restored": False}
+    assert live.read_bytes() == b"garbage"
+
+
+def test_json_sync_counts_copies(healthy):
+    drive = healthy / "drive"
+    mirror = drive / "mirror"
+    (healthy / "config.yaml").write_text(f"backup:\n  mirror_dirs: [{mirror}]\n")
+    code, doc = cli_json(healthy, "sync")
+    # A mirror that cannot be listed is not asked what it lacks: nothing is queued
+    # blind, and the error says why.
+    assert (code, doc["copied"], doc["pending"]) == (1, 0, 0), "the drive is not mounted"
+    assert doc["errors"] and all("not mounted" in e for e in doc["errors"])
+    drive.mkdir()
+    assert cli_json(healthy, "sync") == (0, {"copied": 2, "pending": 0, "errors": []})
+    assert sorted(p.name for p in mirror.iterdir()) == sorted(
+        n for stem in ("last_rebalance", "paper_account")
+        for n in (backup_files(healthy, stem)[0].name, backup_files(healthy, stem)[0].name
+                  + ".sha256"))
+    assert cli_json(healthy, "sync") == (0, {"copied": 0, "pending": 0, "errors": []})
 
 
 def test_list_shows_status_per_backup(healthy):

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 
 import boto3
 import pytest
@@ -109,6 +110,26 @@ def test_cloud_restore_skips_damaged_and_foreign_objects(project, bucket):
         [good_name, good_name + ".sha256"]
 
 
+def test_auto_restore_prefers_a_newer_local_backup_to_an_older_one_in_s3(project, state_file,
+                                                                        bucket):
+    endpoint, name = bucket
+    older = rebalance_doc(n="older, only in the bucket")
+    state_file.write_bytes(older)
+    uploaded = cloud_manager(endpoint, name).backup_state_file(state_file)
+    assert remote_keys(endpoint, name) == [f"dalio-lite-backups/{uploaded.name}",
+                                           f"dalio-lite-backups/{uploaded.name}.sha256"]
+    uploaded.with_name(uploaded.name + ".sha256").unlink()
+    uploaded.unlink()
+    newer = rebalance_doc(n="newer, only local")
+    state_file.write_bytes(newer)
+    local = BackupManager().backup_state_file(state_file)
+    assert local.name > uploaded.name
+    state_file.unlink()
+    result = cloud_manager(endpoint, name).restore(state_file, source="auto")
+    assert (result.name, result.location) == (local.name, "local")
+    assert state_file.read_bytes() == newer
+
+
 @pytest.fixture
 def endpoint(moto_server):
     ep = Endpoint()
@@ -151,54 +172,112 @@ def test_sync_uploads_queue_and_backups_made_while_cloud_was_off(project, state_
     result = bm.sync(progress=lambda done, total: progress.append((done, total)))
     assert result.copied == 3 and result.pending == 0
     assert progress[-1] == (3, 3)
-    assert len(remote_keys(endpoint, name)) == 6 and set(made)
+    assert remote_keys(endpoint, name) == sorted(
+        f"dalio-lite-backups/{n}{side}" for n in made for side in ("", ".sha256"))
     assert bm.verify(cloud=True).ok
+    sent = count_requests(bm)
+    again = bm.sync()
+    assert (again.copied, again.pending) == (0, 0)
+    assert sent == ["GET"], "a second sync lists the bucket and uploads nothing again"
 
 
 
-def test_refused_endpoint_is_asked_once_per_run(project, state_file):
+@pytest.fixture
+def credentials(monkeypatch):
+    """Credentials, so a request really goes out (without them boto3 fails before
+    sending anything, and an endpoint test would prove nothing)."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+
+
+def test_refused_endpoint_is_asked_once_per_run(project, state_file, credentials):
     bm = cloud_manager(f"http://127.0.0.1:{refused_port()}", "nowhere")
     sent = count_requests(bm)
     for name in ("a.json", "b.json", "c.json"):
         (project / "state" / name).write_text("{}")
         assert bm.backup_state_file(project / "state" / name) is not None
-    assert len(sent) <= 2, "one call's attempts, then the cloud is not asked again"
-    assert bm.status()["targets"][0]["pending"] == 3
+    assert sent == ["PUT"], "one attempt, then the cloud is not asked again in this run"
+    target = bm.status()["targets"][0]
+    assert target["pending"] == 3 and "Could not connect" in target["last_error"]
 
 
-@pytest.fixture
-def silent_endpoint():
-    """Accepts TCP connections and never answers: a hung server."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(16)
-    held = []
-    stop = threading.Event()
+class SilentEndpoint:
+    """A TCP server on 127.0.0.1 that accepts connections and never answers: a hung
+    S3 endpoint. Its accept loop is bounded: it ends when the test is done, or after
+    `lifetime` seconds at the latest, and closes what it accepted."""
 
-    def accept():
-        server.settimeout(0.2)
-        while not stop.is_set():
+    def __init__(self, lifetime=60.0):
+        self.server = socket.socket()
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(16)
+        self.server.settimeout(0.2)
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}"
+        self.accepted = []
+        self.stopping = threading.Event()
+        self.deadline = time.monotonic() + lifetime
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self):
+        while not self.stopping.is_set() and time.monotonic() < self.deadline:
             try:
-                held.append(server.accept()[0])
+                self.accepted.append(self.server.accept()[0])
             except OSError:
                 continue
 
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.getsockname()[1]}"
-    stop.set()
-    thread.join()
-    for conn in held:
-        conn.close()
-    server.close()
+    def close(self):
+        self.stopping.set()
+        self.thread.join()
+        for conn in self.accepted:
+            conn.close()
+        self.server.close()
+
+
+@pytest.fixture
+def silent_endpoint(credentials):
+    endpoint = SilentEndpoint()
+    yield endpoint
+    endpoint.close()
 
 
 def test_silent_endpoint_times_out_and_queues(project, state_file, silent_endpoint, caplog):
-    bm = cloud_manager(silent_endpoint, "hung")
+    bm = cloud_manager(silent_endpoint.url, "hung")
     path = bm.backup_state_file(state_file)
     assert path.exists()
     assert "queued for retry" in caplog.text and "timeout" in caplog.text.lower()
     assert bm.status()["targets"][0]["pending"] == 1
+
+
+def test_default_s3_client_is_bounded(tmp_path):
+    """Promise 7 as configured: connect 1 s, read 2 s, one attempt, both when the
+    manager is built in code and from a config with no timeout keys."""
+    built = BackupManager(tmp_path / "a", cloud_enabled=True, s3_bucket="b",
+                          s3_endpoint_url=f"http://127.0.0.1:{refused_port()}",
+                          s3_region="us-east-1")
+    configured = BackupManager.from_config(
+        {"backup": {"cloud_enabled": True, "s3_bucket": "b", "s3_region": "us-east-1",
+                    "s3_endpoint_url": f"http://127.0.0.1:{refused_port()}"}},
+        base_dir=tmp_path)
+    for bm in (built, configured):
+        config = bm.cloud.client.meta.config
+        assert (config.connect_timeout, config.read_timeout) == (1, 2)
+        assert config.retries["total_max_attempts"] == 1
+
+
+@pytest.mark.timeout(30)  # the default read timeout is 2 s: a 60 s one fails here
+def test_backup_against_a_silent_endpoint_returns_with_default_timeouts(project, state_file,
+                                                                        silent_endpoint):
+    bm = BackupManager(cloud_enabled=True, s3_bucket="hung",
+                       s3_endpoint_url=silent_endpoint.url, s3_region="us-east-1")
+    start = time.monotonic()
+    path = bm.backup_state_file(state_file)
+    elapsed = time.monotonic() - start
+    assert silent_endpoint.accepted, "the upload really went out to the silent endpoint"
+    assert path.read_bytes() == state_file.read_bytes()
+    assert bm.verify().ok, "the local backup and its sidecar are complete"
+    target = bm.status()["targets"][0]
+    assert target["pending"] == 1 and "timeout" in target["last_error"].lower()
+    assert elapsed < 15, f"a hung endpoint held the backup call for {elapsed:.0f} s"
 
 
 def stubbed(bm):

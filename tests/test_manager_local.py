@@ -216,12 +216,14 @@ def test_stems_never_see_each_others_backups(project):
     a, ab = project / "state" / "a.json", project / "state" / "a_b.json"
     a.write_text('{"who": "a"}')
     ab.write_text('{"who": "a_b"}')
-    bm = BackupManager(keep_last=1, keep_daily=0)
-    bm.backup_state_file(a)
+    # a_b's surplus is made without pruning it: only prune(a) could remove it.
+    roomy = BackupManager(keep_last=100)
     for _ in range(3):
-        bm.backup_state_file(ab)
+        roomy.backup_state_file(a)
+        roomy.backup_state_file(ab)
+    bm = BackupManager(keep_last=1, keep_daily=0)
     bm.prune(a)
-    assert len(backups_of(project / "backups", "a_b")) == 1
+    assert len(backups_of(project / "backups", "a_b")) == 3, "prune(a) never touches a_b"
     assert len([n for n in backups_of(project / "backups", "a") if not n.startswith("a_b")]) == 1
     a.unlink()
     ab.unlink()
@@ -232,6 +234,101 @@ def test_stems_never_see_each_others_backups(project):
     bm2 = BackupManager()
     a.unlink()
     assert bm2.restore_from_backup(a) is False, "a_b's backups are never a's"
+
+
+def test_prune_of_one_state_file_leaves_every_other_untouched(project):
+    a, b = project / "state" / "a.json", project / "state" / "b.json"
+    roomy = BackupManager(keep_last=100)
+    for i in range(4):
+        a.write_text(json.dumps({"a": i}))
+        b.write_text(json.dumps({"b": i}))
+        roomy.backup_state_file(a)
+        roomy.backup_state_file(b)
+    folder = project / "backups"
+    b_before = {n: (folder / n).read_bytes() for n in os.listdir(folder) if n.startswith("b_")}
+    assert len(b_before) == 8, "4 backups of b and their sidecars"
+    plan = BackupManager(keep_last=1, keep_daily=0).prune("state/a.json")
+    assert {n: (folder / n).read_bytes() for n in os.listdir(folder)
+            if n.startswith("b_")} == b_before
+    assert len(backups_of(folder, "a")) == 1, "a itself was pruned to keep_last=1"
+    assert [d.keep for d in plan] == [True, False, False, False]
+    assert all(d.name.startswith("a_") for d in plan), "the plan covers a alone"
+
+
+def test_a_stem_that_ends_another_stem_never_claims_its_backups(project):
+    # "rebalance" is the tail of "last_rebalance": a name must match from its start.
+    last = project / "state" / "last_rebalance.json"
+    other = project / "state" / "rebalance.json"
+    roomy = BackupManager(keep_last=100)
+    made = []
+    for i in range(3):
+        last.write_bytes(rebalance_doc(n=i))
+        made.append(roomy.backup_state_file(last).name)
+    other.write_text('{"x": 1}')
+    own = roomy.backup_state_file(other).name
+    folder = project / "backups"
+    before = sorted(os.listdir(folder))
+    strict = BackupManager(keep_last=1, keep_daily=0)
+
+    assert [b.name for b in strict.list_backups(other)] == [own]
+    assert [i.name for i in strict.verify(other).items] == [own]
+    plan = strict.prune(other)
+    assert [d.name for d in plan] == [own]
+    assert sorted(os.listdir(folder)) == before, "nothing of last_rebalance's is removed"
+    assert [b.name for b in strict.list_backups(last)] == sorted(made, reverse=True)
+
+    # With no backup of its own, rebalance.json has nothing to list, verify or prune.
+    for name in (own, own + ".sha256"):
+        (folder / name).unlink()
+    assert strict.list_backups(other) == []
+    assert strict.verify(other).items == []
+    assert strict.prune(other) == []
+    assert len(backups_of(folder)) == 3
+    other.unlink()
+    assert strict.restore_from_backup(other) is False
+    assert not other.exists()
+
+
+@pytest.mark.parametrize("leftover_age", ["fresh", "stale"])
+def test_incomplete_backups_never_count_toward_keep_last(project, leftover_age):
+    state = project / "state" / "last_rebalance.json"
+    now = datetime.now(UTC)
+    clock = [now - timedelta(hours=10)]
+    bm = BackupManager(keep_last=3, keep_daily=0, clock=lambda: clock[0])
+    complete = []
+    for i in range(4):
+        clock[0] += timedelta(minutes=10)
+        state.write_bytes(rebalance_doc(n=i))
+        complete.append(bm.backup_state_file(state))
+    assert not complete[0].exists(), "keep_last=3 removed the oldest of four"
+    # Newer backups whose sidecar never arrived (a writer killed before its commit
+    # marker): fresh ones may still be being written, stale ones are leftovers.
+    # A roomy manager makes them, so no prune runs while they are briefly complete.
+    roomy = BackupManager(keep_last=100, clock=lambda: clock[0])
+    clock[0] = now - (timedelta(hours=3) if leftover_age == "stale" else timedelta(minutes=5))
+    incomplete = []
+    for i in range(3):
+        clock[0] += timedelta(seconds=1)
+        state.write_bytes(rebalance_doc(n=f"incomplete {i}"))
+        path = roomy.backup_state_file(state)
+        path.with_name(path.name + ".sha256").unlink()
+        incomplete.append(path)
+        if leftover_age == "stale":
+            old = (now - timedelta(hours=3)).timestamp()
+            os.utime(path, (old, old))
+    clock[0] = now
+    plan = bm.prune(state)
+    kept = [p for p in complete[1:] if p.exists()]
+    assert kept == complete[1:], "the 3 newest complete backups all survive"
+    assert all(p.with_name(p.name + ".sha256").exists() for p in kept)
+    keep_last = {d.name: d.reason for d in plan if d.keep and "keep_last" in d.reason}
+    assert sorted(keep_last) == [p.name for p in complete[1:]]
+    if leftover_age == "stale":
+        assert not any(p.exists() for p in incomplete), "stale incomplete backups go"
+    else:
+        assert all(p.exists() for p in incomplete), "a writer may still be at work"
+    state.unlink()
+    assert bm.restore(state).name == complete[-1].name, "incomplete ones are never restored"
 
 
 def test_old_mtime_state_file_backup_survives(state_file, project):
@@ -459,3 +556,19 @@ def test_import_loads_no_boto3_yaml_or_logging():
     out = subprocess.run([sys.executable, "-S", "-c", code], cwd=ROOT, capture_output=True,
                          text=True, check=True).stdout
     assert out.split() == ["False"] * 4, "cron pays for every import at start-up"
+
+
+def test_retention_plans_with_the_same_backups_that_listing_shows(project):
+    stamps = ["2026-02-17_10-30-00.123456Z", "2026-02-30_10-30-00.000001Z",
+              "2026-13-01_10-30-00.000001Z", "2026-02-16_23-59-59", "2026-02-29_00-00-00",
+              "2024-02-29_12-00-00.000000Z", "2026-02-15_24-00-00.000000Z"]
+    for stamp in stamps:
+        plant_legacy(project, b'{"s": 1}', f"s_{stamp}.json")
+    bm = BackupManager(keep_last=100)
+    listed = bm.list_backups("state/s.json")
+    planned = bm.prune("state/s.json", dry_run=True)
+    assert {(d.name, d.when) for d in planned} == {(b.name, b.timestamp) for b in listed}
+    assert [b.name for b in listed] == ["s_2026-02-17_10-30-00.123456Z.json",
+                                        "s_2024-02-29_12-00-00.000000Z.json",
+                                        "s_2026-02-16_23-59-59.json"], \
+        "Feb 30, month 13, Feb 29 2026 and hour 24 are no instants; legacy names come last"

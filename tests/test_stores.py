@@ -61,10 +61,16 @@ def test_binary_and_empty_objects(store):
 
 def test_nested_names_are_never_listed_local(tmp_path):
     s = LocalStore(tmp_path)
+    s.write("top.json", b"{}")
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "a_1.json").write_text("{}")
     (tmp_path / "a_link.json").symlink_to(tmp_path / "sub" / "a_1.json")
-    assert all("/" not in n for n in s.list_names(""))
+    names = set(s.list_names(""))
+    assert "top.json" in names
+    # The folder and the symlink may be listed (read() refuses them); nothing inside
+    # the sub-folder is, under any name.
+    assert names - {"sub", "a_link.json"} == {"top.json"}
+    assert set(s.list_names("a_")) <= {"a_link.json"}
     assert s.read("a_link.json") is None, "a symlink is never an object"
     assert s.read("sub") is None, "a folder is never an object"
 

@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote, urlsplit
 
 import boto3
 import pytest
@@ -105,17 +106,47 @@ def proxy(upstream):
     p.close()
 
 
-def manager(server):
+class PutLog:
+    """Every PUT the managers' clients really send, and every HTTP answer to one, in
+    order: ("sent", name) and ("answer", name, status). A PUT that times out or whose
+    connection drops has no answer."""
+
+    def __init__(self):
+        self.events = []
+
+    def watch(self, bm):
+        events = bm.cloud.client.meta.events
+        events.register("before-send.s3.PutObject",
+                        lambda request, **_: self.events.append(("sent", _name(request.url))))
+        events.register("after-call.s3.PutObject",
+                        lambda http_response, **_: self.events.append(
+                            ("answer", _name(http_response.url), http_response.status_code)))
+        return bm
+
+    def sent_since(self, mark):
+        return sorted(e[1] for e in self.events[mark:] if e[0] == "sent")
+
+
+def _name(url):
+    return unquote(urlsplit(url).path.rsplit("/", 1)[1])
+
+
+@pytest.fixture
+def puts():
+    return PutLog()
+
+
+def manager(server, puts=None):
     """A fresh manager (as each cron run has) talking to `server` (proxy or upstream)."""
-    return BackupManager(cloud_enabled=True, s3_bucket=server.bucket, s3_endpoint_url=server.url,
-                         s3_region="us-east-1", keep_last=1000,
-                         s3_client_config={"connect_timeout": 0.5, "read_timeout": 0.5})
+    bm = BackupManager(cloud_enabled=True, s3_bucket=server.bucket, s3_endpoint_url=server.url,
+                       s3_region="us-east-1", keep_last=1000,
+                       s3_client_config={"connect_timeout": 0.5, "read_timeout": 0.5})
+    return puts.watch(bm) if puts is not None else bm
 
 
 def remote_backups(server):
     client = boto3.client("s3", endpoint_url=server.url, region_name="us-east-1")
     keys = [o["Key"] for o in client.list_objects_v2(Bucket=server.bucket).get("Contents", [])]
-    assert len(keys) == len(set(keys))
     return sorted(k.split("/", 1)[1] for k in keys)
 
 
@@ -123,11 +154,44 @@ def expected_keys(paths):
     return sorted(n for p in paths for n in (p.name, p.name + ".sha256"))
 
 
-def backups_through(server, state_file, count, before=None):
+def owed(made, server):
+    """The backups whose copy is not complete in the bucket (no remote sidecar yet)."""
+    remote = set(remote_backups(server))
+    return [p for p in made if p.name + ".sha256" not in remote]
+
+
+def sync_sends_each_owed_copy_once(puts, made, proxy_or_upstream, upstream):
+    """Sync with a fresh manager: exactly one PUT of each backup and of its sidecar
+    that the bucket still lacks, and none of anything already there; then a second
+    sync has nothing left to send."""
+    missing = owed(made, upstream)
+    mark = len(puts.events)
+    result = manager(proxy_or_upstream, puts).sync()
+    assert result.pending == 0, result.errors
+    assert puts.sent_since(mark) == expected_keys(missing)
+    mark = len(puts.events)
+    again = manager(proxy_or_upstream, puts).sync()
+    assert (again.copied, again.pending, puts.sent_since(mark)) == (0, 0, [])
+    return missing
+
+
+def assert_uploaded_once(puts, made):
+    """Once S3 has answered a PUT of a key with 200 (stored) or 412 (already there),
+    that key is never sent again; every backup and sidecar got such an answer."""
+    settled = set()
+    for event in puts.events:
+        if event[0] == "sent":
+            assert event[1] not in settled, f"{event[1]} was uploaded again"
+        elif event[2] in (200, 412):
+            settled.add(event[1])
+    assert sorted(settled) == expected_keys(made)
+
+
+def backups_through(server, state_file, count, before=None, puts=None):
     made = []
     for i in range(count):
         state_file.write_bytes(rebalance_doc(n=i, at=time.time()))
-        bm = manager(server)
+        bm = manager(server, puts)
         made.append(bm.backup_state_file(state_file))
         if before:
             before(i)
@@ -135,36 +199,39 @@ def backups_through(server, state_file, count, before=None):
 
 
 @pytest.mark.parametrize("fault", ["fail_503", "drop"])
-def test_bursts_of_faults_queue_then_drain(project, state_file, proxy, upstream, fault, report):
+def test_bursts_of_faults_queue_then_drain(project, state_file, proxy, upstream, fault, report,
+                                          puts):
     rounds = scaled(3)
     made = []
     for _ in range(rounds):
         setattr(proxy, fault, 3)
-        made += backups_through(proxy, state_file, 2)
+        made += backups_through(proxy, state_file, 2, puts=puts)
     assert all(p.exists() for p in made), "every local save succeeded"
     assert manager(proxy).status()["targets"][0]["pending"] > 0, "failed copies wait"
     setattr(proxy, fault, 0)  # the burst is over: one attempt per call, the outbox retries
-    result = manager(proxy).sync()
-    assert result.pending == 0, result.errors
+    sync_sends_each_owed_copy_once(puts, made, proxy, upstream)
     assert remote_backups(upstream) == expected_keys(made)
+    assert_uploaded_once(puts, made)
     assert manager(upstream).verify(cloud=True).ok, "no corrupted remote object"
     report(f"{rounds} bursts of 3 x {fault}: {len(made)} backups, all uploaded once, verified")
 
 
-def test_responses_slower_than_read_timeout(project, state_file, proxy, upstream, report):
+def test_responses_slower_than_read_timeout(project, state_file, proxy, upstream, report,
+                                           puts):
     proxy.delay = 1.0
-    slow = backups_through(proxy, state_file, scaled(3))
+    slow = backups_through(proxy, state_file, scaled(3), puts=puts)
     assert manager(proxy).status()["targets"][0]["pending"] == len(slow)
     proxy.delay = 0.0
-    result = manager(proxy).sync()
-    assert result.pending == 0, result.errors
+    assert sync_sends_each_owed_copy_once(puts, slow, proxy, upstream) == slow
     assert remote_backups(upstream) == expected_keys(slow)
+    assert_uploaded_once(puts, slow)
     assert manager(upstream).verify(cloud=True).ok
     report(f"{len(slow)} backups against a server slower than the read timeout: "
            "queued, then uploaded once each")
 
 
-def test_server_killed_and_restarted_while_backing_up(project, state_file, upstream, report):
+def test_server_killed_and_restarted_while_backing_up(project, state_file, upstream, report,
+                                                     puts):
     count = scaled(30)
     made = []
 
@@ -174,20 +241,20 @@ def test_server_killed_and_restarted_while_backing_up(project, state_file, upstr
         if i == 2 * count // 3:
             upstream.start()
 
-    made = backups_through(upstream, state_file, count, before=maybe_kill)
+    made = backups_through(upstream, state_file, count, before=maybe_kill, puts=puts)
     assert all(p.exists() for p in made)
-    result = manager(upstream).sync()
-    assert result.pending == 0, result.errors
+    sync_sends_each_owed_copy_once(puts, made, upstream, upstream)
     assert remote_backups(upstream) == expected_keys(made)
+    assert_uploaded_once(puts, made)
     assert manager(upstream).verify(cloud=True).ok
     report(f"{count} backups, server killed after {count // 3} and back after "
            f"{2 * count // 3}: 0 local failures, {len(made)} uploaded once each, 0 corrupt")
 
 
-def test_kill_server_during_an_upload(project, state_file, upstream, report):
+def test_kill_server_during_an_upload(project, state_file, upstream, report, puts):
     """Stop the server from inside the request stream: the PUT of the backup is in
     flight when the server goes away."""
-    bm = manager(upstream)
+    bm = manager(upstream, puts)
     killed = []
 
     def stop_on_put(request, **_):
@@ -201,8 +268,9 @@ def test_kill_server_during_an_upload(project, state_file, upstream, report):
     assert path.exists()
     assert bm.status()["targets"][0]["pending"] == 1
     upstream.start()
-    assert manager(upstream).sync().pending == 0
+    assert sync_sends_each_owed_copy_once(puts, [path], upstream, upstream) == [path]
     assert remote_backups(upstream) == expected_keys([path])
+    assert_uploaded_once(puts, [path])
     assert manager(upstream).verify(cloud=True).ok
     report("server stopped while a PUT was in flight: local backup kept, upload queued, "
            "uploaded once after restart")

@@ -48,8 +48,22 @@ class Injector:
         return self.real(*args, **kwargs)
 
 
-@pytest.mark.parametrize("err", [errno.ENOSPC, errno.EACCES, errno.EIO])
-@pytest.mark.parametrize("func", FAULT_POINTS)
+# Errors each call really returns on Linux (see write(2), fsync(2), open(2), rename(2),
+# link(2)): a full disk or quota and I/O errors while writing; permissions are checked
+# when a file is opened, never by write or fsync on an open descriptor.
+REAL_FAULTS = {
+    "write": [errno.ENOSPC, errno.EDQUOT, errno.EIO],
+    "fsync": [errno.ENOSPC, errno.EDQUOT, errno.EIO],
+    "replace": [errno.ENOSPC, errno.EDQUOT, errno.EROFS],
+    "link": [errno.ENOSPC, errno.EDQUOT, errno.EIO],
+    "open": [errno.EACCES, errno.ENOSPC, errno.EDQUOT],
+}
+assert sorted(REAL_FAULTS) == sorted(FAULT_POINTS)
+FAULT_CASES = [(func, err) for func, errs in REAL_FAULTS.items() for err in errs]
+
+
+@pytest.mark.parametrize("func,err", FAULT_CASES,
+                         ids=[f"{func}-{errno.errorcode[err]}" for func, err in FAULT_CASES])
 def test_fault_at_each_step_leaves_old_backups_and_nothing_half_written(project, state_file,
                                                                         func, err):
     bm = BackupManager()

@@ -18,7 +18,6 @@ from hypothesis import strategies as st
 
 from backup_manager import BackupManager, InvalidStateError, StorageError
 from backup_manager.formats import format_backup_name, sha256_hex, state_key
-from backup_manager.s3 import _plain_name
 from tests.helpers import ROOT, SCALE, rebalance_doc
 
 EXAMPLES = settings(max_examples=60 * SCALE, deadline=None,
@@ -61,24 +60,43 @@ def test_arbitrary_bytes_back_up_exactly_or_are_refused(content, name):
             k: v for k, v in before.items() if k != str(state.relative_to(root))}
 
 
+WHEN = datetime(2026, 2, 17, 10, 30, 0, 123456, tzinfo=UTC)
+STAMP = "2026-02-17_10-30-00.123456Z"  # the timestamp part of the one backup's name
+STAMP_CHARS = "0123456789-_.Z"
+STAMPS = st.one_of(
+    st.text(max_size=40),  # anything at all
+    st.integers(0, len(STAMP)).map(lambda n: STAMP[:n]),  # every prefix of the stamp
+    st.text(st.sampled_from(STAMP_CHARS), max_size=30),  # well-formed, mostly not a prefix
+)
+
+
 @EXAMPLES
-@given(stamp=st.text(max_size=40))
+@given(stamp=STAMPS)
 def test_arbitrary_timestamps_are_refused_or_matched(stamp):
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         state = root / "state" / "last_rebalance.json"
         state.parent.mkdir()
-        state.write_bytes(rebalance_doc())
-        bm = BackupManager(root / "backups")
-        bm.backup_state_file(state)
+        content = rebalance_doc()
+        state.write_bytes(content)
+        bm = BackupManager(root / "backups", clock=lambda: WHEN)
+        assert bm.backup_state_file(state).name == f"last_rebalance_{STAMP}.json"
+        state.unlink()
         before = tree(root)
         try:
             result = bm.restore_from_backup(state, stamp)
         except ValueError:
+            assert stamp == "" or set(stamp) - set(STAMP_CHARS), "a well-formed prefix is refused"
             assert tree(root) == before
             return
-        assert isinstance(result, bool)
-        assert set(tree(root)) <= set(before) | {"backups/.lock"}
+        assert stamp and not set(stamp) - set(STAMP_CHARS), "only digits - _ . Z are accepted"
+        assert result is STAMP.startswith(stamp)
+        if result:
+            assert state.read_bytes() == content
+            assert tree(root) == {**before, "state/last_rebalance.json": content}
+        else:
+            assert not state.exists(), "nothing restored for a prefix no backup has"
+            assert tree(root) == before
 
 
 NAME_CHARS = st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="/\x00")
@@ -167,12 +185,57 @@ def test_folders_and_symlinks_where_backups_belong(tmp_path):
     assert statuses == {"not a regular file"}
 
 
-@EXAMPLES
-@given(key=st.text(max_size=60))
-def test_s3_names_never_escape(key):
-    if _plain_name(key):
-        assert "/" not in key and not key.startswith(".") and "\x00" not in key
-        assert Path("backups", key).parent == Path("backups")
+def test_s3_names_never_escape(tmp_path, bucket):
+    """Keys under the prefix that are no plain file name (nested, climbing, Windows
+    separators, the folder marker) are never listed, restored or written."""
+    import boto3
+
+    endpoint, bucket_name = bucket
+    project = tmp_path / "project"
+    project.mkdir()
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    prefix = "dalio-lite-backups/"
+
+    def put_backup(key_of, data, year):
+        name = format_backup_name("last_rebalance", ".json", datetime(year, 1, 1, tzinfo=UTC))
+        client.put_object(Bucket=bucket_name, Key=prefix + key_of(name), Body=data)
+        client.put_object(Bucket=bucket_name, Key=prefix + key_of(name + ".sha256"),
+                          Body=f"{sha256_hex(data)}  {name}\n".encode())
+        return name
+
+    good = rebalance_doc(n="good")
+    good_name = put_backup(lambda n: n, good, 2026)
+    evil = rebalance_doc(n="evil, newer")
+    hostile = [lambda n: f"sub/{n}", lambda n: f"../{n}", lambda n: f"../../{n}",
+               lambda n: f".{n}", lambda n: f"..\\{n}", lambda n: f"sub\\{n}"]
+    for key_of in hostile:
+        put_backup(key_of, evil, 2031)  # newer: chosen first if it were ever seen
+    for odd in ("", "..", ".", ".hidden"):
+        client.put_object(Bucket=bucket_name, Key=prefix + odd, Body=evil)
+    assert len(client.list_objects_v2(Bucket=bucket_name)["Contents"]) == 2 + 2 * 6 + 4
+
+    bm = BackupManager(project / "backups", cloud_enabled=True, s3_bucket=bucket_name,
+                       s3_endpoint_url=endpoint, s3_region="us-east-1")
+    # A hidden name is a plain name (a dot-file state's backups have them): listed,
+    # but as another state file's backup, never as last_rebalance.json's.
+    hidden = "." + format_backup_name("last_rebalance", ".json", datetime(2031, 1, 1, tzinfo=UTC))
+    assert sorted(bm.cloud.list_names("")) == sorted(
+        [good_name, good_name + ".sha256", hidden, hidden + ".sha256", ".hidden"])
+    assert sorted(bm.cloud.list_names("last_rebalance_")) == [good_name, good_name + ".sha256"]
+    around = sorted(os.listdir(tmp_path))
+    state = project / "state" / "last_rebalance.json"
+    result = bm.restore(state, source="cloud")
+    assert (result.name, result.location) == (good_name, "s3")
+    assert state.read_bytes() == good
+    assert tree(project) == {"state/last_rebalance.json": good, f"backups/{good_name}": good,
+                             "backups/.lock": b"",
+                             f"backups/{good_name}.sha256": f"{sha256_hex(good)}  "
+                                                            f"{good_name}\n".encode()}
+    assert sorted(os.listdir(tmp_path)) == around, "nothing written beside the project"
+    # The only problem verify sees is the planted hidden one, whose sidecar names
+    # another backup: a bad backup of another state file, never of this one.
+    assert {(p.name, p.status) for p in bm.verify(cloud=True).problems} == {
+        (hidden, "malformed sidecar")}
 
 
 def test_leading_dash_names_on_the_command_line(tmp_path):
