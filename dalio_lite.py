@@ -23,16 +23,20 @@ from types import SimpleNamespace
 from typing import Any, Protocol
 
 from backup_manager import (
+    CLOCK_SKEW,
     BackupError,
     BackupManager,
     ConfigError,
     InvalidStateError,
     LockTimeout,
-    NoValidBackupError,
+    StateUnrecoverableError,
     atomic_write,
     file_lock,
     parse_iso_timestamp,
+    read_state_file,
+    recover,
     register_validator,
+    status_problems,
     validate_content,
 )
 from backup_manager.config import (
@@ -64,8 +68,11 @@ DEFAULT_CONFIG: dict[str, Any] = {
 }
 
 
-class StateUnrecoverableError(Exception):
-    """State once existed but no valid copy can be found; trading is refused."""
+STATE_FILES = (LAST_REBALANCE, PAPER_ACCOUNT, AUTOPILOT_STATUS)
+
+
+class ClockProblem(Exception):
+    """The last rebalance is ahead of the clock: the clock or the file is wrong."""
 
 
 # --- configuration ------------------------------------------------------------------
@@ -106,6 +113,8 @@ def parse_config(doc: dict[str, Any], base: Path) -> Config:
     state_dir = sections["state"]["dir"]
     if not isinstance(state_dir, str) or not state_dir:
         raise ConfigError(f"state.dir must be a folder path, got {state_dir!r}")
+    backup = backup_options(sections["backup"], base)
+    backup["state_files"] = _state_files(backup["state_files"], base / state_dir)
     return Config(
         allocation=_allocation(sections["allocation"]),
         drift_threshold=number("rebalancing.drift_threshold", reb["drift_threshold"]),
@@ -115,8 +124,20 @@ def parse_config(doc: dict[str, Any], base: Path) -> Config:
         state_dir=base / state_dir,
         lock_timeout=number("concurrency.lock_timeout_seconds",
                             sections["concurrency"]["lock_timeout_seconds"]),
-        backup=backup_options(sections["backup"], base),
+        backup=backup,
     )
+
+
+def _state_files(configured: list[Path], state_dir: Path) -> list[Path]:
+    """DalioLite's three state files unless configured; none outside state.dir, where
+    DalioLite reads and writes them (a backup of a file it never reads protects nothing)."""
+    if not configured:
+        return [state_dir / name for name in STATE_FILES]
+    for path in configured:
+        if path.resolve().parent != state_dir.resolve():
+            raise ConfigError(f"backup.state_files names {path}, which is not in state.dir "
+                              f"({state_dir}): DalioLite keeps its state there")
+    return configured
 
 
 def _allocation(value: Any) -> dict[str, float]:
@@ -292,6 +313,8 @@ class DalioLite:
         self._broker = broker
         self.last_backup: str | None = None
         self.last_backup_error: str | None = None
+        self.caught_up = False
+        self.fresh_start: str | None = None
 
     def state_path(self, name: str) -> Path:
         return self.state_dir / name
@@ -306,19 +329,29 @@ class DalioLite:
         validate_content(name, data)
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, data, durable=self.config.backup["durable"])
+        self._back_up(path)
+
+    def _back_up(self, path: Path) -> None:
+        # The state is saved: whatever the backup raises must not stop the run half-way
+        # (an order sequence), so it is logged with its traceback and recorded.
         try:
             backup = self.backup_manager.backup_state_file(path)
-        except (BackupError, OSError) as exc:
-            self.last_backup_error = f"{datetime.now(UTC).isoformat()} {name}: {exc}"
-            log.error("BACKUP FAILED for %s (the state itself was saved): %s", path, exc)
+        except Exception as exc:
+            self.last_backup_error = f"{datetime.now(UTC).isoformat()} {path.name}: {exc}"
+            log.exception("BACKUP FAILED for %s (the state itself was saved): %s", path, exc)
             return
         if backup is not None:
             self.last_backup = backup.name
             log.info("backup written: %s", backup.name)
 
+    def _save_rebalance_date(self, when: datetime) -> None:
+        """Record the rebalance atomically, then back it up at once (the design card's
+        hook: losing this file makes DalioLite trade again)."""
+        self.save_state(LAST_REBALANCE, {"timestamp": when.astimezone(UTC).isoformat()})
+
     def read_state(self, name: str) -> dict[str, Any] | None:
         try:
-            data = self.state_path(name).read_bytes()
+            data = read_state_file(self.state_path(name))[0]  # a FIFO never blocks it
         except FileNotFoundError:
             return None
         validate_content(name, data)
@@ -331,56 +364,57 @@ class DalioLite:
     # start-up recovery ------------------------------------------------------------------
 
     def recover_state(self) -> list[str]:
-        """Make every configured state file valid or absent-by-first-run; return what
-        was restored. Raises StateUnrecoverableError when state existed and is lost."""
-        restored = []
-        for path in self.backup_manager.state_files:
-            if self._is_valid(path):
-                continue
-            try:
-                result = self.backup_manager.restore(path)
-            except NoValidBackupError as exc:
-                self._no_backup(path, exc)
-                continue
-            log.warning("recovered %s from backup %s (%s)", path, result.name, result.location)
-            restored.append(str(path))
-        return restored
+        """Make every configured state file valid or a first run, back up what no
+        backup holds, and return what was restored. Raises StateUnrecoverableError
+        when state existed and is lost; ClockProblem when the last rebalance is ahead."""
+        files = sorted(self.backup_manager.state_files, key=lambda p: p.name == LAST_REBALANCE)
+        report = recover(self.backup_manager, files, accept_fresh=self.accept_fresh_state,
+                         evidence=self._evidence,
+                         command=f"python -m backup_manager --config {self.config_path}")
+        self.caught_up = report.caught_up
+        for path, moved in report.fresh.items():
+            log.warning("--accept-fresh-state: %s starts over; moved aside: %s", path,
+                        ", ".join(moved) or "nothing")
+            if path.name == LAST_REBALANCE:
+                self.fresh_start = datetime.now(UTC).isoformat()
+        if report.backups_problem:
+            self.last_backup_error = f"{datetime.now(UTC).isoformat()} backups folder: " \
+                                     f"{report.backups_problem}"
+        for error in report.errors:
+            self.last_backup_error = f"{datetime.now(UTC).isoformat()} {error}"
+        self._check_clock()
+        return [str(p) for p in report.restored]
 
-    def _is_valid(self, path: Path) -> bool:
+    def _evidence(self, path: Path) -> str | None:
+        """DalioLite's own records that a lost state file existed."""
+        if path.name != LAST_REBALANCE:
+            return None
+        status = self._previous_status()
+        if status.get("next_eligible_rebalance") or status.get("outcome") == "rebalanced":
+            return (f"{AUTOPILOT_STATUS} records a rebalance (next eligible "
+                    f"{status.get('next_eligible_rebalance')})")
         try:
-            validate_content(path.name, path.read_bytes())
-        except FileNotFoundError:
-            return False
-        except InvalidStateError as exc:
-            log.warning("%s is invalid: %s", path, exc)
-            return False
-        return True
+            account = self.read_state(PAPER_ACCOUNT) or {}
+        except (InvalidStateError, OSError):
+            account = {}
+        if any(account.get("positions", {}).values()) and not status.get("fresh_start"):
+            return f"{PAPER_ACCOUNT} holds positions, which only a rebalance buys"
+        return None
 
-    def _no_backup(self, path: Path, exc: NoValidBackupError) -> None:
-        evidence = []
-        if path.exists():
-            evidence.append(f"{path} exists but is invalid")
-        if exc.found:
-            evidence.append(f"{exc.found} backup(s) exist but none is valid")
-        if exc.unreachable:
-            evidence.append("could not be read: " + "; ".join(
-                f"{where} ({why})" for where, why in exc.unreachable.items()))
-        if not evidence:
-            log.info("no %s and no backups of it: first run for this file", path.name)
+    def _check_clock(self) -> None:
+        try:
+            last = self.last_rebalance()
+        except (InvalidStateError, KeyError, OSError):
             return
-        if self.accept_fresh_state:
-            self.backup_manager.quarantine(path)
-            log.warning("--accept-fresh-state: starting %s fresh (%s)", path,
-                        "; ".join(evidence))
-            return
-        raise StateUnrecoverableError(
-            f"refusing to trade: {path} cannot be recovered ({'; '.join(evidence)}). "
-            f"Details: {exc}. To fix: check backups with "
-            f"'python -m backup_manager --config {self.config_path} verify', restore with "
-            f"'python -m backup_manager --config {self.config_path} restore {path} --yes' "
-            f"(add --timestamp PREFIX for an older backup), or start this file over on "
-            f"purpose with 'python dalio_lite.py --config {self.config_path} "
-            f"--accept-fresh-state'.")
+        now = datetime.now(UTC)
+        if last is not None and last > now + CLOCK_SKEW:
+            raise ClockProblem(
+                f"refusing to trade: the last rebalance ({last.isoformat()}) is ahead of the "
+                f"clock ({now.isoformat()}). Either this machine's clock is behind (fix it: "
+                f"timedatectl status / NTP), or {self.state_path(LAST_REBALANCE)} is wrong "
+                f"(restore an older backup: python -m backup_manager --config "
+                f"{self.config_path} restore {self.state_path(LAST_REBALANCE)} --timestamp "
+                f"PREFIX). No state was changed.")
 
     # broker ---------------------------------------------------------------------------
 
@@ -458,7 +492,7 @@ class DalioLite:
         for order in orders:
             log.info("order: %s %s $%.2f", order.side, order.symbol, order.notional)
             self.broker.submit_order(order)
-        self.save_state(LAST_REBALANCE, {"timestamp": datetime.now(UTC).isoformat()})
+        self._save_rebalance_date(datetime.now(UTC))
 
     def _record(self, decision: RunDecision, dry_run: bool) -> None:
         if dry_run:
@@ -469,19 +503,29 @@ class DalioLite:
         except (InvalidStateError, KeyError):
             pass
         nxt = last + timedelta(days=self.config.min_days_between) if last else None
-        if self.last_backup is None and self.last_backup_error is None:
-            # No backup this run: the previous run's facts are still the latest.
-            previous = self._previous_status()
+        previous = self._previous_status()
+        if self.last_backup is None:
             self.last_backup = previous.get("last_backup")
+        if self.last_backup_error is None and not self.caught_up:
+            # Cleared only by a catch-up that backed up every state file.
             self.last_backup_error = previous.get("last_backup_error")
-        self.save_state(AUTOPILOT_STATUS, {
+        doc = {
             "last_run": datetime.now(UTC).isoformat(),
             "outcome": decision.outcome,
             "reason": decision.reason,
             "next_eligible_rebalance": nxt.isoformat() if nxt else None,
             "last_backup": self.last_backup,
             "last_backup_error": self.last_backup_error,
-        })
+            # An accepted fresh start: positions are then no evidence of a lost rebalance.
+            "fresh_start": None if last else self.fresh_start or previous.get("fresh_start"),
+        }
+        self.save_state(AUTOPILOT_STATUS, doc)
+        if doc["last_backup_error"] != self.last_backup_error:
+            # The status file's own backup failed: record that too, without a second try.
+            doc["last_backup_error"] = self.last_backup_error
+            path = self.state_path(AUTOPILOT_STATUS)
+            atomic_write(path, (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode(),
+                         durable=self.config.backup["durable"])
 
     def _previous_status(self) -> dict[str, Any]:
         try:
@@ -490,11 +534,16 @@ class DalioLite:
             return {}
 
     def status(self) -> dict[str, Any]:
+        """The last run and backup health; `problems` lists what needs a person."""
         try:
             autopilot = self.read_state(AUTOPILOT_STATUS)
-        except InvalidStateError as exc:
+        except (InvalidStateError, OSError) as exc:
             autopilot = {"error": str(exc)}
-        return {"autopilot": autopilot, "backups": self.backup_manager.status()}
+        backups = self.backup_manager.status()
+        backups["last_backup_error"] = (autopilot or {}).get("last_backup_error")
+        problems = status_problems(backups)
+        return {"ok": not problems, "problems": problems, "autopilot": autopilot,
+                "backups": backups}
 
 
 def backup_status_facts(config_path: str | Path) -> dict[str, Any]:
@@ -529,11 +578,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         bot = DalioLite(args.config, accept_fresh_state=args.accept_fresh_state)
         if args.status:
-            json.dump(bot.status(), sys.stdout, indent=2, default=str)
+            doc = bot.status()
+            json.dump(doc, sys.stdout, indent=2, default=str)
             sys.stdout.write("\n")
-            return EXIT_OK
+            return EXIT_OK if doc["ok"] else EXIT_ERROR
         decision = bot.run_daily_check(dry_run=args.dry_run, force=args.force_rebalance)
-    except StateUnrecoverableError as exc:
+    except (StateUnrecoverableError, ClockProblem) as exc:
         log.critical("%s", exc)
         return EXIT_REFUSED
     except (BackupError, ValueError, OSError, LockTimeout) as exc:

@@ -8,7 +8,8 @@
 Standard library only at import time; boto3 is imported when cloud backup is
 first used. Modules, in reading order (each uses only those before it):
 errors, log, formats, atomic, retention, store, local, s3, catalog, outbox,
-copies, folder, restore, pruning, health, config, manager, drill, cli.
+copies, folder, restore, pruning, health, config, manager, recovery, drill,
+cli.
 
     errors     every error raised on purpose, one base class
     log        the package's logger (logging is imported only when it can show)
@@ -26,11 +27,12 @@ copies, folder, restore, pruning, health, config, manager, drill, cli.
     health     verify and status facts
     config     the backup: section of config.yaml
     manager    BackupManager, the thin entry point
+    recovery   the start-up guard: restore, refuse, catch up
     drill      rehearse recovery into a scratch folder, changing nothing live
     cli        python -m backup_manager
 """
 
-from .atomic import atomic_write, file_lock
+from .atomic import atomic_write, file_lock, read_state_file
 from .catalog import BackupInfo
 from .copies import SyncResult
 from .errors import (
@@ -43,10 +45,12 @@ from .errors import (
     LockTimeout,
     MissingDependency,
     NoValidBackupError,
+    StateUnrecoverableError,
     StorageError,
     UploadConflict,
 )
 from .formats import (
+    CLOCK_SKEW,
     StateKey,
     fetch_verified,
     parse_iso_timestamp,
@@ -54,8 +58,9 @@ from .formats import (
     state_key,
     validate_content,
 )
-from .health import VerifyItem, VerifyReport
+from .health import VerifyItem, VerifyReport, status_problems
 from .manager import BackupManager, RestorePlan
+from .recovery import RecoveryReport, recover
 from .restore import RestoreResult
 from .retention import Decision, RetentionPolicy, plan_cleanup, plan_retention
 from .store import Store
@@ -69,11 +74,12 @@ def main(argv=None):
 
 
 __all__ = [
-    "BackupError", "BackupInfo", "BackupManager", "CloudError", "CloudUnavailable",
-    "ConfigError", "Decision", "IntegrityError", "InvalidStateError", "LockTimeout",
-    "MissingDependency", "NoValidBackupError", "RestorePlan", "RestoreResult",
-    "RetentionPolicy", "StateKey", "StorageError", "Store", "SyncResult", "UploadConflict",
-    "VerifyItem", "VerifyReport", "atomic_write", "fetch_verified", "file_lock", "main",
-    "parse_iso_timestamp", "plan_cleanup", "plan_retention", "register_validator",
-    "state_key", "validate_content",
+    "CLOCK_SKEW", "BackupError", "BackupInfo", "BackupManager", "CloudError",
+    "CloudUnavailable", "ConfigError", "Decision", "IntegrityError", "InvalidStateError",
+    "LockTimeout", "MissingDependency", "NoValidBackupError", "RecoveryReport", "RestorePlan",
+    "RestoreResult", "RetentionPolicy", "StateKey", "StateUnrecoverableError", "StorageError",
+    "Store", "SyncResult", "UploadConflict", "VerifyItem", "VerifyReport", "atomic_write",
+    "fetch_verified", "file_lock", "main", "parse_iso_timestamp", "plan_cleanup",
+    "plan_retention", "read_state_file", "recover", "register_validator", "state_key",
+    "status_problems", "validate_content",
 ]

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 
 from .formats import (
+    MAX_SIDECAR,
     SIDECAR_SUFFIX,
     STAMP_SHAPE,
     BackupName,
@@ -20,6 +21,7 @@ from .formats import (
     backup_from_stamp,
     fetch_verified,
     parse_any_backup_name,
+    parse_sidecar,
     stamp_time,
     validate_content,
 )
@@ -114,6 +116,23 @@ def first_valid(store: Store, newest_first: Iterable[BackupName]) -> BackupName 
             return backup
         except (IntegrityError, InvalidStateError, OSError):
             continue
+    return None
+
+
+def sidecar_digest(store: Store, name: str) -> str | None:
+    """The digest backup `name`'s sidecar records; None if it has none or it is malformed."""
+    try:
+        sidecar = store.read(name + SIDECAR_SUFFIX, max_bytes=MAX_SIDECAR)
+        return None if sidecar is None else parse_sidecar(sidecar, name)
+    except (ValueError, OSError):
+        return None
+
+
+def backup_holding(store: Store, key: StateKey, digest: str) -> str | None:
+    """The newest complete backup of `key` whose sidecar records `digest`, or None."""
+    for backup in backups_of(store, key).complete():
+        if sidecar_digest(store, backup.name) == digest:
+            return backup.name
     return None
 
 

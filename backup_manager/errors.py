@@ -46,6 +46,10 @@ class NoValidBackupError(BackupError):
         self.unreachable = dict(unreachable or {})
 
 
+class StateUnrecoverableError(BackupError):
+    """State once existed but no valid copy can be found: the host must not trade."""
+
+
 class LockTimeout(BackupError, TimeoutError):
     """Another process held the backups folder lock for longer than lock_timeout."""
 

@@ -5,15 +5,33 @@ from __future__ import annotations
 from collections import namedtuple
 from collections.abc import Iterable, Mapping
 
-from .catalog import BackupSet, backup_sets, first_valid, group_backups, read_valid
+from .atomic import read_state_file
+from .catalog import (
+    BackupSet,
+    backup_holding,
+    backup_sets,
+    backups_of,
+    first_valid,
+    group_backups,
+    read_valid,
+    sidecar_digest,
+)
 from .errors import CloudError, IntegrityError, InvalidStateError
 from .folder import CORRUPT_DIR
-from .formats import CLOCK_SKEW, parse_any_backup_name, stamp_time
+from .formats import (
+    CLOCK_SKEW,
+    parse_any_backup_name,
+    sha256_hex,
+    stamp_time,
+    state_key,
+    validate_content,
+)
 from .retention import GRACE_PERIOD
 
 TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
 if TYPE_CHECKING:
     from datetime import datetime
+    from pathlib import Path
     from typing import Any
 
     from .folder import BackupsFolder
@@ -132,33 +150,78 @@ def move_aside_hint(folder: BackupsFolder, name: str) -> str:
             f"{folder.root / CORRUPT_DIR}/")
 
 
-def status_facts(folder: BackupsFolder, keys: list[StateKey], targets: Mapping[str, Store]
+LIVE_BACKED_UP = "backed up"
+LIVE_OLDER = "equals an older backup"
+LIVE_UNSAVED = "not backed up"
+LIVE_UNKNOWN = "backups cannot be listed"
+
+
+def live_state(folder: BackupsFolder, path: Path) -> tuple[str, str]:
+    """How a live state file stands against its backups in backups/: (status, detail).
+    Status is LIVE_BACKED_UP (its newest complete backup holds its bytes), LIVE_OLDER
+    (an older one does: right after a deliberate restore), LIVE_UNSAVED (no backup
+    holds them), LIVE_UNKNOWN (valid, but backups/ cannot be listed), "missing",
+    "invalid" or "unreadable"."""
+    try:
+        live = read_state_file(path)[0]
+    except FileNotFoundError:
+        return "missing", ""
+    except OSError as exc:
+        return "unreadable", str(exc)
+    try:
+        validate_content(path.name, live)
+    except InvalidStateError as exc:
+        return "invalid", str(exc)
+    key, digest = state_key(path), sha256_hex(live)
+    try:
+        newest = next(backups_of(folder.store, key).complete(), None)
+    except OSError as exc:
+        return LIVE_UNKNOWN, str(exc)
+    if newest is not None and sidecar_digest(folder.store, newest.name) == digest:
+        return LIVE_BACKED_UP, newest.name
+    holder = backup_holding(folder.store, key, digest)
+    if holder is not None:
+        return LIVE_OLDER, f"holds the bytes of {holder}; the next backup or run records it"
+    return LIVE_UNSAVED, "holds bytes no backup holds"
+
+
+def status_facts(folder: BackupsFolder, state_files: list[Path], targets: Mapping[str, Store]
                  ) -> dict[str, Any]:
-    """Newest valid backup and its age per state file (`keys`, or every state file
-    with backups when empty), disk use, and per copy target the pending count,
-    oldest pending age, last success and last error."""
+    """Per state file (the configured ones, or every state file with backups) the
+    newest valid backup, its age and how the live file stands against it; disk
+    use; per copy target the pending count, oldest pending age, last success and
+    last error."""
     now = folder.clock()
     files, _ = folder.store.scan()
     sets = group_backups(files, None)
     pending = folder.outbox.pending()
+    if state_files:
+        rows = [_state_status(folder, state_key(p), sets.get(state_key(p)), now, p)
+                for p in state_files]
+    else:
+        rows = [_state_status(folder, k, sets[k], now, None) for k in sorted(sets)]
     return {
         "backup_dir": str(folder.root),
         "disk_bytes": sum(folder.store.size(f) or 0 for f in files),
-        "state_files": [_state_status(folder, k, sets.get(k), now) for k in keys or sorted(sets)],
+        "state_files": rows,
         "targets": [_target_status(folder, t_id, t, pending, now)
                     for t_id, t in targets.items()],
     }
 
 
 def _state_status(folder: BackupsFolder, key: StateKey, backups: BackupSet | None,
-                  now: datetime) -> dict[str, Any]:
+                  now: datetime, path: Path | None) -> dict[str, Any]:
     backups = backups or BackupSet(key, [], set())
     newest = first_valid(folder.store, backups.complete())
     when = newest.when if newest else None
     future = []
     if backups.newest_stamp and stamp_time(backups.newest_stamp) > now + CLOCK_SKEW:
         future = [name for name, t in backups.retention_records() if t > now + CLOCK_SKEW]
+    live, detail = live_state(folder, path) if path is not None else (None, "")
     return {
+        "path": str(path) if path is not None else None,
+        "live": live,
+        "live_detail": detail,
         "stamped_in_future": future,
         "state_file": key.file_name,
         "backups": len(backups),
@@ -191,7 +254,15 @@ def status_problems(facts: Mapping[str, Any], max_age_hours: float | None = None
     problems = []
     if not facts["state_files"]:
         problems.append("no state files configured and no backups found")
+    if facts.get("last_backup_error"):
+        problems.append(f"a backup failed and was not caught up yet: "
+                        f"{facts['last_backup_error']}; the next DalioLite run (or "
+                        f"'python -m backup_manager backup FILE') catches it up")
     for s in facts["state_files"]:
+        if s["live"] == LIVE_UNSAVED:
+            problems.append(f"{s['path']} holds bytes no backup holds: run "
+                            f"'python -m backup_manager backup {s['path']}' (the next "
+                            f"DalioLite run does it too)")
         for name in s["stamped_in_future"]:
             problems.append(f"{name} is stamped in the future: the clock was ahead when it "
                             "was made, or is behind now; run verify for the command that "
@@ -205,6 +276,9 @@ def status_problems(facts: Mapping[str, Any], max_age_hours: float | None = None
         if t["conflicts"]:
             problems.append(f"{t['conflicts']} conflicting copy(ies) to {t['target']}")
         oldest = t["oldest_pending_age_seconds"]
+        if oldest is not None and t["last_success"] is None:
+            problems.append(f"{t['pending']} copy(ies) to {t['target']} pending and it never "
+                            f"took one: check it, then run 'python -m backup_manager sync'")
         if limit is not None and oldest is not None and oldest > limit:
             problems.append(f"copies to {t['target']} pending for {age(oldest)}")
     return problems

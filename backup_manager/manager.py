@@ -304,8 +304,7 @@ class BackupManager:
         """Facts for monitoring: newest valid backup and its age per state file, disk
         use, and per copy target the pending count, oldest pending age, last success
         and last error."""
-        return status_facts(self.folder, [state_key(p) for p in self.state_files],
-                            self.copier.targets)
+        return status_facts(self.folder, self.state_files, self.copier.targets)
 
 
 def _mirror_id(folder: Path) -> str:

@@ -9,6 +9,7 @@ no history: `restore` right after a deliberate restore undoes it.
 
 from __future__ import annotations
 
+import errno
 import heapq
 import os
 from collections import namedtuple
@@ -17,18 +18,10 @@ from pathlib import Path
 
 from . import log
 from .atomic import atomic_write, file_mode, fsync_dir, read_state_file
-from .catalog import BackupSet, backups_of, read_valid
+from .catalog import BackupSet, backup_holding, backups_of, read_valid
 from .errors import CloudError, IntegrityError, InvalidStateError, UploadConflict, storage_error
 from .folder import CORRUPT_DIR, REPLACED_DIR, BackupsFolder
-from .formats import (
-    MAX_SIDECAR,
-    SIDECAR_SUFFIX,
-    is_valid_content,
-    parse_sidecar,
-    sha256_hex,
-    sidecar_text,
-    state_key,
-)
+from .formats import SIDECAR_SUFFIX, is_valid_content, sha256_hex, sidecar_text, state_key
 
 TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
 if TYPE_CHECKING:
@@ -174,24 +167,13 @@ def keep_replaced(folder: BackupsFolder, path: Path, live: bytes) -> str | None:
         kept = folder.keep_aside(CORRUPT_DIR, key, live, file_mode(path))
         log.warning("kept the invalid %s as %s", path, kept)
         return kept
-    held_by = _backup_holding(folder, key, sha256_hex(live))
+    held_by = backup_holding(folder.store, key, sha256_hex(live))
     if held_by is not None:
         log.info("the replaced %s is held by backup %s", path, held_by)
         return None
     kept = folder.keep_aside(REPLACED_DIR, key, live, file_mode(path))
     log.warning("kept the replaced %s as %s", path, kept)
     return kept
-
-
-def _backup_holding(folder: BackupsFolder, key: StateKey, digest: str) -> str | None:
-    for backup in backups_of(folder.store, key).complete():
-        try:
-            sidecar = folder.store.read(backup.name + SIDECAR_SUFFIX, max_bytes=MAX_SIDECAR)
-            if sidecar is not None and parse_sidecar(sidecar, backup.name) == digest:
-                return backup.name
-        except (ValueError, OSError):
-            continue
-    return None
 
 
 def _write_state(path: Path, data: bytes, store: Store, backup: BackupName, *,
@@ -230,12 +212,15 @@ def quarantine(folder: BackupsFolder, path: Path) -> list[str]:
 
 
 def read_live(path: Path) -> bytes | None:
-    """The state file's bytes; None when it is missing."""
+    """The state file's bytes; None when it is missing, b"" (invalid content) when it
+    is no regular file (a FIFO or device: never opened for reading)."""
     try:
         return read_state_file(path)[0]
     except FileNotFoundError:
         return None
     except OSError as exc:
+        if exc.errno == errno.EINVAL and not path.is_dir():
+            return b""
         raise storage_error(exc, f"cannot read {path}") from None
 
 

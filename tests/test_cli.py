@@ -328,7 +328,8 @@ def test_status_max_age_flags_an_old_pending_upload(project, state_file):
     assert doc["targets"][0]["oldest_pending_age_seconds"] >= 1.0
     assert any("pending for" in p for p in doc["problems"])
     human = cli(project, "status")
-    assert "1 pending" in human.stdout and human.returncode == 0
+    assert "1 pending" in human.stdout and human.returncode == 1
+    assert "never took one" in human.stdout, "a target that never took a copy is a problem"
     sync = cli(project, "sync")
     assert sync.returncode == 1 and "pending 1" in sync.stdout
 

@@ -431,7 +431,8 @@ def test_unreachable_cloud_with_valid_local_state_runs(tmp_path, bucket):
     (home / "config.yaml").write_text(yaml.safe_dump(doc))
     again = run_bot(home)
     assert again.returncode == 0, again.stderr
-    assert "queued for retry" in again.stderr
+    assert f"cannot list s3://{name}" in again.stderr, "cloud trouble is never silent"
+    assert list((home / "backups" / ".outbox" / "s3").glob("*.json")), "the copies wait"
     status = json.loads((home / "state" / "autopilot_status.json").read_text())
     assert status["outcome"] == "no_action"
 
