@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections import namedtuple
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timedelta
 
 from .formats import (
@@ -55,7 +55,7 @@ class BackupSet:
         present = set(stamps)
         self.complete_stamps = sidecar_stamps & present
         self.stamps = _newest_first(stamps)
-        self.orphan_sidecars = [self._name(t) + SIDECAR_SUFFIX
+        self.orphan_sidecars = [self.name_of(t) + SIDECAR_SUFFIX
                                 for t in sorted(sidecar_stamps - present)]
 
     def __iter__(self) -> Iterator[tuple[BackupName, bool]]:
@@ -72,15 +72,26 @@ class BackupSet:
         """The newest new-style stamp (complete or not): the next backup's floor."""
         return self.stamps[0] if self.stamps and self.stamps[0].endswith("Z") else None
 
-    def _name(self, stamp: str) -> str:
+    def name_of(self, stamp: str) -> str:
         return f"{self.key.stem}_{stamp}{self.key.suffix}"
+
+    def with_backup(self, stamp: str) -> BackupSet:
+        """This set plus one complete backup stamped `stamp`, its newest (next_stamp)."""
+        grown = BackupSet(self.key, [], set())
+        grown.stamps = [stamp, *self.stamps]
+        grown.complete_stamps = self.complete_stamps | {stamp}
+        grown.orphan_sidecars = self.orphan_sidecars
+        return grown
 
     def complete(self) -> Iterator[BackupName]:
         """Backups with a sidecar, newest first (a name whose date cannot exist is left out)."""
         return (b for b, complete in self if complete)
 
     def incomplete(self) -> list[BackupName]:
-        return [b for b, complete in self if not complete]
+        """Backups without a sidecar, newest first; only these names are parsed."""
+        found = (backup_from_stamp(*self.key, t) for t in self.stamps
+                 if t not in self.complete_stamps)
+        return [b for b in found if b is not None]
 
     def retention_records(self) -> list[tuple[str, datetime]]:
         """(name, UTC instant) of each complete backup, newest first: what retention
@@ -89,7 +100,7 @@ class BackupSet:
         for stamp in self.stamps:
             if stamp in self.complete_stamps:
                 try:
-                    records.append((self._name(stamp), stamp_time(stamp)))
+                    records.append((self.name_of(stamp), stamp_time(stamp)))
                 except ValueError:
                     continue
         return records
@@ -167,14 +178,18 @@ def group_backups(names: Iterable[str], keys: list[StateKey] | None
     return sets
 
 
-def next_stamp(names: Iterable[str], key: StateKey, now: datetime) -> datetime:
-    """When to stamp a new backup of `key` among `names`: `now`, or just after the
-    newest new-style stamp when the clock is behind it, so name order stays
-    creation order whatever the clock does (promise 9)."""
-    backups = group_backups(names, [key]).get(key)
-    if backups is None or backups.newest_stamp is None:
-        return now
-    return max(now, stamp_time(backups.newest_stamp) + timedelta(microseconds=1))
+def next_stamp(backups: BackupSet, now: datetime, is_object: Callable[[str], bool]
+               ) -> datetime:
+    """When to stamp a new backup among `backups`: `now`, or just after the newest
+    new-style stamp when the clock is behind it, so name order stays creation order
+    whatever the clock does (promise 9). Only names that `is_object` are counted: a
+    folder or symlink planted at a future name must not drag every later stamp along."""
+    for stamp in backups.stamps:
+        if not stamp.endswith("Z"):
+            break  # legacy names sort after every new-style one
+        if is_object(backups.name_of(stamp)):
+            return max(now, stamp_time(stamp) + timedelta(microseconds=1))
+    return now
 
 
 def state_files_in(names: Iterable[str]) -> list[str]:

@@ -161,6 +161,13 @@ class LocalStore(Store):
         """Delete one object; idempotent."""
         unlink_quietly(os.fspath(self.root / name))
 
+    def is_object(self, name: str) -> bool:
+        """A regular file is there (not a folder, not a symlink)."""
+        try:
+            return stat.S_ISREG(os.lstat(self.root / name).st_mode)
+        except OSError:
+            return False
+
     def mtime(self, name: str) -> float | None:
         try:
             return os.lstat(self.root / name).st_mtime

@@ -16,7 +16,15 @@ from pathlib import Path
 
 from . import log
 from .atomic import read_state_file
-from .catalog import BackupInfo, backup_sets, backups_of, next_stamp, state_files_in
+from .catalog import (
+    BackupInfo,
+    BackupSet,
+    backup_sets,
+    backups_of,
+    group_backups,
+    next_stamp,
+    state_files_in,
+)
 from .config import backup_options, distinct_file_names, load_config_file, timeout
 from .copies import CLOUD_TARGET, Copier, SyncResult
 from .errors import BackupError, ConfigError, NoValidBackupError, storage_error
@@ -154,35 +162,37 @@ class BackupManager:
             except OSError as exc:
                 raise storage_error(exc, f"cannot read {path}") from None
             validate_content(path.name, data)
-            # Regular files only: a folder or symlink planted at a future name must not
-            # drag every later stamp along.
-            files = self.store.scan()[0]
+            files = self.store.list_names()
+            backups = group_backups(files, [key]).get(key) or BackupSet(key, [], set())
             try:
-                name = self.store.create_backup(*key, data, mode, self._stamp(key, files),
+                name = self.store.create_backup(*key, data, mode, self._stamp(backups),
                                                 before_commit=self.copier.record)
             except OSError as exc:
                 raise storage_error(exc, f"cannot write a backup of {path} in "
                                          f"{self.backup_dir}") from None
             files += [name, name + SIDECAR_SUFFIX]
-            self._prune_quietly(key, known_good=name, files=files)
+            backups = backups.with_backup(name[len(key.stem) + 1: len(name) - len(key.suffix)])
+            self._prune_quietly(key, known_good=name, files=files, backups=backups)
         log.info("backed up %s as %s", path, name)
         self.copier.send_owed()
         return self.backup_dir / name
 
-    def _stamp(self, key: StateKey, files: list[str]) -> datetime:
+    def _stamp(self, backups: BackupSet) -> datetime:
         now = self.folder.clock()
-        stamp = next_stamp(files, key, now)
+        stamp = next_stamp(backups, now, self.store.is_object)
         if stamp != now:
             log.warning("the clock (%s) is behind the newest backup of %s: naming the new "
-                        "backup %s, just after it", now.isoformat(), key.file_name,
+                        "backup %s, just after it", now.isoformat(), backups.key.file_name,
                         stamp.isoformat())
         return stamp
 
-    def _prune_quietly(self, key: StateKey, known_good: str, files: list[str]) -> None:
+    def _prune_quietly(self, key: StateKey, known_good: str, files: list[str],
+                       backups: BackupSet) -> None:
         # The backup is already safe on disk; a failed clean-up must not undo that.
         try:
             prune_backups(self.folder, self.mirrors, self.policy, key, dry_run=False,
-                          known_good=known_good, removals_only=True, files=files)
+                          known_good=known_good, removals_only=True, files=files,
+                          sets={key: backups})
         except (OSError, BackupError) as exc:
             log.error("pruning old backups of %s failed: %s", key.file_name, exc)
 

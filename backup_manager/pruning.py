@@ -29,16 +29,18 @@ if TYPE_CHECKING:
 def prune_backups(folder: BackupsFolder, mirrors: Mapping[str, LocalStore],
                   policy: RetentionPolicy, key: StateKey | None, *, dry_run: bool,
                   known_good: str | None = None, removals_only: bool = False,
-                  files: list[str] | None = None) -> list[Decision]:
+                  files: list[str] | None = None,
+                  sets: Mapping[StateKey, BackupSet] | None = None) -> list[Decision]:
     """Plan (and unless `dry_run`, apply) retention for one state file or all, in
     backups/ and then in each mirror (target id -> store).
 
     The caller holds the folder's lock. `known_good` names a backup just verified
     (spares re-reading it); `removals_only` skips state files that keep_last alone
-    keeps whole, as after each backup; `files` is a fresh listing of backups/.
+    keeps whole, as after each backup; `files` is a fresh listing of backups/ and
+    `sets` its backups grouped, when the caller has them.
     """
     files = folder.store.list_names() if files is None else files
-    sets = group_backups(files, [key] if key else None)
+    sets = group_backups(files, [key] if key else None) if sets is None else sets
     now = folder.clock()
     pending = folder.outbox.pending()
     waiting = {c.name for c in pending}
