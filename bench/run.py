@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ["latency.py", "process.py", "cloud.py", "memory.py"]
+SCRIPTS = ["latency.py", "legacy.py", "process.py", "host.py", "cloud.py", "memory.py"]
 
 
 def main() -> int:
