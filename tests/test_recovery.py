@@ -161,6 +161,34 @@ def test_accept_fresh_with_host_evidence_is_a_fresh_start(project):
     assert not path.exists()
 
 
+def test_accept_fresh_keeps_an_invalid_file_without_backups_under_corrupt(project):
+    path = project / "state" / "last_rebalance.json"
+    path.write_bytes(b"not json at all")
+    with pytest.raises(StateUnrecoverableError, match="invalid"):
+        recover(BackupManager(), [path])
+    assert path.read_bytes() == b"not json at all", "a refusal changed the file"
+    report = recover(BackupManager(), [path], accept_fresh=True)
+    assert path in report.fresh and not path.exists()
+    kept = [p.read_bytes() for p in (project / "backups" / "corrupt").glob("last_rebalance_*")
+            if not p.name.endswith(".sha256")]
+    assert kept == [b"not json at all"], "a fresh start deleted the invalid file"
+
+
+def test_a_refusal_still_catches_up_the_files_it_could_keep(project, paths):
+    """Promise 10: a valid live file that no backup holds is backed up at the next
+    start, even when another state file is lost and recover() refuses."""
+    bm = BackupManager()
+    account, status, rebalance = paths[1], paths[2], paths[0]
+    account.write_bytes(contents(account.name, 7))  # written during an outage
+    status.write_bytes(contents(status.name, 1))
+    with pytest.raises(StateUnrecoverableError):
+        recover(bm, [account, status, rebalance],
+                evidence={"last_rebalance.json": "the host traded"})
+    for path in (account, status):
+        assert path.read_bytes() in holders(bm, path), \
+            f"{path.name} is still held by no backup after the refusal"
+
+
 # --- stores that cannot be used ---------------------------------------------------------
 
 

@@ -742,6 +742,27 @@ def test_live_bytes_no_backup_holds_are_a_problem_until_the_next_run(home):
     assert ok.returncode == 0, ok.stdout
 
 
+@pytest.mark.parametrize("change,folder", [
+    (_no_state_files, "state"),
+    (_no_backup_section, "state"),
+    (_state_dir_data, "data"),
+], ids=["no backup.state_files", "no backup section", "state.dir data"])
+def test_status_sees_unsaved_live_bytes_whatever_keys_are_left_out(home, change, folder):
+    """DalioLite runs with its three default state files when backup.state_files is left
+    out; `python -m backup_manager --config ... status` must still report live bytes no
+    backup holds (promise 10), not OK."""
+    edit_config(home, change)
+    first_run(home)
+    path = state(home, "paper_account.json", folder)
+    account = json.loads(path.read_text())
+    account["cash"] += 1.0
+    path.write_text(json.dumps(account))
+    shown = backup_cli(home, "status")
+    assert shown.returncode == 1, (
+        f"status says OK while {path} holds bytes no backup holds:\n{shown.stdout}")
+    assert "paper_account.json" in shown.stdout
+
+
 def test_operator_restore_of_an_older_rebalance_is_kept_and_recorded(home):
     first_run(home)
     older = {"timestamp": (datetime.now(UTC) - timedelta(days=40)).isoformat()}
