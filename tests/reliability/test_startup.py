@@ -488,6 +488,20 @@ def test_host_records_are_evidence_then_accept_fresh_starts_over(home, make_evid
     assert orders_in(normal) == []
 
 
+def test_refusal_says_exactly_what_to_run_for_the_lost_file(home):
+    """Promise 8: "says exactly what to run" (README: '... restore
+    state/last_rebalance.json --yes'), not a placeholder to fill in."""
+    first_run(home)
+    state(home, "last_rebalance.json").unlink()
+    drop_backups(home, "last_rebalance")
+    refused = run(home)
+    assert refused.returncode == 3, refused.stderr
+    path = state(home, "last_rebalance.json")
+    assert f"restore {path} --yes" in refused.stderr or \
+        "restore state/last_rebalance.json --yes" in refused.stderr, (
+            "the restore command does not name the lost file:\n" + refused.stderr[-1500:])
+
+
 def test_a_refusal_does_not_erase_its_own_evidence(home):
     """The refused run rewrites autopilot_status.json (outcome refused, no next eligible
     rebalance): the only record of the rebalance must not be gone for the next run."""
