@@ -85,3 +85,18 @@ def silent_endpoint(credentials):
     endpoint = SilentEndpoint()
     yield endpoint
     endpoint.close()
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request, tmp_path):
+    """One empty store of each kind, for the Store contract suite (tests/test_stores.py):
+    LocalStore, a folder made ready; S3Store, a fresh bucket on the moto server over HTTP."""
+    from backup_manager.local import LocalStore
+    from backup_manager.s3 import S3Store
+
+    if request.param == "local":
+        s = LocalStore(tmp_path / "store")
+        s.ensure()
+        return s
+    endpoint, bucket = request.getfixturevalue("bucket")
+    return S3Store(bucket, "prefix", endpoint_url=endpoint, region="us-east-1")
