@@ -3,6 +3,8 @@ queued, boto3 imported only when the cloud is used."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import shutil
 import subprocess
 import sys
@@ -123,3 +125,28 @@ def test_cloud_disabled_never_imports_boto3(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "config.yaml")],
                           cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("sse,kms_key", [("AES256", None), ("aws:kms", "alias/dalio")])
+def test_uploads_ask_for_encryption_and_the_expected_owner(project, state_file, bucket, sse,
+                                                           kms_key):
+    endpoint, name = bucket
+    bm = cloud_manager(endpoint, name, s3_sse=sse, s3_kms_key_id=kms_key,
+                       s3_expected_bucket_owner="123456789012")
+    sent = []
+
+    def headers_of(request, **_):
+        sent.append({k: v.decode() if isinstance(v, bytes) else v
+                     for k, v in request.headers.items()})
+
+    bm.cloud.client.meta.events.register("before-send.s3.PutObject", headers_of)
+    path = bm.backup_state_file(state_file)
+    assert len(sent) == 2, "the backup and its sidecar"
+    for headers, body in zip(sent, (path.read_bytes(), (path.parent / (path.name + ".sha256"))
+                                    .read_bytes()), strict=True):
+        assert headers["x-amz-server-side-encryption"] == sse
+        assert headers.get("x-amz-server-side-encryption-aws-kms-key-id") == kms_key
+        assert headers["x-amz-expected-bucket-owner"] == "123456789012"
+        assert headers["If-None-Match"] == "*", "never overwrite"
+        assert headers["x-amz-checksum-sha256"] == base64.b64encode(
+            hashlib.sha256(body).digest()).decode(), "S3 checks the bytes on arrival"
