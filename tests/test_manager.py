@@ -3,13 +3,22 @@ constructor, from_config, and what importing the package costs."""
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from backup_manager import BackupManager, InvalidStateError, StorageError
+from backup_manager import (
+    BackupManager,
+    InvalidStateError,
+    LockTimeout,
+    StorageError,
+    file_lock,
+)
 from backup_manager.formats import format_backup_name
 from tests.helpers import ROOT, backups_of, rebalance_doc
 
@@ -117,3 +126,22 @@ def test_import_loads_no_boto3_yaml_or_logging():
     out = subprocess.run([sys.executable, "-S", "-c", code], cwd=ROOT, capture_output=True,
                          text=True, check=True).stdout
     assert out.split() == ["False"] * 4, "cron pays for every import at start-up"
+
+
+def test_a_held_lock_times_out_naming_the_backups_folder(state_file, project):
+    bm = BackupManager("my-backups", lock_timeout=0.3)
+    bm.backup_state_file(state_file)
+    folder = project / "my-backups"
+    before = sorted(os.listdir(folder))
+    changed = rebalance_doc(n="changed")
+    state_file.write_bytes(changed)  # so a restore would replace it
+    with file_lock(folder / ".lock", 5):  # another process, as flock sees it
+        for call in (lambda: bm.backup_state_file(state_file), lambda: bm.restore(state_file),
+                     lambda: bm.prune()):
+            start = time.monotonic()
+            with pytest.raises(LockTimeout, match=re.escape("my-backups/.lock")):
+                call()
+            assert time.monotonic() - start < 3, "the wait is bounded by lock_timeout"
+    assert sorted(os.listdir(folder)) == before, "nothing was written without the lock"
+    assert state_file.read_bytes() == changed
+    assert bm.backup_state_file(state_file) is not None, "released: backups go on"
