@@ -282,3 +282,36 @@ def test_unreachable_cloud_and_no_local_state_refuses(tmp_path):
     assert refused.returncode == 3, refused.stderr
     assert "could not be read" in refused.stderr
     assert "order:" not in refused.stderr
+
+
+def test_quarantine_moves_every_backup_and_an_invalid_live_file_aside(state_file, project):
+    bm = BackupManager()
+    made = {}
+    for i in range(2):
+        state_file.write_bytes(rebalance_doc(n=i))
+        path = bm.backup_state_file(state_file)
+        made[path.name] = path.read_bytes()
+    other = project / "state" / "rebalance.json"
+    other.write_text('{"x": 1}')
+    own = bm.backup_state_file(other).name
+    state_file.write_bytes(b"garbage{")
+    moved = bm.quarantine(state_file)
+    folder = project / "backups"
+    expected = {f"corrupt/{n}{side}" for n in made for side in ("", ".sha256")}
+    assert expected <= set(moved)
+    (live,) = set(moved) - expected
+    assert (folder / live).read_bytes() == b"garbage{", "the invalid live file is kept"
+    assert not state_file.exists()
+    for name, data in made.items():
+        assert (folder / "corrupt" / name).read_bytes() == data, "moved, never deleted"
+    assert backups_of(folder) == [], "no backup of last_rebalance is left in backups/"
+    assert backups_of(folder, "rebalance") == [own], "another state file's are untouched"
+    assert bm.restore_from_backup(state_file) is False, "corrupt/ is never restored from"
+
+
+def test_quarantine_leaves_a_valid_live_file_in_place(state_file, project):
+    bm = BackupManager()
+    made = bm.backup_state_file(state_file).name
+    live = state_file.read_bytes()
+    assert sorted(bm.quarantine(state_file)) == [f"corrupt/{made}", f"corrupt/{made}.sha256"]
+    assert state_file.read_bytes() == live
