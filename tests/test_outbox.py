@@ -6,6 +6,7 @@ import json
 
 import yaml
 
+from backup_manager.outbox import Outbox
 from tests.helpers import (
     cloud_home,
     cloud_manager,
@@ -58,3 +59,38 @@ def test_unreachable_cloud_with_valid_local_state_runs(tmp_path, bucket):
     assert "queued for retry" in again.stderr
     status = json.loads((home / "state" / "autopilot_status.json").read_text())
     assert status["outcome"] == "no_action"
+
+
+def test_the_queue_outlives_its_process_and_forgets_only_what_is_done(tmp_path):
+    box = Outbox(tmp_path / ".outbox")
+    for target, name in (("s3", "a.json"), ("s3", "b.json"), ("mirror-1", "a.json")):
+        box.add(target, name)
+    (first,) = [c for c in box.pending("s3") if c.name == "a.json"]
+    box.failed(first, "timeout")
+    box.add("s3", "a.json")  # owed again: the entry is kept as it is
+    (second,) = [c for c in box.pending("s3") if c.name == "b.json"]
+    box.failed(second, "other content", conflict=True)
+
+    again = Outbox(tmp_path / ".outbox")  # what the next run sees
+    owed = {(c.target, c.name): c for c in again.pending()}
+    assert sorted(owed) == [("mirror-1", "a.json"), ("s3", "a.json"), ("s3", "b.json")]
+    assert (owed["s3", "a.json"].attempts, owed["s3", "a.json"].last_error) == (1, "timeout")
+    assert owed["s3", "a.json"].queued_at == first.queued_at, "its age is kept"
+    assert owed["s3", "b.json"].conflict and not owed["s3", "a.json"].conflict
+    assert (owed["mirror-1", "a.json"].attempts, owed["mirror-1", "a.json"].last_error) == (
+        0, None)
+    assert again.last_success("s3") is None
+    again.done("s3", "a.json")
+    assert [c.name for c in again.pending("s3")] == ["b.json"]
+    assert [c.name for c in again.pending("mirror-1")] == ["a.json"], "done for one target"
+    assert again.last_success("s3") is not None and again.last_success("mirror-1") is None
+
+
+def test_a_damaged_entry_is_still_owed(tmp_path):
+    box = Outbox(tmp_path / ".outbox")
+    box.add("s3", "a.json")
+    # One small JSON file per copy owed, under .outbox/{target}/ (outbox.py).
+    (entry,) = (tmp_path / ".outbox" / "s3").iterdir()
+    entry.write_bytes(b"{torn")
+    (owed,) = box.pending("s3")
+    assert owed.name == "a.json" and owed.last_error == "outbox entry was unreadable"
