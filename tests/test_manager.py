@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -145,3 +146,19 @@ def test_a_held_lock_times_out_naming_the_backups_folder(state_file, project):
     assert sorted(os.listdir(folder)) == before, "nothing was written without the lock"
     assert state_file.read_bytes() == changed
     assert bm.backup_state_file(state_file) is not None, "released: backups go on"
+
+
+def test_the_specifications_four_positional_arguments_and_no_more(project):
+    bm = BackupManager("my-backups", 7, True, "my-bucket")
+    assert (bm.backup_dir, bm.retention_days, bm.cloud_enabled, bm.s3_bucket) == (
+        Path("my-backups"), 7, True, "my-bucket")
+    assert bm.policy.retention_days == 7 and bm.cloud.bucket == "my-bucket"
+    with pytest.raises(TypeError):
+        BackupManager("my-backups", 7, False, None, 3)  # keep_last is keyword-only
+
+
+def test_the_constructor_touches_nothing_on_disk(project):
+    bm = BackupManager(mirror_dirs=["mirror"], state_files=["state/x.json"])
+    assert sorted(os.listdir(project)) == ["state"]
+    assert bm.list_backups("state/x.json") == [] and bm.verify().ok
+    assert sorted(os.listdir(project)) == ["state"], "neither do listing and verify"
