@@ -1,5 +1,6 @@
-"""Shared fixtures: a project folder per test, state files, and a real S3 endpoint
-(moto's server over HTTP on 127.0.0.1, started once per session)."""
+"""Shared fixtures: a project folder per test, state files, a real S3 endpoint (moto's
+server over HTTP on 127.0.0.1, started once per session), one that a test can stop
+and start, one that never answers, and AWS credentials."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import os
 
 import pytest
 
-from tests.helpers import rebalance_doc
+from tests.helpers import Endpoint, SilentEndpoint, rebalance_doc
 
 
 @pytest.fixture
@@ -56,3 +57,46 @@ def bucket(moto_server, request):
     else:
         client.create_bucket(Bucket=name)
     return moto_server, name
+
+
+@pytest.fixture
+def endpoint(moto_server):
+    """A moto server of the test's own, with the bucket "restartable": the test may
+    stop it and start it again on the same port."""
+    import boto3
+
+    ep = Endpoint()
+    boto3.client("s3", endpoint_url=ep.url, region_name="us-east-1").create_bucket(
+        Bucket="restartable")
+    yield ep
+    ep.stop()
+
+
+@pytest.fixture
+def credentials(monkeypatch):
+    """Credentials, so a request really goes out (without them boto3 fails before
+    sending anything, and an endpoint test would prove nothing)."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+
+
+@pytest.fixture
+def silent_endpoint(credentials):
+    endpoint = SilentEndpoint()
+    yield endpoint
+    endpoint.close()
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request, tmp_path):
+    """One empty store of each kind, for the Store contract suite (tests/test_stores.py):
+    LocalStore, a folder made ready; S3Store, a fresh bucket on the moto server over HTTP."""
+    from backup_manager.local import LocalStore
+    from backup_manager.s3 import S3Store
+
+    if request.param == "local":
+        s = LocalStore(tmp_path / "store")
+        s.ensure()
+        return s
+    endpoint, bucket = request.getfixturevalue("bucket")
+    return S3Store(bucket, "prefix", endpoint_url=endpoint, region="us-east-1")

@@ -5,6 +5,10 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
+import sys
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -40,7 +44,7 @@ class Endpoint:
     def __init__(self):
         from moto.server import ThreadedMotoServer
 
-        self._server_class = ThreadedMotoServer
+        self.server_class = ThreadedMotoServer
         self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         self.server.start()
         self.host, self.port = self.server.get_host_and_port()
@@ -50,7 +54,7 @@ class Endpoint:
         self.server.stop()
 
     def start(self):
-        self.server = self._server_class(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self.server = self.server_class(ip_address="127.0.0.1", port=self.port, verbose=False)
         self.server.start()
 
 
@@ -68,3 +72,121 @@ def two_backups(state_file: Path):
     newest = bm.backup_state_file(state_file)
     state_file.unlink()
     return bm, older, newest
+
+
+# --- the backups folder ----------------------------------------------------------
+
+
+def backups_of(folder: Path, stem: str = "last_rebalance") -> list[str]:
+    """Names of the backups of `stem` in `folder` (sidecars left out), sorted."""
+    return sorted(p.name for p in folder.glob(f"{stem}_*") if not p.name.endswith(".sha256"))
+
+
+def flip_bit(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+LEGACY = "last_rebalance_2026-02-17_10-30-00.json"
+
+
+def plant_legacy(project: Path, content: bytes, name: str = LEGACY) -> None:
+    """A backup and its sidecar as the original module named them (or under `name`)."""
+    folder = project / "backups"
+    folder.mkdir(exist_ok=True)
+    (folder / name).write_bytes(content)
+    digest = __import__("hashlib").sha256(content).hexdigest()
+    (folder / (name + ".sha256")).write_text(f"{digest}  {name}\n")
+
+
+# --- S3 over HTTP ----------------------------------------------------------------
+
+FAST = {"connect_timeout": 0.5, "read_timeout": 0.5}
+
+
+def cloud_manager(endpoint: str, bucket: str, **kw):
+    """A BackupManager sending to `bucket` at `endpoint`, with short timeouts."""
+    from backup_manager import BackupManager
+
+    kw.setdefault("s3_client_config", FAST)
+    return BackupManager(cloud_enabled=True, s3_bucket=bucket, s3_endpoint_url=endpoint,
+                         s3_region="us-east-1", **kw)
+
+
+def remote_keys(endpoint: str, bucket: str) -> list[str]:
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    return sorted(o["Key"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", []))
+
+
+def count_requests(manager, operation: str = "*") -> list[str]:
+    """Count HTTP requests the manager's client sends (each retry counts)."""
+    sent = []
+    manager.cloud.client.meta.events.register(
+        f"before-send.s3.{operation}", lambda request, **_: sent.append(request.method))
+    return sent
+
+
+def stubbed(bm):
+    """A botocore Stubber on the manager's own client, active."""
+    from botocore.stub import Stubber
+
+    stub = Stubber(bm.cloud.client)
+    stub.activate()
+    return stub
+
+
+class SilentEndpoint:
+    """A TCP server on 127.0.0.1 that accepts connections and never answers: a hung
+    S3 endpoint. Its accept loop is bounded: it ends when the test is done, or after
+    `lifetime` seconds at the latest, and closes what it accepted."""
+
+    def __init__(self, lifetime=60.0):
+        self.server = socket.socket()
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(16)
+        self.server.settimeout(0.2)
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}"
+        self.accepted = []
+        self.stopping = threading.Event()
+        self.deadline = time.monotonic() + lifetime
+        self.thread = threading.Thread(target=self.accept_loop, daemon=True)
+        self.thread.start()
+
+    def accept_loop(self):
+        while not self.stopping.is_set() and time.monotonic() < self.deadline:
+            try:
+                self.accepted.append(self.server.accept()[0])
+            except OSError:
+                continue
+
+    def close(self):
+        self.stopping.set()
+        self.thread.join()
+        for conn in self.accepted:
+            conn.close()
+        self.server.close()
+
+
+# --- DalioLite with the cloud ------------------------------------------------------
+
+
+def cloud_home(tmp_path: Path, endpoint: str, bucket: str, **extra) -> Path:
+    """A DalioLite home whose config.yaml sends backups to `bucket` at `endpoint`."""
+    import yaml
+
+    home = tmp_path / "bot"
+    home.mkdir(exist_ok=True)
+    doc = yaml.safe_load((ROOT / "config.yaml").read_text())
+    doc["backup"].update(cloud_enabled=True, s3_bucket=bucket, s3_endpoint_url=endpoint,
+                         s3_region="us-east-1", **extra)
+    (home / "config.yaml").write_text(yaml.safe_dump(doc))
+    return home
+
+
+def run_bot(home: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "dalio_lite.py"), "--config",
+                           str(home / "config.yaml")], capture_output=True, text=True,
+                          timeout=120)

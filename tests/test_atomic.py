@@ -45,11 +45,14 @@ def test_failed_write_leaves_old_file_and_no_temp(tmp_path, monkeypatch):
 def test_temp_name_symlink_is_not_written_through(tmp_path, monkeypatch):
     outside = tmp_path / "outside"
     outside.write_bytes(b"precious")
-    tokens = iter(["dead", "beef"])
-    monkeypatch.setattr("backup_manager.atomic._token", lambda: next(tokens))
-    (tmp_path / ".s.json.tmp-dead").symlink_to(outside)
+    # A temp name ends in 4 random bytes, in hex: the first try gets deaddead (taken by
+    # a symlink), the second deadbeef.
+    tokens = iter([bytes.fromhex("deaddead"), bytes.fromhex("deadbeef")])
+    urandom = os.urandom
+    monkeypatch.setattr(os, "urandom", lambda n: next(tokens) if n == 4 else urandom(n))
+    (tmp_path / ".s.json.tmp-deaddead").symlink_to(outside)
     tmp = write_temp(tmp_path, "s.json", b"data")
-    assert tmp.endswith(".tmp-beef")
+    assert tmp.endswith(".tmp-deadbeef")
     assert outside.read_bytes() == b"precious"
 
 

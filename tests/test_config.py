@@ -1,6 +1,7 @@
-"""Configuration bounds: numbers a person could mistype are refused at once, with an
-error that names the key, instead of failing later (an overflow in the prune after a
-backup, a lock wait of a week) or silently sharing one backup name between files."""
+"""Configuration: bad constructor arguments and bad config values are refused at once,
+with an error that names the key. Numbers a person could mistype are bounded, so they
+fail here instead of later (an overflow in the prune after a backup, a lock wait of a
+week), and two state files never silently share one backup name."""
 
 from __future__ import annotations
 
@@ -78,3 +79,32 @@ def test_two_state_files_with_one_name_are_refused_by_the_constructor(project):
     with pytest.raises(ConfigError) as info:
         BackupManager(state_files=["a/x.json", "b/x.json"])
     assert "a/x.json" in str(info.value) and "b/x.json" in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize("kwargs,key", [
+    ({"keep_last": -1}, "keep_last"),
+    ({"retention_days": "x"}, "retention_days"),
+    ({"cloud_enabled": True}, "s3_bucket"),
+    ({"lock_timeout": -2}, "lock_timeout"),
+])
+def test_bad_arguments_name_the_key(project, kwargs, key):
+    with pytest.raises(ConfigError, match=key):
+        BackupManager(**kwargs)
+
+
+@pytest.mark.parametrize("section,message", [
+    ({"keep_lats": 3}, "unknown key.*keep_lats.*valid keys: dir"),
+    ({"keep_last": -1}, "backup.keep_last"),
+    ({"retention_days": "thirty"}, "backup.retention_days"),
+    ({"cloud_enabled": True}, "s3_bucket"),
+    ({"lock_timeout_seconds": "10"}, "lock_timeout_seconds"),
+    ({"s3_sse": "rot13"}, "s3_sse"),
+    ({"durable": "yes"}, "backup.durable"),
+    ({"state_files": "state/x.json"}, "state_files"),
+    ({"s3_max_attempts": 0}, "backup.s3_max_attempts"),
+    ({"s3_read_timeout_seconds": "2"}, "backup.s3_read_timeout_seconds"),
+    ({"s3_connect_timeout_seconds": 0}, "backup.s3_connect_timeout_seconds"),
+])
+def test_from_config_rejects_bad_values(project, section, message):
+    with pytest.raises(ConfigError, match=message):
+        BackupManager.from_config({"backup": section})

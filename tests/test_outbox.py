@@ -1,0 +1,97 @@
+"""The outbox: copies owed to mirrors and S3 wait in a durable queue and drain later."""
+
+from __future__ import annotations
+
+import json
+
+import yaml
+
+from backup_manager.outbox import Outbox
+from tests.helpers import (
+    cloud_home,
+    cloud_manager,
+    rebalance_doc,
+    refused_port,
+    remote_keys,
+    run_bot,
+)
+
+
+def test_server_down_queues_then_drains_without_loss_or_duplicates(project, state_file,
+                                                                   endpoint):
+    bm = cloud_manager(endpoint.url, "restartable")
+    made = [bm.backup_state_file(state_file).name]
+    endpoint.stop()
+    down = cloud_manager(endpoint.url, "restartable")
+    for i in range(3):
+        state_file.write_bytes(rebalance_doc(n=i))
+        made.append(down.backup_state_file(state_file).name)
+    status = down.status()["targets"][0]
+    assert status["pending"] == 3 and status["last_error"]
+    endpoint.start()
+    later = cloud_manager(endpoint.url, "restartable")
+    state_file.write_bytes(rebalance_doc(n="after"))
+    made.append(later.backup_state_file(state_file).name)
+    keys = remote_keys(endpoint.url, "restartable")
+    expected = sorted(f"dalio-lite-backups/{n}{s}" for n in made for s in ("", ".sha256"))
+    assert keys == expected
+    assert later.status()["targets"][0]["pending"] == 0
+    assert later.verify(cloud=True).ok
+
+
+def test_silent_endpoint_times_out_and_queues(project, state_file, silent_endpoint, caplog):
+    bm = cloud_manager(silent_endpoint.url, "hung")
+    path = bm.backup_state_file(state_file)
+    assert path.exists()
+    assert "queued for retry" in caplog.text and "timeout" in caplog.text.lower()
+    assert bm.status()["targets"][0]["pending"] == 1
+
+
+def test_unreachable_cloud_with_valid_local_state_runs(tmp_path, bucket):
+    endpoint, name = bucket
+    home = cloud_home(tmp_path, endpoint, name)
+    assert run_bot(home).returncode == 0
+    doc = yaml.safe_load((home / "config.yaml").read_text())
+    doc["backup"]["s3_endpoint_url"] = f"http://127.0.0.1:{refused_port()}"
+    (home / "config.yaml").write_text(yaml.safe_dump(doc))
+    again = run_bot(home)
+    assert again.returncode == 0, again.stderr
+    assert f"cannot list s3://{name}" in again.stderr, "cloud trouble is never silent"
+    assert list((home / "backups" / ".outbox" / "s3").glob("*.json")), "the copies wait"
+    status = json.loads((home / "state" / "autopilot_status.json").read_text())
+    assert status["outcome"] == "no_action"
+
+
+def test_the_queue_outlives_its_process_and_forgets_only_what_is_done(tmp_path):
+    box = Outbox(tmp_path / ".outbox")
+    for target, name in (("s3", "a.json"), ("s3", "b.json"), ("mirror-1", "a.json")):
+        box.add(target, name)
+    (first,) = [c for c in box.pending("s3") if c.name == "a.json"]
+    box.failed(first, "timeout")
+    box.add("s3", "a.json")  # owed again: the entry is kept as it is
+    (second,) = [c for c in box.pending("s3") if c.name == "b.json"]
+    box.failed(second, "other content", conflict=True)
+
+    again = Outbox(tmp_path / ".outbox")  # what the next run sees
+    owed = {(c.target, c.name): c for c in again.pending()}
+    assert sorted(owed) == [("mirror-1", "a.json"), ("s3", "a.json"), ("s3", "b.json")]
+    assert (owed["s3", "a.json"].attempts, owed["s3", "a.json"].last_error) == (1, "timeout")
+    assert owed["s3", "a.json"].queued_at == first.queued_at, "its age is kept"
+    assert owed["s3", "b.json"].conflict and not owed["s3", "a.json"].conflict
+    assert (owed["mirror-1", "a.json"].attempts, owed["mirror-1", "a.json"].last_error) == (
+        0, None)
+    assert again.last_success("s3") is None
+    again.done("s3", "a.json")
+    assert [c.name for c in again.pending("s3")] == ["b.json"]
+    assert [c.name for c in again.pending("mirror-1")] == ["a.json"], "done for one target"
+    assert again.last_success("s3") is not None and again.last_success("mirror-1") is None
+
+
+def test_a_damaged_entry_is_still_owed(tmp_path):
+    box = Outbox(tmp_path / ".outbox")
+    box.add("s3", "a.json")
+    # One small JSON file per copy owed, under .outbox/{target}/ (outbox.py).
+    (entry,) = (tmp_path / ".outbox" / "s3").iterdir()
+    entry.write_bytes(b"{torn")
+    (owed,) = box.pending("s3")
+    assert owed.name == "a.json" and owed.last_error == "outbox entry was unreadable"

@@ -1,0 +1,152 @@
+"""The S3 store as configured: a bounded client, checksums, errors translated and
+queued, boto3 imported only when the cloud is used."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+from backup_manager import BackupManager, NoValidBackupError
+from tests.helpers import ROOT, cloud_manager, refused_port, stubbed
+
+
+def test_one_client_per_manager(project, state_file, bucket):
+    endpoint, name = bucket
+    bm = cloud_manager(endpoint, name)
+    bm.backup_state_file(state_file)
+    first = bm.cloud.client
+    bm.backup_state_file(state_file)
+    assert bm.cloud.client is first
+
+
+def test_default_s3_client_is_bounded(tmp_path):
+    """Promise 7 as configured: connect 1 s, read 2 s, one attempt, both when the
+    manager is built in code and from a config with no timeout keys."""
+    built = BackupManager(tmp_path / "a", cloud_enabled=True, s3_bucket="b",
+                          s3_endpoint_url=f"http://127.0.0.1:{refused_port()}",
+                          s3_region="us-east-1")
+    configured = BackupManager.from_config(
+        {"backup": {"cloud_enabled": True, "s3_bucket": "b", "s3_region": "us-east-1",
+                    "s3_endpoint_url": f"http://127.0.0.1:{refused_port()}"}},
+        base_dir=tmp_path)
+    for bm in (built, configured):
+        config = bm.cloud.client.meta.config
+        assert (config.connect_timeout, config.read_timeout) == (1, 2)
+        assert config.retries["total_max_attempts"] == 1
+
+
+@pytest.mark.timeout(30)  # the default read timeout is 2 s: a 60 s one fails here
+def test_backup_against_a_silent_endpoint_returns_with_default_timeouts(project, state_file,
+                                                                        silent_endpoint):
+    bm = BackupManager(cloud_enabled=True, s3_bucket="hung",
+                       s3_endpoint_url=silent_endpoint.url, s3_region="us-east-1")
+    start = time.monotonic()
+    path = bm.backup_state_file(state_file)
+    elapsed = time.monotonic() - start
+    assert silent_endpoint.accepted, "the upload really went out to the silent endpoint"
+    assert path.read_bytes() == state_file.read_bytes()
+    assert bm.verify().ok, "the local backup and its sidecar are complete"
+    target = bm.status()["targets"][0]
+    assert target["pending"] == 1 and "timeout" in target["last_error"].lower()
+    assert elapsed < 15, f"a hung endpoint held the backup call for {elapsed:.0f} s"
+
+
+def test_s3_timeouts_and_attempts_come_from_config(tmp_path):
+    section = {"cloud_enabled": True, "s3_bucket": "b", "s3_region": "us-east-1",
+               "s3_endpoint_url": f"http://127.0.0.1:{refused_port()}",
+               "s3_connect_timeout_seconds": 4, "s3_read_timeout_seconds": 7.5,
+               "s3_max_attempts": 3}
+    bm = BackupManager.from_config({"backup": section}, base_dir=tmp_path)
+    config = bm.cloud.client.meta.config
+    assert (config.connect_timeout, config.read_timeout) == (4, 7.5)
+    assert config.retries["total_max_attempts"] == 3
+
+
+FAULTS = [
+    ("BadDigest", 400, "BadDigest"),
+    ("AccessDenied", 403, "AccessDenied"),
+    ("SlowDown", 503, "SlowDown"),
+    ("NoSuchBucket", 404, "NoSuchBucket"),
+]
+
+
+@pytest.mark.parametrize("code,status,expected", FAULTS, ids=[f[0] for f in FAULTS])
+def test_put_faults_are_logged_and_queued_never_raised(project, state_file, bucket, code,
+                                                       status, expected, caplog):
+    endpoint, name = bucket
+    bm = cloud_manager(endpoint, name)
+    stub = stubbed(bm)
+    stub.add_client_error("put_object", service_error_code=code, http_status_code=status)
+    path = bm.backup_state_file(state_file)
+    assert path.exists()
+    assert expected in caplog.text
+    (pending,) = bm.outbox.pending("s3")
+    assert pending.name == path.name and expected in pending.last_error
+    stub.deactivate()
+    assert bm.sync().copied == 1
+
+
+def test_412_with_equal_checksum_counts_as_done(project, state_file, bucket):
+    endpoint, name = bucket
+    bm = cloud_manager(endpoint, name)
+    path = bm.backup_state_file(state_file)
+    bm.outbox.add("s3", path.name)
+    assert bm.sync().copied == 1
+    assert bm.outbox.pending() == []
+
+
+def test_missing_boto3_names_what_to_install(project, state_file, monkeypatch):
+    for module in ("boto3", "botocore", "botocore.exceptions", "botocore.config"):
+        monkeypatch.setitem(sys.modules, module, None)
+    bm = BackupManager(cloud_enabled=True, s3_bucket="b")
+    assert bm.backup_state_file(state_file).exists()
+    error = bm.status()["targets"][0]["last_error"]
+    assert "pip install 'daliolite[s3]'" in error
+    state_file.unlink()
+    assert bm.restore_from_backup(state_file), "local restore needs no boto3"
+    shutil.rmtree(project / "backups")
+    state_file.unlink()
+    with pytest.raises(NoValidBackupError) as info:
+        bm.restore(state_file)
+    assert info.value.unreachable, "a cloud that cannot be asked is evidence, not 'first run'"
+    assert "daliolite[s3]" in str(info.value)
+
+
+def test_cloud_disabled_never_imports_boto3(tmp_path):
+    shutil.copy(ROOT / "config.yaml", tmp_path / "config.yaml")
+    code = ("import sys, dalio_lite; sys.exit(dalio_lite.main(['--config', sys.argv[1]]) "
+            "or ('boto3' in sys.modules or 'botocore' in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "config.yaml")],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("sse,kms_key", [("AES256", None), ("aws:kms", "alias/dalio")])
+def test_uploads_ask_for_encryption_and_the_expected_owner(project, state_file, bucket, sse,
+                                                           kms_key):
+    endpoint, name = bucket
+    bm = cloud_manager(endpoint, name, s3_sse=sse, s3_kms_key_id=kms_key,
+                       s3_expected_bucket_owner="123456789012")
+    sent = []
+
+    def headers_of(request, **_):
+        sent.append({k: v.decode() if isinstance(v, bytes) else v
+                     for k, v in request.headers.items()})
+
+    bm.cloud.client.meta.events.register("before-send.s3.PutObject", headers_of)
+    path = bm.backup_state_file(state_file)
+    assert len(sent) == 2, "the backup and its sidecar"
+    for headers, body in zip(sent, (path.read_bytes(), (path.parent / (path.name + ".sha256"))
+                                    .read_bytes()), strict=True):
+        assert headers["x-amz-server-side-encryption"] == sse
+        assert headers.get("x-amz-server-side-encryption-aws-kms-key-id") == kms_key
+        assert headers["x-amz-expected-bucket-owner"] == "123456789012"
+        assert headers["If-None-Match"] == "*", "never overwrite"
+        assert headers["x-amz-checksum-sha256"] == base64.b64encode(
+            hashlib.sha256(body).digest()).decode(), "S3 checks the bytes on arrival"
