@@ -137,6 +137,11 @@ def _state_files(configured: list[Path], state_dir: Path) -> list[Path]:
         if path.resolve().parent != state_dir.resolve():
             raise ConfigError(f"backup.state_files names {path}, which is not in state.dir "
                               f"({state_dir}): DalioLite keeps its state there")
+    left_out = sorted(set(STATE_FILES) - {p.name for p in configured})
+    if left_out:
+        raise ConfigError(f"backup.state_files leaves out {', '.join(left_out)}: DalioLite "
+                          "writes and must recover all three state files; leave the key out "
+                          "for the default")
     return configured
 
 
@@ -370,8 +375,12 @@ class DalioLite:
         files = sorted(self.backup_manager.state_files, key=lambda p: p.name == LAST_REBALANCE)
         report = recover(self.backup_manager, files, accept_fresh=self.accept_fresh_state,
                          evidence=self._evidence,
-                         command=f"python -m backup_manager --config {self.config_path}")
+                         command=f"python -m backup_manager --config {self.config_path}",
+                         fresh_command=f"python dalio_lite.py --config {self.config_path} "
+                                       "--accept-fresh-state")
         self.caught_up = report.caught_up
+        if self.state_path(LAST_REBALANCE) in report.restored:
+            self._check_restored_against_records()
         for path, moved in report.fresh.items():
             log.warning("--accept-fresh-state: %s starts over; moved aside: %s", path,
                         ", ".join(moved) or "nothing")
@@ -387,19 +396,54 @@ class DalioLite:
 
     def _evidence(self, path: Path) -> str | None:
         """DalioLite's own records that a lost state file existed."""
-        if path.name != LAST_REBALANCE:
+        if path.name not in (LAST_REBALANCE, PAPER_ACCOUNT):
             return None
-        status = self._previous_status()
-        if status.get("next_eligible_rebalance") or status.get("outcome") == "rebalanced":
-            return (f"{AUTOPILOT_STATUS} records a rebalance (next eligible "
-                    f"{status.get('next_eligible_rebalance')})")
+        on_record = self._rebalance_on_record()
+        if on_record is not None:
+            return f"{AUTOPILOT_STATUS} records a rebalance at {on_record.isoformat()}"
+        if path.name == PAPER_ACCOUNT:
+            return None
         try:
             account = self.read_state(PAPER_ACCOUNT) or {}
         except (InvalidStateError, OSError):
             account = {}
-        if any(account.get("positions", {}).values()) and not status.get("fresh_start"):
+        if any(account.get("positions", {}).values()) and \
+                not self._previous_status().get("fresh_start"):
             return f"{PAPER_ACCOUNT} holds positions, which only a rebalance buys"
         return None
+
+    def _rebalance_on_record(self) -> datetime | None:
+        """The last rebalance autopilot_status.json knows of (older status files: from
+        next_eligible_rebalance, or a last outcome of rebalanced)."""
+        status = self._previous_status()
+        try:
+            if status.get("rebalance_on_record"):
+                return parse_iso_timestamp(status["rebalance_on_record"])
+            if status.get("next_eligible_rebalance"):
+                return parse_iso_timestamp(status["next_eligible_rebalance"]) - \
+                    timedelta(days=self.config.min_days_between)
+            if status.get("outcome") == "rebalanced" and status.get("last_run"):
+                return parse_iso_timestamp(status["last_run"])
+        except InvalidStateError:
+            return None
+        return None
+
+    def _check_restored_against_records(self) -> None:
+        """A restore that fell back past the rebalance the records know of would make
+        DalioLite trade again: undo it and refuse (promise 11)."""
+        on_record = self._rebalance_on_record()
+        path = self.state_path(LAST_REBALANCE)
+        restored = self.last_rebalance()
+        if on_record is None or restored is None or restored >= on_record - timedelta(seconds=1):
+            return
+        path.unlink()  # back as it was: missing, so the next run asks again
+        raise StateUnrecoverableError(
+            f"refusing to trade: the newest valid backup of {path} says the last rebalance "
+            f"was {restored.isoformat()}, but {AUTOPILOT_STATUS} records one at "
+            f"{on_record.isoformat()}: the newer backups were lost or damaged. Check with "
+            f"'python -m backup_manager --config {self.config_path} verify'. If the older "
+            f"date is right after all, restore it on purpose: 'python -m backup_manager "
+            f"--config {self.config_path} restore {path} --yes'; the next run goes on.")
 
     def _check_clock(self) -> None:
         try:
@@ -500,10 +544,13 @@ class DalioLite:
         last = None
         try:
             last = self.last_rebalance()
-        except (InvalidStateError, KeyError):
+        except (InvalidStateError, KeyError, OSError):
             pass
-        nxt = last + timedelta(days=self.config.min_days_between) if last else None
         previous = self._previous_status()
+        on_record = last.isoformat() if last else (
+            None if self.fresh_start else previous.get("rebalance_on_record"))
+        nxt = last + timedelta(days=self.config.min_days_between) if last else (
+            None if self.fresh_start else previous.get("next_eligible_rebalance"))
         if self.last_backup is None:
             self.last_backup = previous.get("last_backup")
         if self.last_backup_error is None and not self.caught_up:
@@ -513,7 +560,8 @@ class DalioLite:
             "last_run": datetime.now(UTC).isoformat(),
             "outcome": decision.outcome,
             "reason": decision.reason,
-            "next_eligible_rebalance": nxt.isoformat() if nxt else None,
+            "next_eligible_rebalance": nxt.isoformat() if isinstance(nxt, datetime) else nxt,
+            "rebalance_on_record": on_record,
             "last_backup": self.last_backup,
             "last_backup_error": self.last_backup_error,
             # An accepted fresh start: positions are then no evidence of a lost rebalance.
@@ -549,11 +597,15 @@ class DalioLite:
 def backup_status_facts(config_path: str | Path) -> dict[str, Any]:
     """The `backup.status_hook` of config.yaml: what DalioLite recorded about its
     backups, for `python -m backup_manager status` to show."""
+    config = load_config(config_path)
+    facts: dict[str, Any] = {"state_files": [str(p) for p in config.backup["state_files"]]}
     try:
-        doc = json.loads((load_config(config_path).state_dir / AUTOPILOT_STATUS).read_bytes())
+        doc = json.loads(read_state_file(config.state_dir / AUTOPILOT_STATUS)[0])
     except (OSError, ValueError):
-        return {}
-    return {"last_backup_error": doc.get("last_backup_error")} if isinstance(doc, dict) else {}
+        return facts
+    if isinstance(doc, dict):
+        facts["last_backup_error"] = doc.get("last_backup_error")
+    return facts
 
 
 # --- command line ------------------------------------------------------------------------

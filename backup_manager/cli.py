@@ -324,8 +324,12 @@ def cmd_prune(manager: BackupManager, args: argparse.Namespace, config: dict) ->
 def cmd_status(manager: BackupManager, args: argparse.Namespace, config: dict) -> int:
     if args.max_age_hours is not None and not args.max_age_hours > 0:
         raise UsageError(f"--max-age-hours must be a number > 0, got {args.max_age_hours}")
+    host = _host_facts(config)
+    if not manager.state_files and host.get("state_files"):
+        # The host knows its live files even where the config leaves them out.
+        manager.state_files = [Path(p) for p in host["state_files"]]
     doc = manager.status()
-    doc["last_backup_error"] = _host_facts(config).get("last_backup_error")
+    doc["last_backup_error"] = host.get("last_backup_error")
     problems = status_problems(doc, args.max_age_hours)
     doc["ok"], doc["problems"] = not problems, problems
     rows = [[s["state_file"], s["newest_valid"] or "NONE", age(s["newest_valid_age_seconds"]),

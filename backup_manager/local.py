@@ -14,7 +14,8 @@ from .errors import UploadConflict
 from .formats import SIDECAR_SUFFIX, format_backup_name, sha256_hex, sidecar_text
 from .store import Store
 
-_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_NONBLOCK: a FIFO planted at a backup's name must not hang whoever lists it.
+_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _MAX_NAME_CLASHES = 1000
 
 

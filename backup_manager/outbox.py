@@ -14,7 +14,7 @@ from collections import namedtuple
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .atomic import atomic_write, unlink_quietly
+from .atomic import atomic_write, read_state_file, unlink_quietly
 from .formats import TEMP_MARK
 
 _ENTRY = ".json"
@@ -94,7 +94,7 @@ class Outbox:
 
         path = self._entry(target, name)
         try:
-            doc = json.loads(path.read_bytes())
+            doc = json.loads(read_state_file(path)[0])  # never blocks on a FIFO
             queued = datetime.fromisoformat(doc["queued_at"])
             return PendingCopy(target, name, queued, int(doc.get("attempts", 0)),
                                doc.get("last_error"), bool(doc.get("conflict", False)))

@@ -58,13 +58,15 @@ class RecoveryReport:
 def recover(manager: BackupManager, state_files: Iterable[str | Path] | None = None, *,
             accept_fresh: bool = False,
             evidence: Mapping[str | Path, str] | Callable[[Path], str | None] | None = None,
-            command: str = "python -m backup_manager") -> RecoveryReport:
+            command: str = "python -m backup_manager",
+            fresh_command: str | None = None) -> RecoveryReport:
     """Restore what is missing or invalid, refuse what cannot be restored but existed,
     then catch up backups and copies, in the order of `state_files` (default: the
     configured ones). `evidence` gives the host's reason to believe a state file
     existed: a mapping by path or file name, or a function of the path, asked only
     when that file is found lost (after the files before it were recovered).
-    `command` is how the operator runs the module's command line (named in errors)."""
+    `command` is how the operator runs the module's command line, `fresh_command`
+    the host's way to start over on purpose (both named in the refusal)."""
     report = RecoveryReport()
     report.backups_problem = _backups_problem(manager)
     paths = [Path(p) for p in (manager.state_files if state_files is None else state_files)]
@@ -73,21 +75,23 @@ def recover(manager: BackupManager, state_files: Iterable[str | Path] | None = N
     else:
         hints = {Path(p).name: why for p, why in evidence.items()}
         hint_of = lambda path: hints.get(path.name)  # noqa: E731
-    lost = []
+    lost: dict[Path, str] = {}
     for path in paths:
         try:
             _recover_one(manager, path, report, accept_fresh, hint_of)
         except _Lost as exc:
-            lost.append(str(exc))
-    if lost:
-        raise StateUnrecoverableError(
-            "refusing to trade: " + "; ".join(lost) + ". To fix: check backups with "
-            f"'{command} verify', restore with '{command} restore STATE_FILE --yes' (add "
-            "--timestamp PREFIX for an older backup), or start over on purpose with "
-            "accept_fresh (DalioLite: --accept-fresh-state), which moves the damaged "
-            "backups to backups/corrupt/.")
+            lost[path] = str(exc)
     if report.backups_problem is None:
-        _catch_up(manager, paths, report)
+        # Even when refusing: what is valid must be held by a backup (promise 10).
+        _catch_up(manager, [p for p in paths if p not in lost], report)
+    if lost:
+        restore = " or ".join(f"'{command} restore {p} --yes'" for p in lost)
+        fresh = f"'{fresh_command}'" if fresh_command else "recover(..., accept_fresh=True)"
+        raise StateUnrecoverableError(
+            "refusing to trade: " + "; ".join(lost.values()) + ". To fix: check backups "
+            f"with '{command} verify', restore with {restore} (add --timestamp PREFIX for "
+            f"an older backup), or start over on purpose with {fresh}, which moves the "
+            "damaged backups to backups/corrupt/.")
     return report
 
 

@@ -74,7 +74,7 @@ def test_autopilot_status_has_documented_keys(home):
     run(home)
     doc = status(home)
     assert set(doc) == {"last_run", "outcome", "reason", "next_eligible_rebalance",
-                        "last_backup", "last_backup_error", "fresh_start"}
+                        "last_backup", "last_backup_error", "fresh_start", "rebalance_on_record"}
     assert doc["last_backup_error"] is None
     assert doc["last_backup"].startswith("last_rebalance_")
     assert datetime.fromisoformat(doc["next_eligible_rebalance"]) > datetime.now(UTC)

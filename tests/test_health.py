@@ -67,7 +67,11 @@ def test_status_facts_give_the_newest_valid_backup_and_what_is_owed(project, sta
     mine, theirs = facts["state_files"]
     assert mine == {"state_file": "last_rebalance.json", "backups": 2, "complete": 2,
                     "newest_valid": older.name, "newest_valid_time": now.isoformat(),
-                    "newest_valid_age_seconds": 3 * 3600.0, "stamped_in_future": []}
+                    "newest_valid_age_seconds": 3 * 3600.0, "stamped_in_future": [],
+                    "path": str(state_file), "live": "backed up",
+                    "live_detail": mine["live_detail"]}
+    assert mine["live_detail"] != older.name, "the damaged newest holds the live bytes"
+    assert theirs["live"] == "missing"
     assert (theirs["state_file"], theirs["backups"], theirs["newest_valid"]) == (
         "never.json", 0, None)
     folder = project / "backups"
@@ -77,16 +81,18 @@ def test_status_facts_give_the_newest_valid_backup_and_what_is_owed(project, sta
     assert "not mounted" in target["last_error"] and target["last_success"] is None
 
 
-def state_facts(newest="s_2026-02-17_12-00-00.000000Z.json", age=60.0, future=()):
+def state_facts(newest="s_2026-02-17_12-00-00.000000Z.json", age=60.0, future=(),
+                live="backed up"):
     return {"state_file": "s.json", "backups": 1, "complete": 1, "newest_valid": newest,
             "newest_valid_time": None, "newest_valid_age_seconds": age if newest else None,
-            "stamped_in_future": list(future)}
+            "stamped_in_future": list(future), "path": "state/s.json", "live": live,
+            "live_detail": ""}
 
 
-def target_facts(pending_age=None, conflicts=0):
+def target_facts(pending_age=None, conflicts=0, last_success="2026-02-17T11:00:00+00:00"):
     return {"target": "s3://b/p", "pending": int(pending_age is not None) + conflicts,
             "conflicts": conflicts, "oldest_pending_age_seconds": pending_age,
-            "last_success": None, "last_error": None}
+            "last_success": last_success, "last_error": None}
 
 
 FUTURE = "s_2099-01-01_00-00-00.000000Z.json"
@@ -109,6 +115,13 @@ PROBLEMS = {
                                          []),
     "copies pending, no limit": ([state_facts()], [target_facts(pending_age=10 ** 6)], None,
                                  []),
+    "copies pending to a target that never took one": (
+        [state_facts()], [target_facts(pending_age=60, last_success=None)], None,
+        ["1 copy(ies) to s3://b/p pending and it never took one"]),
+    "live bytes no backup holds": ([state_facts(live="not backed up")], [], None,
+                                   ["state/s.json holds bytes no backup holds"]),
+    "live equal to an older backup": ([state_facts(live="equals an older backup")], [], None,
+                                      []),
 }
 
 
@@ -118,6 +131,11 @@ def test_status_problems_name_what_needs_a_person(case):
     facts = {"backup_dir": "backups", "disk_bytes": 0, "state_files": states,
              "targets": targets}
     problems = status_problems(facts, max_age_hours)
+    with_error = status_problems({**facts, "last_backup_error": "2026-02-17 disk full"},
+                                 max_age_hours)
+    assert [p for p in with_error if p not in problems] == [
+        "a backup failed and was not caught up yet: 2026-02-17 disk full; the next DalioLite "
+        "run (or 'python -m backup_manager backup FILE') catches it up"]
     assert len(problems) == len(expected), problems
     for line, start in zip(problems, expected, strict=True):
         assert line.startswith(start), line
