@@ -134,10 +134,6 @@ class BackupManager:
     def __repr__(self) -> str:
         return f"BackupManager({str(self.backup_dir)!r})"
 
-    @property
-    def lock_timeout(self) -> float:
-        return self.folder.lock_timeout
-
     # --- backup -------------------------------------------------------------
 
     def backup_state_file(self, state_file_path: str | Path) -> Path | None:
