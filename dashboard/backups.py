@@ -64,8 +64,9 @@ class Site:
         self.config_path = config_path
         self.config = load_config_file(config_path)
         self.manager = BackupManager.from_config(self.config, base_dir=config_path.parent)
-        state = self.config.get("state") or {}
-        self.state_dir = config_path.parent / (state.get("dir") or "state")
+        state = self.config.get("state")
+        folder = state.get("dir") if isinstance(state, dict) else None
+        self.state_dir = config_path.parent / (folder if isinstance(folder, str) else "state")
         self.run_lock = self.state_dir / RUN_LOCK
         self.max_age_hours = max_age_hours
 
@@ -169,18 +170,26 @@ def show_health(site: Site, facts: dict, problems: list[str]) -> None:
                        f"live file {row['live'] or 'not configured'}.",
                        icon=":material/check_circle:")
         else:
-            text = f"**{name}**: " + "; ".join(reasons) + f". **Fix:** {fix}"
+            text = f"**{name}**: " + "; ".join(map(plain, reasons)) + f". **Fix:** {fix}"
             if colour == "red":
                 st.error(text, icon=":material/error:")
             else:
                 st.warning(text, icon=":material/warning:")
     for problem in problems:
         if problem not in mine:  # about the site: copies, the host's record, no state files
-            st.error(f"**site**: {problem}", icon=":material/error:")
+            st.error(f"**site**: {plain(problem)}", icon=":material/error:")
     st.caption(f"config {site.config_path} · backups {facts['backup_dir']} · "
                f"{facts['disk_bytes']} bytes on disk · "
                + (f"max age {site.max_age_hours:g} h" if site.max_age_hours
                   else "no age limit (--max-age-hours)"))
+
+
+def plain(text: str) -> str:
+    """Text from the module shown as itself in Markdown: no emphasis, strike-through or
+    formula made of the `*`, `~` or `$` in a path or an error."""
+    for char in "\\*~$`":
+        text = text.replace(char, "\\" + char)
+    return text
 
 
 # --- timeline -------------------------------------------------------------------------

@@ -120,7 +120,8 @@ def health_line(at, name):
 def chart_rows(at):
     import pyarrow as pa
 
-    (chart,) = at.get("vega_lite_chart")
+    # the element's name in AppTest: vega_lite_chart, arrow_vega_lite_chart before 1.4x
+    (chart,) = at.get("vega_lite_chart") or at.get("arrow_vega_lite_chart")
     spec = json.loads(chart.proto.spec)
     table = pa.ipc.open_stream(io.BytesIO(chart.proto.data.data)).read_all()
     return spec, table.to_pylist()
