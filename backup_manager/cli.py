@@ -55,6 +55,10 @@ def _arguments_of(command: str, c: argparse.ArgumentParser) -> None:
     elif command == "status":
         c.add_argument("--max-age-hours", type=float, metavar="H",
                        help="exit 1 when the newest valid backup or a pending upload is older")
+        c.add_argument("--format", choices=("text", "json", "prometheus"),
+                       help="text (default), json (as --json) or prometheus: the text "
+                            "exposition format for node_exporter's textfile collector "
+                            "(exit 0 whenever it is printed: health is in the metrics)")
 
 
 HELP = {
@@ -332,6 +336,17 @@ def cmd_status(manager: BackupManager, args: argparse.Namespace, config: dict) -
     doc["last_backup_error"] = host.get("last_backup_error")
     problems = status_problems(doc, args.max_age_hours)
     doc["ok"], doc["problems"] = not problems, problems
+    if args.format == "prometheus":
+        if args.json:
+            raise UsageError("--json and --format prometheus: choose one")
+        import time
+
+        from .metrics import backup_bytes, exposition
+
+        sys.stdout.write(exposition(doc, problems, backup_bytes(manager, doc), time.time()))
+        return EXIT_OK
+    if args.format == "json":
+        args.json = True
     rows = [[s["state_file"], s["newest_valid"] or "NONE", age(s["newest_valid_age_seconds"]),
              f"{s['complete']}/{s['backups']}"] for s in doc["state_files"]]
     lines = table(rows, ["STATE FILE", "NEWEST VALID BACKUP", "AGE", "COMPLETE/ALL"])
