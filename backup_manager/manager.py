@@ -29,24 +29,11 @@ from .config import backup_options, distinct_file_names, load_config_file, timeo
 from .copies import CLOUD_TARGET, Copier, SyncResult
 from .errors import BackupError, ConfigError, NoValidBackupError, storage_error
 from .folder import BackupsFolder
-from .formats import (
-    SIDECAR_SUFFIX,
-    check_timestamp_prefix,
-    sha256_hex,
-    state_key,
-    validate_content,
-)
+from .formats import SIDECAR_SUFFIX, check_timestamp_prefix, sha256_hex, state_key, validate_content
 from .health import VerifyReport, status_facts, verify_stores, verify_uploaded
 from .local import LocalStore
 from .pruning import prune_backups
-from .restore import (
-    Candidate,
-    RestoreResult,
-    Search,
-    find_newest_valid,
-    install,
-    quarantine,
-)
+from .restore import Candidate, RestoreResult, Search, find_newest_valid, install, quarantine
 from .retention import Decision, RetentionPolicy
 
 TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it

@@ -46,14 +46,7 @@ def exposition(facts: Mapping[str, Any], problems: Iterable[str],
               [({"backup_dir": facts["backup_dir"]}, facts["disk_bytes"])])
 
     rows = facts["state_files"]
-
-    def per_file(name: str, text: str, value: Any) -> None:
-        samples = []
-        for s in rows:
-            v = value(s)
-            if v is not None:
-                samples.append(({"state_file": s["state_file"]}, v))
-        out.gauge(name, text, samples)
+    per_file = _per(out, rows, "state_file")
 
     per_file("newest_valid_timestamp_seconds",
              "Time in the name of the newest valid backup (unix time); absent: none",
@@ -76,15 +69,7 @@ def exposition(facts: Mapping[str, Any], problems: Iterable[str],
               [({"state_file": s["state_file"], "live": s["live"]}, 1)
                for s in rows if s["live"] is not None])
 
-    targets = facts["targets"]
-
-    def per_target(name: str, text: str, value: Any) -> None:
-        samples = []
-        for t in targets:
-            v = value(t)
-            if v is not None:
-                samples.append(({"target": t["target"]}, v))
-        out.gauge(name, text, samples)
+    per_target = _per(out, facts["targets"], "target")
 
     per_target("copies_pending", "Copies owed to a mirror or the cloud", lambda t: t["pending"])
     per_target("copy_conflicts", "Copies the target refused: it holds other bytes",
@@ -138,3 +123,12 @@ def number(value: float) -> str:
     if value in (float("inf"), float("-inf")):
         return "+Inf" if value > 0 else "-Inf"
     return repr(float(value))
+
+
+def _per(out: Any, rows: list[dict], label: str) -> Any:
+    """A gauge writer with one sample per row, labelled by the row's `label` field;
+    rows whose value is None are left out."""
+    def gauge(name: str, text: str, value: Any) -> None:
+        out.gauge(name, text, [({label: row[label]}, v) for row in rows
+                               if (v := value(row)) is not None])
+    return gauge

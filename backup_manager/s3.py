@@ -11,13 +11,7 @@ import base64
 import hashlib
 import threading
 
-from .errors import (
-    CloudError,
-    CloudUnavailable,
-    IntegrityError,
-    MissingDependency,
-    UploadConflict,
-)
+from .errors import CloudError, CloudUnavailable, IntegrityError, MissingDependency, UploadConflict
 from .store import Store
 
 TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it

@@ -5,10 +5,11 @@ and start, one that never answers, and AWS credentials."""
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
 
-from tests.helpers import Endpoint, SilentEndpoint, rebalance_doc
+from tests.helpers import ROOT, Endpoint, SilentEndpoint, rebalance_doc
 
 
 @pytest.fixture
@@ -100,3 +101,12 @@ def store(request, tmp_path):
         return s
     endpoint, bucket = request.getfixturevalue("bucket")
     return S3Store(bucket, "prefix", endpoint_url=endpoint, region="us-east-1")
+
+
+@pytest.fixture
+def home(tmp_path):
+    """A DalioLite installation: the shipped config.yaml in its own folder."""
+    folder = tmp_path / "bot"
+    folder.mkdir()
+    shutil.copy(ROOT / "config.yaml", folder / "config.yaml")
+    return folder

@@ -21,15 +21,6 @@ from tests.helpers import ROOT
 STATE_FILES = ("last_rebalance.json", "paper_account.json", "autopilot_status.json")
 
 
-@pytest.fixture
-def home(tmp_path):
-    """A DalioLite installation: the shipped config.yaml in its own folder."""
-    folder = tmp_path / "bot"
-    folder.mkdir()
-    shutil.copy(ROOT / "config.yaml", folder / "config.yaml")
-    return folder
-
-
 def run(home, *args, cwd=None):
     cwd = cwd or home.parent
     return subprocess.run(

@@ -27,15 +27,6 @@ STATE_FILES = ("last_rebalance.json", "paper_account.json", "autopilot_status.js
 TIMEOUT = 30  # a normal run takes well under a second: more is a hang
 
 
-@pytest.fixture
-def home(tmp_path):
-    """A DalioLite installation: the shipped config.yaml in its own folder."""
-    folder = tmp_path / "bot"
-    folder.mkdir()
-    shutil.copy(ROOT / "config.yaml", folder / "config.yaml")
-    return folder
-
-
 def _env(extra=None, faketime=False):
     env = {**os.environ, "PYTHONPATH": str(ROOT), **(extra or {})}
     if faketime:
