@@ -39,6 +39,7 @@ from backup_manager import (
     status_problems,
     validate_content,
 )
+from backup_manager.cli import unconfigured_targets
 from backup_manager.config import (
     backup_options,
     check_keys,
@@ -541,7 +542,11 @@ class DalioLite:
             autopilot = {"error": str(exc)}
         backups = self.backup_manager.status()
         backups["last_backup_error"] = (autopilot or {}).get("last_backup_error")
-        problems = status_problems(backups)
+        backups["unconfigured_targets"] = unconfigured_targets(self.backup_manager)
+        python = sys.executable
+        problems = status_problems(
+            backups, command=f"{python} -m backup_manager --config {self.config_path}",
+            host_command=f"{python} {Path(__file__).resolve()} --config {self.config_path}")
         return {"ok": not problems, "problems": problems, "autopilot": autopilot,
                 "backups": backups}
 
@@ -577,11 +582,18 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         bot = DalioLite(args.config, accept_fresh_state=args.accept_fresh_state)
+        _check_state_dir(bot.state_dir)
         if args.status:
             doc = bot.status()
-            json.dump(doc, sys.stdout, indent=2, default=str)
-            sys.stdout.write("\n")
+            try:
+                json.dump(doc, sys.stdout, indent=2, default=str)
+                sys.stdout.write("\n")
+                sys.stdout.flush()
+            except BrokenPipeError:
+                return _output_closed()
             return EXIT_OK if doc["ok"] else EXIT_ERROR
+        if bot.config.broker["kind"] == "alpaca":
+            _check_alpaca(bot)
         decision = bot.run_daily_check(dry_run=args.dry_run, force=args.force_rebalance)
     except (StateUnrecoverableError, ClockProblem) as exc:
         log.critical("%s", exc)
@@ -591,6 +603,42 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     log.info("done: %s", decision.outcome)
     return EXIT_OK
+
+
+def _output_closed() -> int:
+    """The reader of stdout went away (`--status | head -1`): end quietly, as git and
+    ls do; stdout now goes nowhere, so the flush at exit cannot complain either."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 141  # 128 + SIGPIPE, what the shell reports for `git log | head -1`
+
+
+def _check_state_dir(state_dir: Path) -> None:
+    """state.dir must be a folder, or be creatable as one."""
+    folder = state_dir
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if folder.is_dir():
+        return
+    problem = f"state.dir {state_dir} is a file, not a folder" if folder == state_dir else \
+        f"state.dir {state_dir} cannot be created: {folder} is a file, not a folder"
+    raise ConfigError(f"{problem}. DalioLite keeps its state files in that folder: look at "
+                      f"what the file holds, move it aside (mv {folder} {folder}.moved) and "
+                      f"run again, or set state.dir in config.yaml to another folder")
+
+
+def _check_alpaca(bot: DalioLite) -> None:
+    """broker.kind alpaca: alpaca-py and the keys must be there before any decision, not
+    only on the day a rebalance is due."""
+    import importlib.util
+
+    if importlib.util.find_spec("alpaca") is None:
+        raise ConfigError(
+            f"broker.kind is alpaca but alpaca-py is not installed for {sys.executable}: "
+            f"install it with: {sys.executable} -m pip install 'alpaca-py>=0.30' (or, in the "
+            f"project folder: .venv/bin/pip install -e '.[alpaca]'); nothing was decided")
+    bot.broker  # noqa: B018 - builds the client now: missing keys fail here, not on a trade day
 
 
 if __name__ == "__main__":
