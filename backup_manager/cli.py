@@ -264,10 +264,10 @@ def table(rows: list[list[str]], header: list[str]) -> list[str]:
 
 def shown(path: str | Path, config: dict) -> str:
     """A path for people: relative to the config's folder (or, without a config, the
-    working directory) when inside it, else absolute. Anything else (an S3 label) as is."""
+    working directory) when inside it, else absolute."""
     text = str(path)
-    if "://" in text:
-        return text
+    if "://" in text or os.sep not in text:
+        return text  # an S3 label, or a bare file name (a state file known by its backups)
     full = Path(os.path.abspath(text))
     try:
         return str(full.relative_to(config["base"])) or "."

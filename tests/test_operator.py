@@ -169,6 +169,20 @@ def test_path_as_given_uses_the_path_in_the_working_directory(bot, elsewhere):
         (bot / "state" / "last_rebalance.json").read_bytes(), "what the user asked for"
 
 
+def test_a_config_without_state_files_takes_paths_from_its_folder(tmp_path, elsewhere):
+    home = tmp_path / "bot"
+    (home / "state").mkdir(parents=True)
+    (home / "config.yaml").write_text("backup:\n  keep_last: 5\n")
+    (home / "state" / "last_rebalance.json").write_bytes(rebalance_doc())
+    guard = Untouched(tmp_path, home / "backups")
+    made = cli(elsewhere, "backup", "state/last_rebalance.json", config=home / "config.yaml")
+    assert made.returncode == 0, made.stderr
+    assert made.stdout.startswith("state/last_rebalance.json: last_rebalance_")
+    listing = cli(elsewhere, "list", config=home / "config.yaml")
+    assert listing.stdout.splitlines()[0] == "last_rebalance.json: 1 backup(s) in backups"
+    guard.check()
+
+
 # --- 3. copies owed to a target that is no longer configured -----------------------------
 
 
