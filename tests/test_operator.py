@@ -648,3 +648,26 @@ def test_the_shipped_config_names_daliolites_run_lock():
     assert backup["host_lock"] == "state/dalio_lite.lock"
     assert backup["host_lock_timeout_seconds"] > 0
 
+
+
+def test_restore_never_lands_over_what_the_daily_check_wrote_meanwhile(bot, elsewhere,
+                                                                      untouched):
+    live = bot / "state" / "last_rebalance.json"
+    live.write_bytes(rebalance_doc(n="valid, newer"))
+    holder = hold_lock(bot / "state" / "dalio_lite.lock")
+    restore = subprocess.Popen(
+        [sys.executable, "-m", "backup_manager", "--config", str(bot / "config.yaml"),
+         "restore", live_arg(bot), "--yes"], cwd=elsewhere, env=ENV,
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert restore.stderr.readline().startswith("waiting up to 60 s for DalioLite's run lock")
+        live.write_bytes(rebalance_doc(n="what the running check saved"))
+    finally:
+        release(holder)
+    assert restore.wait(timeout=60) == 1
+    error = restore.stderr.read()
+    assert error.startswith("error: state/last_rebalance.json changed since the backup to "
+                            "restore was chosen (a DalioLite run wrote it); nothing was "
+                            "restored. Look again: ")
+    assert error.rstrip().endswith("restore state/last_rebalance.json --dry-run")
+    assert b"what the running check saved" in live.read_bytes()
