@@ -39,6 +39,7 @@ from backup_manager import (
     status_problems,
     validate_content,
 )
+from backup_manager.cli import unconfigured_targets
 from backup_manager.config import (
     backup_options,
     check_keys,
@@ -375,9 +376,9 @@ class DalioLite:
         files = sorted(self.backup_manager.state_files, key=lambda p: p.name == LAST_REBALANCE)
         report = recover(self.backup_manager, files, accept_fresh=self.accept_fresh_state,
                          evidence=self._evidence,
-                         command=f"python -m backup_manager --config {self.config_path}",
-                         fresh_command=f"python dalio_lite.py --config {self.config_path} "
-                                       "--accept-fresh-state")
+                         command=self._module_command,
+                         fresh_command=f"{sys.executable} {Path(__file__).resolve()} --config "
+                                       f"{self.config_path} --accept-fresh-state")
         self.caught_up = report.caught_up
         if self.state_path(LAST_REBALANCE) in report.restored:
             self._check_restored_against_records()
@@ -393,6 +394,11 @@ class DalioLite:
             self.last_backup_error = f"{datetime.now(UTC).isoformat()} {error}"
         self._check_clock()
         return [str(p) for p in report.restored]
+
+    @property
+    def _module_command(self) -> str:
+        """How the operator runs the backup module's command line on this config."""
+        return f"{sys.executable} -m backup_manager --config {self.config_path}"
 
     def _evidence(self, path: Path) -> str | None:
         """DalioLite's own records that a lost state file existed."""
@@ -441,9 +447,9 @@ class DalioLite:
             f"refusing to trade: the newest valid backup of {path} says the last rebalance "
             f"was {restored.isoformat()}, but {AUTOPILOT_STATUS} records one at "
             f"{on_record.isoformat()}: the newer backups were lost or damaged. Check with "
-            f"'python -m backup_manager --config {self.config_path} verify'. If the older "
-            f"date is right after all, restore it on purpose: 'python -m backup_manager "
-            f"--config {self.config_path} restore {path} --yes'; the next run goes on.")
+            f"'{self._module_command} verify'. If the older date is right after all, "
+            f"restore it on purpose: '{self._module_command} restore {path} --yes'; the "
+            f"next run goes on.")
 
     def _check_clock(self) -> None:
         try:
@@ -456,9 +462,8 @@ class DalioLite:
                 f"refusing to trade: the last rebalance ({last.isoformat()}) is ahead of the "
                 f"clock ({now.isoformat()}). Either this machine's clock is behind (fix it: "
                 f"timedatectl status / NTP), or {self.state_path(LAST_REBALANCE)} is wrong "
-                f"(restore an older backup: python -m backup_manager --config "
-                f"{self.config_path} restore {self.state_path(LAST_REBALANCE)} --timestamp "
-                f"PREFIX). No state was changed.")
+                f"(restore an older backup: {self._module_command} restore "
+                f"{self.state_path(LAST_REBALANCE)} --timestamp PREFIX). No state was changed.")
 
     # broker ---------------------------------------------------------------------------
 
@@ -589,7 +594,11 @@ class DalioLite:
             autopilot = {"error": str(exc)}
         backups = self.backup_manager.status()
         backups["last_backup_error"] = (autopilot or {}).get("last_backup_error")
-        problems = status_problems(backups)
+        backups["unconfigured_targets"] = unconfigured_targets(self.backup_manager)
+        python = sys.executable
+        problems = status_problems(
+            backups, command=f"{python} -m backup_manager --config {self.config_path}",
+            host_command=f"{python} {Path(__file__).resolve()} --config {self.config_path}")
         return {"ok": not problems, "problems": problems, "autopilot": autopilot,
                 "backups": backups}
 
@@ -629,11 +638,18 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         bot = DalioLite(args.config, accept_fresh_state=args.accept_fresh_state)
+        _check_state_dir(bot.state_dir)
         if args.status:
             doc = bot.status()
-            json.dump(doc, sys.stdout, indent=2, default=str)
-            sys.stdout.write("\n")
+            try:
+                json.dump(doc, sys.stdout, indent=2, default=str)
+                sys.stdout.write("\n")
+                sys.stdout.flush()
+            except BrokenPipeError:
+                return _output_closed()
             return EXIT_OK if doc["ok"] else EXIT_ERROR
+        if bot.config.broker["kind"] == "alpaca":
+            _check_alpaca(bot)
         decision = bot.run_daily_check(dry_run=args.dry_run, force=args.force_rebalance)
     except (StateUnrecoverableError, ClockProblem) as exc:
         log.critical("%s", exc)
@@ -643,6 +659,42 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     log.info("done: %s", decision.outcome)
     return EXIT_OK
+
+
+def _output_closed() -> int:
+    """The reader of stdout went away (`--status | head -1`): end quietly, as git and
+    ls do; stdout now goes nowhere, so the flush at exit cannot complain either."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 141  # 128 + SIGPIPE, what the shell reports for `git log | head -1`
+
+
+def _check_state_dir(state_dir: Path) -> None:
+    """state.dir must be a folder, or be creatable as one."""
+    folder = state_dir
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if folder.is_dir():
+        return
+    problem = f"state.dir {state_dir} is a file, not a folder" if folder == state_dir else \
+        f"state.dir {state_dir} cannot be created: {folder} is a file, not a folder"
+    raise ConfigError(f"{problem}. DalioLite keeps its state files in that folder: look at "
+                      f"what the file holds, move it aside (mv {folder} {folder}.moved) and "
+                      f"run again, or set state.dir in config.yaml to another folder")
+
+
+def _check_alpaca(bot: DalioLite) -> None:
+    """broker.kind alpaca: alpaca-py and the keys must be there before any decision, not
+    only on the day a rebalance is due."""
+    import importlib.util
+
+    if importlib.util.find_spec("alpaca") is None:
+        raise ConfigError(
+            f"broker.kind is alpaca but alpaca-py is not installed for {sys.executable}: "
+            f"install it with: {sys.executable} -m pip install 'alpaca-py>=0.30' (or, in the "
+            f"project folder: .venv/bin/pip install -e '.[alpaca]'); nothing was decided")
+    bot.broker  # noqa: B018 - builds the client now: missing keys fail here, not on a trade day
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["BACKUP_DEFAULTS", "MAX_DAYS", "backup_options", "check_keys", "flag",
+__all__ = ["BACKUP_DEFAULTS", "MAX_DAYS", "backup_options", "check_keys", "flag", "host_lock",
            "load_config_file", "number", "path_list", "text_or_none", "timeout", "whole_number"]
 
 BACKUP_DEFAULTS: dict[str, Any] = {
@@ -42,6 +42,8 @@ BACKUP_DEFAULTS: dict[str, Any] = {
     "s3_max_attempts": 1,
     "mirror_dirs": [],
     "status_hook": None,
+    "host_lock": None,
+    "host_lock_timeout_seconds": 60,
 }
 SSE_MODES = (None, "AES256", "aws:kms")
 MAX_TIMEOUT = 3600.0
@@ -149,6 +151,7 @@ def backup_options(section: Mapping[str, Any] | None, base_dir: Path) -> dict[st
     if sse not in SSE_MODES:
         raise ConfigError(f"{where}s3_sse must be null, AES256 or aws:kms, got {sse!r}")
     s.pop("status_hook")  # read by the command line's status, not by BackupManager
+    host_lock(section, base_dir)  # read by the command line's restore; checked here too
     options = {
         "backup_dir": base_dir / directory,
         "state_files": distinct_file_names(where + "state_files", path_list(
@@ -181,3 +184,16 @@ def backup_options(section: Mapping[str, Any] | None, base_dir: Path) -> dict[st
     if options["cloud_enabled"] and not options["s3_bucket"]:
         raise ConfigError(f"{where}cloud_enabled is true but {where}s3_bucket is not set")
     return options
+
+
+def host_lock(section: Mapping[str, Any] | None, base_dir: Path) -> tuple[Path | None, float]:
+    """The host's run lock named by `backup.host_lock` (None: the host has none, or does
+    not say) and how long the command line's restore waits for it
+    (`backup.host_lock_timeout_seconds`). A manual restore takes that lock, so it never
+    interleaves with a running daily check."""
+    section = section if isinstance(section, Mapping) else {}
+    path = text_or_none("backup.host_lock", section.get("host_lock"))
+    wait = timeout("backup.host_lock_timeout_seconds",
+                   section.get("host_lock_timeout_seconds",
+                               BACKUP_DEFAULTS["host_lock_timeout_seconds"]))
+    return (base_dir / path if path is not None else None), wait

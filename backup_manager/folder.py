@@ -46,8 +46,9 @@ class BackupsFolder:
                 raise NotADirectoryError(20, "not a folder", str(self.root))
             lock = file_lock(self.root / LOCK_FILE, self.lock_timeout, "backups folder lock")
             lock.__enter__()
-        except LockTimeout:
-            raise
+        except LockTimeout as exc:
+            raise LockTimeout(f"{exc} (backup.lock_timeout_seconds sets how long to "
+                              f"wait)") from None
         except OSError as exc:
             raise storage_error(exc, f"cannot use backups folder {self.root}") from None
         try:

@@ -248,39 +248,72 @@ def _target_status(folder: BackupsFolder, target_id: str, target: Store,
     }
 
 
-def status_problems(facts: Mapping[str, Any], max_age_hours: float | None = None) -> list[str]:
-    """What in `status` facts needs a person, one line each (empty: all is well)."""
+FIX = "; fix: "
+"""Separates a problem from what fixes it in each line of `status_problems`."""
+
+
+def status_problems(facts: Mapping[str, Any], max_age_hours: float | None = None,
+                    command: str = "python -m backup_manager",
+                    host_command: str = "python dalio_lite.py") -> list[str]:
+    """What in `status` facts needs a person, one line each (empty: all is well): the
+    problem, then FIX, then what fixes it. `command` is how the operator runs the
+    module's command line, `host_command` the host's daily check (fix commands start
+    with them). `unconfigured_targets`, when present, lists copies still owed to
+    targets no longer configured."""
     limit = max_age_hours * 3600 if max_age_hours is not None else None
     problems = []
     if not facts["state_files"]:
-        problems.append("no state files configured and no backups found")
+        problems.append("no state files configured and no backups found" + FIX +
+                        "run it from the folder holding config.yaml, or pass --config "
+                        "PATH/TO/config.yaml; that file lists them under backup.state_files")
     if facts.get("last_backup_error"):
         problems.append(f"a backup failed and was not caught up yet: "
-                        f"{facts['last_backup_error']}; the next DalioLite run (or "
-                        f"'python -m backup_manager backup FILE') catches it up")
+                        f"{facts['last_backup_error']}" + FIX + "fix the cause it names, then "
+                        f"run the daily check: {host_command} (it backs up what no backup "
+                        "holds and clears this record)")
     for s in facts["state_files"]:
+        path = s["path"] or f"PATH/TO/{s['state_file']}"
         if s["live"] == LIVE_UNSAVED:
-            problems.append(f"{s['path']} holds bytes no backup holds: run "
-                            f"'python -m backup_manager backup {s['path']}' (the next "
-                            f"DalioLite run does it too)")
+            problems.append(f"{path} holds bytes no backup holds" + FIX +
+                            f"{command} backup {path}")
         for name in s["stamped_in_future"]:
+            folder = facts["backup_dir"]
             problems.append(f"{name} is stamped in the future: the clock was ahead when it "
-                            "was made, or is behind now; run verify for the command that "
-                            "moves it aside")
+                            "was made, or is behind now" + FIX + "check the clock "
+                            "(timedatectl status); if it is right, move the backup aside: "
+                            f"mkdir -p {folder}/{CORRUPT_DIR} && mv {folder}/{name} "
+                            f"{folder}/{name}.sha256 {folder}/{CORRUPT_DIR}/")
         if s["newest_valid"] is None:
-            problems.append(f"{s['state_file']} has no valid backup")
+            problems.append(f"{s['state_file']} has no valid backup" + FIX +
+                            f"{command} verify says why; if the live file is valid, "
+                            f"{command} backup {path}")
         elif limit is not None and s["newest_valid_age_seconds"] > limit:
             problems.append(f"{s['state_file']}: newest valid backup is "
-                            f"{age(s['newest_valid_age_seconds'])} old")
+                            f"{age(s['newest_valid_age_seconds'])} old" + FIX +
+                            "check that the DalioLite daily check still runs (cron, its "
+                            f"log); {command} backup {path} makes one now")
     for t in facts["targets"]:
         if t["conflicts"]:
-            problems.append(f"{t['conflicts']} conflicting copy(ies) to {t['target']}")
+            problems.append(f"{t['conflicts']} conflicting copy(ies) to {t['target']}: it "
+                            "holds other bytes under the same name, never overwritten" + FIX +
+                            f"{command} sync names them; give each machine its own "
+                            f"s3_prefix or folder, then drop them on purpose: {command} sync "
+                            f"--forget {t['target']}")
         oldest = t["oldest_pending_age_seconds"]
         if oldest is not None and t["last_success"] is None:
             problems.append(f"{t['pending']} copy(ies) to {t['target']} pending and it never "
-                            f"took one: check it, then run 'python -m backup_manager sync'")
+                            "took one" + FIX + f"{command} sync shows the error; fix it "
+                            "(credentials, bucket, endpoint, a folder not mounted), then run "
+                            f"{command} sync again")
         if limit is not None and oldest is not None and oldest > limit:
-            problems.append(f"copies to {t['target']} pending for {age(oldest)}")
+            problems.append(f"copies to {t['target']} pending for {age(oldest)}" + FIX +
+                            f"{command} sync shows the error; fix it, then run {command} "
+                            "sync again")
+    for t in facts.get("unconfigured_targets", []):
+        problems.append(f"{t['pending']} copy(ies) owed to {t['target']}, which is no longer "
+                        "configured (cloud turned off, or a mirror removed)" + FIX +
+                        "configure it again and run sync, or drop them on purpose: "
+                        f"{command} sync --forget {t['target']}")
     return problems
 
 

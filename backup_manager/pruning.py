@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 from . import log
 from .catalog import BackupSet, first_valid, group_backups, sidecar_time
+from .copies import CLOUD_TARGET
 from .errors import BackupError
 from .formats import CLOCK_SKEW, SIDECAR_SUFFIX, TEMP_MARK
 from .retention import Decision, RetentionPolicy, plan_cleanup, plan_retention
@@ -43,7 +44,7 @@ def prune_backups(folder: BackupsFolder, mirrors: Mapping[str, LocalStore],
     sets = group_backups(files, [key] if key else None) if sets is None else sets
     now = folder.clock()
     pending = folder.outbox.pending()
-    waiting = {c.name for c in pending}
+    waiting = {c.name for c in pending if c.target in mirrors or c.target == CLOUD_TARGET}
     plan: list[Decision] = []
     for backups in sets.values():
         if removals_only and len(backups.complete_stamps) <= policy.keep_last:

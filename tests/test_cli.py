@@ -169,12 +169,14 @@ def test_json_sync_counts_copies(healthy):
     assert (code, doc["copied"], doc["pending"]) == (1, 0, 0), "the drive is not mounted"
     assert doc["errors"] and all("not mounted" in e for e in doc["errors"])
     drive.mkdir()
-    assert cli_json(healthy, "sync") == (0, {"copied": 2, "pending": 0, "errors": []})
+    assert cli_json(healthy, "sync") == (0, {"copied": 2, "pending": 0, "errors": [],
+                                          "unconfigured_targets": []})
     assert sorted(p.name for p in mirror.iterdir()) == sorted(
         n for stem in ("last_rebalance", "paper_account")
         for n in (backup_files(healthy, stem)[0].name, backup_files(healthy, stem)[0].name
                   + ".sha256"))
-    assert cli_json(healthy, "sync") == (0, {"copied": 0, "pending": 0, "errors": []})
+    assert cli_json(healthy, "sync") == (0, {"copied": 0, "pending": 0, "errors": [],
+                                          "unconfigured_targets": []})
 
 
 def test_list_shows_status_per_backup(healthy):
@@ -305,7 +307,9 @@ def test_status_max_age_flags_a_stale_backup(project):
     doc = json.loads(proc.stdout)
     (entry,) = doc["state_files"]
     assert 29.9 * 3600 < entry["newest_valid_age_seconds"] < 30.1 * 3600
-    assert doc["problems"] == ["last_rebalance.json: newest valid backup is 30.0h old"]
+    (problem,) = doc["problems"]
+    assert problem["problem"] == "last_rebalance.json: newest valid backup is 30.0h old"
+    assert "-m backup_manager backup" in problem["fix"]
 
 
 
@@ -326,7 +330,7 @@ def test_status_max_age_flags_an_old_pending_upload(project, state_file):
     doc = json.loads(proc.stdout)
     assert doc["targets"][0]["pending"] == 1
     assert doc["targets"][0]["oldest_pending_age_seconds"] >= 1.0
-    assert any("pending for" in p for p in doc["problems"])
+    assert any("pending for" in p["problem"] and "sync" in p["fix"] for p in doc["problems"])
     human = cli(project, "status")
     assert "1 pending" in human.stdout and human.returncode == 1
     assert "never took one" in human.stdout, "a target that never took a copy is a problem"
@@ -377,7 +381,7 @@ def test_sync_shows_progress_for_many(project, state_file, bucket):
                  s3_endpoint_url=endpoint)
     proc = cli(project, "sync")
     assert proc.returncode == 0, proc.stderr
-    assert "sent 5/5" in proc.stderr and "copied 5, pending 0" in proc.stdout
+    assert "sync: 5/5 copies tried" in proc.stderr and "copied 5, pending 0" in proc.stdout
     assert cli(project, "verify", "--cloud").returncode == 0
 
 
