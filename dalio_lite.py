@@ -39,7 +39,6 @@ from backup_manager import (
     status_problems,
     validate_content,
 )
-from backup_manager.cli import unconfigured_targets
 from backup_manager.config import (
     backup_options,
     check_keys,
@@ -594,7 +593,6 @@ class DalioLite:
             autopilot = {"error": str(exc)}
         backups = self.backup_manager.status()
         backups["last_backup_error"] = (autopilot or {}).get("last_backup_error")
-        backups["unconfigured_targets"] = unconfigured_targets(self.backup_manager)
         python = sys.executable
         problems = status_problems(
             backups, command=f"{python} -m backup_manager --config {self.config_path}",
@@ -607,7 +605,11 @@ def backup_status_facts(config_path: str | Path) -> dict[str, Any]:
     """The `backup.status_hook` of config.yaml: what DalioLite recorded about its
     backups, for `python -m backup_manager status` to show."""
     config = load_config(config_path)
-    facts: dict[str, Any] = {"state_files": [str(p) for p in config.backup["state_files"]]}
+    facts: dict[str, Any] = {
+        "state_files": [str(p) for p in config.backup["state_files"]],
+        "run_command": f"{sys.executable} {Path(__file__).resolve()} --config "
+                       f"{Path(config_path).resolve()}",
+    }
     try:
         doc = json.loads(read_state_file(config.state_dir / AUTOPILOT_STATUS)[0])
     except (OSError, ValueError):

@@ -27,7 +27,7 @@ from .atomic import file_lock, read_state_file
 from .copies import CLOUD_TARGET
 from .errors import BackupError, ConfigError, LockTimeout, NoValidBackupError
 from .formats import fetch_verified
-from .health import FIX, age, status_problems
+from .health import age, split_fix, status_problems, unconfigured_copies
 from .manager import BackupManager
 
 # argparse and json are imported where needed: `import backup_manager` loads neither.
@@ -195,7 +195,7 @@ def open_manager(args: argparse.Namespace) -> tuple[BackupManager, dict[str, Any
         return BackupManager(**overrides), context
     if not os.path.isfile(config_path):
         raise UsageError(f"config file {config_path} does not exist")
-    from .config import host_lock, load_config_file
+    from .config import host_lock, load_config_file, status_hook
 
     config = load_config_file(config_path)
     base = Path(config_path).resolve().parent
@@ -203,18 +203,9 @@ def open_manager(args: argparse.Namespace) -> tuple[BackupManager, dict[str, Any
                                         base_dir=base, **overrides)
     lock, wait = host_lock(config.get("backup"), base)
     context.update(path=Path(config_path).resolve(), base=base, explicit=bool(args.config),
-                   hook=_status_hook(config), host_lock=lock, host_lock_timeout=wait)
+                   hook=status_hook(config.get("backup")), host_lock=lock,
+                   host_lock_timeout=wait)
     return manager, context
-
-
-def _status_hook(config: dict[str, Any]) -> str | None:
-    """`status_hook` of the config's backup section: the host's "module:function"
-    that `status` asks for what the host recorded (a mapping such as
-    {"last_backup_error": ...}); it is passed the config file's path."""
-    hook = (config.get("backup") or {}).get("status_hook")
-    if hook is not None and (not isinstance(hook, str) or hook.count(":") != 1):
-        raise ConfigError(f"backup.status_hook must be 'module:function', got {hook!r}")
-    return hook
 
 
 # --- output -------------------------------------------------------------------------
@@ -571,16 +562,18 @@ def cmd_prune(manager: BackupManager, args: argparse.Namespace, config: dict) ->
 def cmd_status(manager: BackupManager, args: argparse.Namespace, config: dict) -> int:
     if args.max_age_hours is not None and not args.max_age_hours > 0:
         raise UsageError(f"--max-age-hours must be a number > 0, got {args.max_age_hours}")
-    host = _host_facts(config)
+    from .config import host_facts
+
+    host = host_facts(config["hook"], config["path"]) if config["path"] else {}
     if not manager.state_files and host.get("state_files"):
         # The host knows its live files even where the config leaves them out.
         manager.state_files = [Path(p) for p in host["state_files"]]
     doc = manager.status()
     doc["last_backup_error"] = host.get("last_backup_error")
-    doc["unconfigured_targets"] = unconfigured_targets(manager)
     problems = [dict(zip(("problem", "fix"), split_fix(p), strict=True))
                 for p in status_problems(_as_shown(doc, config), args.max_age_hours,
-                                         command_prefix(args, config), _host_command(config))]
+                                         command_prefix(args, config),
+                                         host.get("run_command", "the host's daily check"))]
     doc["ok"], doc["problems"] = not problems, problems
     if args.format == "prometheus":
         if args.json:
@@ -619,12 +612,6 @@ def _status_lines(doc: dict[str, Any], config: dict) -> list[str]:
     return lines
 
 
-def split_fix(problem: str) -> tuple[str, str]:
-    """(the problem, what fixes it) of one line of health.status_problems."""
-    what, _, fix = problem.rpartition(FIX)
-    return (what, fix) if what else (problem, "")
-
-
 def _as_shown(doc: dict[str, Any], config: dict) -> dict[str, Any]:
     """Status facts with paths as a person reads them in the text (the JSON document
     keeps them absolute): state files relative to the config's folder (what the
@@ -633,45 +620,6 @@ def _as_shown(doc: dict[str, Any], config: dict) -> dict[str, Any]:
             "state_files": [{**s, "path": s["path"] and shown(s["path"], config)}
                             for s in doc["state_files"]],
             "targets": [{**t, "target": shown(t["target"], config)} for t in doc["targets"]]}
-
-
-def _host_command(config: dict) -> str:
-    """How to run DalioLite's daily check on this config, when its hook says it is there."""
-    hook, path = config.get("hook"), config.get("path")
-    host = path.parent / "dalio_lite.py" if path else None
-    if hook and hook.split(":")[0] == "dalio_lite" and host and host.is_file():
-        return f"{python()} {arg(host)} --config {arg(path)}"
-    return "python dalio_lite.py"
-
-
-def unconfigured_targets(manager: BackupManager) -> list[dict[str, Any]]:
-    """Copies owed to targets this configuration no longer has (cloud turned off, a
-    mirror removed): per target id, how many and the oldest one's age."""
-    now = datetime.now(UTC)
-    owed: dict[str, list[Any]] = {}
-    for copy in manager.outbox.pending():
-        if copy.target not in manager.copier.targets:
-            owed.setdefault(copy.target, []).append(copy)
-    return [{"target": target, "pending": len(copies),
-             "oldest_pending_age_seconds": (now - copies[0].queued_at).total_seconds()}
-            for target, copies in sorted(owed.items())]
-
-
-def _host_facts(config: dict) -> dict[str, Any]:
-    if not config.get("hook"):
-        return {}
-    import importlib
-
-    module_name, function = config["hook"].split(":")
-    folder = str(config["path"].parent)
-    if folder not in sys.path:
-        sys.path.insert(0, folder)  # the host's module sits beside its config.yaml
-    try:
-        facts = getattr(importlib.import_module(module_name), function)(config["path"])
-    except Exception as exc:  # the host's code: report it, never hide the backups' status
-        log.error("backup.status_hook %s failed: %s", config["hook"], exc)
-        return {"last_backup_error": f"status_hook {config['hook']} failed: {exc}"}
-    return dict(facts or {})
 
 
 def cmd_sync(manager: BackupManager, args: argparse.Namespace, config: dict) -> int:
@@ -688,7 +636,8 @@ def cmd_sync(manager: BackupManager, args: argparse.Namespace, config: dict) -> 
             say(f"sync: {done}/{total} copies tried")
 
     result = manager.sync(progress=progress)
-    stray = unconfigured_targets(manager)
+    stray = unconfigured_copies(manager.outbox.pending(), manager.copier.targets,
+                                datetime.now(UTC))
     doc = {"copied": result.copied, "pending": result.pending, "errors": result.errors,
            "unconfigured_targets": stray}
     lines = [f"copied {result.copied}, pending {result.pending}"]
@@ -720,13 +669,7 @@ def _forget(manager: BackupManager, args: argparse.Namespace, config: dict) -> i
                     else "no copies are owed to it") +
                 f" (copies are owed to: {', '.join(known) or 'no target'})")
         for copy in owed:
-            # The outbox keeps one `{backup name}.json` per copy owed, in a folder per target.
-            os.unlink(manager.outbox.root / target / f"{copy.name}.json")
-        if not configured:
-            try:
-                os.rmdir(manager.outbox.root / target)
-            except OSError:
-                pass  # its last-success record (or a leftover temp file) stays: harmless
+            manager.outbox.forget(target, copy.name)
     label = target if not configured else shown(targets[target].label, config)
     what = "conflicting copy(ies)" if configured else "copy(ies)"
     emit(args, {"target": label, "configured": configured, "forgot": [c.name for c in owed]},

@@ -150,7 +150,7 @@ def backup_options(section: Mapping[str, Any] | None, base_dir: Path) -> dict[st
     sse = s["s3_sse"]
     if sse not in SSE_MODES:
         raise ConfigError(f"{where}s3_sse must be null, AES256 or aws:kms, got {sse!r}")
-    s.pop("status_hook")  # read by the command line's status, not by BackupManager
+    status_hook(section)  # read by the command line's status, not by BackupManager
     host_lock(section, base_dir)  # read by the command line's restore; checked here too
     options = {
         "backup_dir": base_dir / directory,
@@ -197,3 +197,36 @@ def host_lock(section: Mapping[str, Any] | None, base_dir: Path) -> tuple[Path |
                    section.get("host_lock_timeout_seconds",
                                BACKUP_DEFAULTS["host_lock_timeout_seconds"]))
     return (base_dir / path if path is not None else None), wait
+
+
+def status_hook(section: Mapping[str, Any] | None) -> str | None:
+    """`backup.status_hook`: the host's "module:function" that `status` asks what the
+    host knows of its backups; None when the config names none."""
+    section = section if isinstance(section, Mapping) else {}
+    hook = section.get("status_hook")
+    if hook is not None and (not isinstance(hook, str) or hook.count(":") != 1
+                             or not all(hook.split(":"))):
+        raise ConfigError(f"backup.status_hook must be 'module:function', got {hook!r}")
+    return hook
+
+
+def host_facts(hook: str | None, config_path: Path) -> dict[str, Any]:
+    """What the host says through its status hook, called with the config file's path:
+    `last_backup_error` (a backup failure not caught up yet), `state_files` (its live
+    files) and `run_command` (how to run its daily check), each optional. {} without
+    a hook. The module is looked up beside config.yaml; a hook that fails is reported
+    as a backup error, never hidden."""
+    if not hook:
+        return {}
+    import importlib
+    import sys
+
+    module_name, function = hook.split(":")
+    folder = str(Path(config_path).parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    try:
+        facts = getattr(importlib.import_module(module_name), function)(Path(config_path))
+    except Exception as exc:  # the host's code: report it, never hide the backups' status
+        return {"last_backup_error": f"backup.status_hook {hook} failed: {exc}"}
+    return dict(facts or {})

@@ -206,7 +206,21 @@ def status_facts(folder: BackupsFolder, state_files: list[Path], targets: Mappin
         "state_files": rows,
         "targets": [_target_status(folder, t_id, t, pending, now)
                     for t_id, t in targets.items()],
+        "unconfigured_targets": unconfigured_copies(pending, targets, now),
     }
+
+
+def unconfigured_copies(pending: list[PendingCopy], targets: Mapping[str, Store],
+                  now: datetime) -> list[dict[str, Any]]:
+    """Copies owed to targets no longer configured (cloud turned off, a mirror
+    removed): per target id, how many and the oldest one's age."""
+    owed: dict[str, list[PendingCopy]] = {}
+    for copy in pending:
+        if copy.target not in targets:
+            owed.setdefault(copy.target, []).append(copy)
+    return [{"target": target, "pending": len(copies),
+             "oldest_pending_age_seconds": (now - copies[0].queued_at).total_seconds()}
+            for target, copies in sorted(owed.items())]
 
 
 def _state_status(folder: BackupsFolder, key: StateKey, backups: BackupSet | None,
@@ -254,7 +268,7 @@ FIX = "; fix: "
 
 def status_problems(facts: Mapping[str, Any], max_age_hours: float | None = None,
                     command: str = "python -m backup_manager",
-                    host_command: str = "python dalio_lite.py") -> list[str]:
+                    host_command: str = "the host's daily check") -> list[str]:
     """What in `status` facts needs a person, one line each (empty: all is well): the
     problem, then FIX, then what fixes it. `command` is how the operator runs the
     module's command line, `host_command` the host's daily check (fix commands start
@@ -315,6 +329,12 @@ def status_problems(facts: Mapping[str, Any], max_age_hours: float | None = None
                         "configure it again and run sync, or drop them on purpose: "
                         f"{command} sync --forget {t['target']}")
     return problems
+
+
+def split_fix(problem: str) -> tuple[str, str]:
+    """(the problem, what fixes it) of one line of status_problems."""
+    what, _, fix = problem.rpartition(FIX)
+    return (what, fix) if what else (problem, "")
 
 
 def age(seconds: float | None) -> str:

@@ -174,8 +174,8 @@ class BackupManager:
         # The backup is already safe on disk; a failed clean-up must not undo that.
         try:
             prune_backups(self.folder, self.mirrors, self.policy, key, dry_run=False,
-                          known_good=known_good, removals_only=True, files=files,
-                          sets={key: backups})
+                          targets=self.copier.targets, known_good=known_good,
+                          removals_only=True, files=files, sets={key: backups})
         except (OSError, BackupError) as exc:
             log.error("pruning old backups of %s failed: %s", key.file_name, exc)
 
@@ -284,9 +284,11 @@ class BackupManager:
         """Apply the retention plan (to one state file, or all); return every decision."""
         key = state_key(state_file_path) if state_file_path is not None else None
         if dry_run:
-            return prune_backups(self.folder, self.mirrors, self.policy, key, dry_run=True)
+            return prune_backups(self.folder, self.mirrors, self.policy, key, dry_run=True,
+                                 targets=self.copier.targets)
         with self.folder.locked():
-            return prune_backups(self.folder, self.mirrors, self.policy, key, dry_run=False)
+            return prune_backups(self.folder, self.mirrors, self.policy, key, dry_run=False,
+                                 targets=self.copier.targets)
 
     def sync(self, progress: Callable[[int, int], None] | None = None) -> SyncResult:
         """Send every pending copy, after queueing complete local backups a target lacks."""

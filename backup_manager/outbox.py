@@ -56,6 +56,10 @@ class Outbox:
         except OSError:
             pass
 
+    def forget(self, target: str, name: str) -> None:
+        """Drop a copy owed, on purpose (the operator's `sync --forget`): no success."""
+        unlink_quietly(os.fspath(self._entry(target, name)))
+
     def last_success(self, target: str) -> datetime | None:
         try:
             mtime = (self.root / target / _LAST_SUCCESS).stat().st_mtime

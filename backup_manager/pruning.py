@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 
 from . import log
 from .catalog import BackupSet, first_valid, group_backups, sidecar_time
-from .copies import CLOUD_TARGET
 from .errors import BackupError
 from .formats import CLOCK_SKEW, SIDECAR_SUFFIX, TEMP_MARK
 from .retention import Decision, RetentionPolicy, plan_cleanup, plan_retention
@@ -29,22 +28,27 @@ if TYPE_CHECKING:
 
 def prune_backups(folder: BackupsFolder, mirrors: Mapping[str, LocalStore],
                   policy: RetentionPolicy, key: StateKey | None, *, dry_run: bool,
+                  targets: Iterable[str] = (),
                   known_good: str | None = None, removals_only: bool = False,
                   files: list[str] | None = None,
                   sets: Mapping[StateKey, BackupSet] | None = None) -> list[Decision]:
     """Plan (and unless `dry_run`, apply) retention for one state file or all, in
     backups/ and then in each mirror (target id -> store).
 
-    The caller holds the folder's lock. `known_good` names a backup just verified
-    (spares re-reading it); `removals_only` skips state files that keep_last alone
-    keeps whole, as after each backup; `files` is a fresh listing of backups/ and
-    `sets` its backups grouped, when the caller has them.
+    The caller holds the folder's lock. `targets` are the ids of the configured copy
+    targets (a backup one of them still waits for is kept). `known_good` names a
+    backup just verified (spares re-reading it); `removals_only` skips state files
+    that keep_last alone keeps whole, as after each backup; `files` is a fresh
+    listing of backups/ and `sets` its backups grouped, when the caller has them.
     """
     files = folder.store.list_names() if files is None else files
     sets = group_backups(files, [key] if key else None) if sets is None else sets
     now = folder.clock()
     pending = folder.outbox.pending()
-    waiting = {c.name for c in pending if c.target in mirrors or c.target == CLOUD_TARGET}
+    # Only copies a configured target still waits for keep a backup: one owed to a
+    # target that was removed would keep it forever.
+    targets = set(targets)
+    waiting = {c.name for c in pending if c.target in targets}
     plan: list[Decision] = []
     for backups in sets.values():
         if removals_only and len(backups.complete_stamps) <= policy.keep_last:

@@ -23,7 +23,6 @@ refuses while DalioLite's run lock (state/dalio_lite.lock) is held.
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 from contextlib import ExitStack
@@ -44,9 +43,9 @@ from backup_manager import (
     status_problems,
 )
 from backup_manager.catalog import backups_of, group_backups
-from backup_manager.config import load_config_file
+from backup_manager.config import host_facts, load_config_file, status_hook
 from backup_manager.drill import drill
-from backup_manager.health import LIVE_BACKED_UP, LIVE_OLDER, LIVE_UNKNOWN, LIVE_UNSAVED, age
+from backup_manager.health import LIVE_BACKED_UP, LIVE_OLDER, LIVE_UNKNOWN, age, split_fix
 
 RUN_LOCK = "dalio_lite.lock"  # DalioLite holds it (in state.dir) around a daily check
 NEWEST = "the newest valid backup (what an automatic restore picks)"
@@ -94,49 +93,19 @@ def options(argv: list[str]) -> tuple[Path, float | None]:
     return Path(config).resolve(), hours
 
 
-def host_facts(site: Site) -> dict:
-    """What the host recorded (its last backup error), through the config's
-    backup.status_hook, as `python -m backup_manager status` asks for it."""
-    hook = (site.config.get("backup") or {}).get("status_hook")
-    if hook is None:
-        return {}
-    if not isinstance(hook, str) or hook.count(":") != 1:
-        raise ConfigError(f"backup.status_hook must be 'module:function', got {hook!r}")
-    module_name, function = hook.split(":")
-    folder = str(site.config_path.parent)
-    if folder not in sys.path:
-        sys.path.insert(0, folder)  # the host's module sits beside its config.yaml
-    try:
-        facts = getattr(importlib.import_module(module_name), function)(site.config_path)
-    except Exception as exc:  # the host's code: report it, never hide the backups' health
-        return {"last_backup_error": f"status_hook {hook} failed: {exc}"}
-    return dict(facts or {})
-
-
 # --- health ---------------------------------------------------------------------------
 
 
 def file_health(site: Site, row: dict) -> tuple[str, list[str], str]:
     """(green | amber | red, reasons, fix) of one state file. Red: status reports a
-    PROBLEM about it; amber: no problem, but its live file is not what its newest
-    backup holds (missing, invalid, restored to an older backup: the next DalioLite
-    run sees to it); green: all is well."""
-    problems = status_problems({"state_files": [row], "targets": []}, site.max_age_hours)
-    path = site.live_path(row)
+    PROBLEM about it (its fix is status's); amber: no problem, but its live file is
+    not what its newest backup holds (missing, invalid, restored to an older backup:
+    the next DalioLite run sees to it); green: all is well."""
+    problems = [split_fix(p) for p in status_problems(
+        {"backup_dir": str(site.manager.backup_dir), "state_files": [row], "targets": []},
+        site.max_age_hours, site.command("").rstrip())]
     if problems:
-        if row["newest_valid"] is None:
-            fix = (f"back it up now: `{site.command(f'backup {path}')}` (the next DalioLite "
-                   "run does it too); **Run verify** below says why the backups it has "
-                   "are not valid")
-        elif row["live"] == LIVE_UNSAVED:
-            fix = f"`{site.command(f'backup {path}')}`"
-        elif row["stamped_in_future"]:
-            fix = ("check the clock (`timedatectl status`); if it is right, **Run verify** "
-                   "below and move the backups it names aside with the command it gives")
-        else:
-            fix = ("check that DalioLite's daily run (cron) still runs, then "
-                   f"`{site.command(f'backup {path}')}`")
-        return "red", problems, fix
+        return "red", [p for p, _ in problems], "; ".join(f"`{f}`" for _, f in problems)
     live, detail = row["live"], row["live_detail"]
     if live in (None, LIVE_BACKED_UP):
         return "green", [], ""
@@ -146,7 +115,7 @@ def file_health(site: Site, row: dict) -> tuple[str, list[str], str]:
     if live == LIVE_UNKNOWN:
         return "amber", [f"backups cannot be listed: {detail}"], \
             f"check the backups folder {site.manager.backup_dir}"
-    reason = f"the live file {path} is {live}" + (f": {detail}" if detail else "")
+    reason = f"the live file {site.live_path(row)} is {live}" + (f": {detail}" if detail else "")
     return "amber", [reason], ("the next DalioLite run restores it from the newest valid "
                                "backup, or restore it below")
 
@@ -176,8 +145,9 @@ def show_health(site: Site, facts: dict, problems: list[str]) -> None:
             else:
                 st.warning(text, icon=":material/warning:")
     for problem in problems:
-        if problem not in mine:  # about the site: copies, the host's record, no state files
-            st.error(f"**site**: {plain(problem)}", icon=":material/error:")
+        what, fix = split_fix(problem)
+        if what not in mine:  # about the site: copies, the host's record, no state files
+            st.error(f"**site**: {plain(what)}. **Fix:** `{fix}`", icon=":material/error:")
     st.caption(f"config {site.config_path} · backups {facts['backup_dir']} · "
                f"{facts['disk_bytes']} bytes on disk · "
                + (f"max age {site.max_age_hours:g} h" if site.max_age_hours
@@ -508,12 +478,15 @@ def main() -> None:
             raise ConfigError(f"config file {config_path} does not exist: start the page with "
                               "`-- --config PATH` or set DALIO_CONFIG")
         site = Site(config_path, max_age)
+        host = host_facts(status_hook(site.config.get("backup")), site.config_path)
+        if not site.manager.state_files and host.get("state_files"):
+            site.manager.state_files = [Path(p) for p in host["state_files"]]
         facts = site.manager.status()
-        facts["last_backup_error"] = host_facts(site).get("last_backup_error")
+        facts["last_backup_error"] = host.get("last_backup_error")
     except (BackupError, OSError) as exc:
         st.error(f"cannot read the backups' status: {exc}")
         st.stop()
-    problems = status_problems(facts, site.max_age_hours)
+    problems = status_problems(facts, site.max_age_hours, site.command("").rstrip())
     show_health(site, facts, problems)
     show_timeline(site, facts)
     show_copies(site, facts)

@@ -39,7 +39,8 @@ def scrape(folder, *options):
     families = {f.name: f for f in text_string_to_metric_families(proc.stdout)}
     doc = json.loads(cli(folder, *options, "--json", "status").stdout)
     check_conventions(families, proc.stdout)
-    assert problems(families) == doc["problems"], "one series per problem status reports"
+    assert problems(families) == [p["problem"] for p in doc["problems"]], \
+        "one series per problem status reports"
     assert value(families, "dalio_backup_status_ok") == (0 if doc["problems"] else 1)
     return families, doc
 
