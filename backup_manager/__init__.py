@@ -9,7 +9,7 @@ Standard library only at import time; boto3 is imported when cloud backup is
 first used. Modules, in reading order (each uses only those before it):
 errors, log, formats, atomic, retention, store, local, s3, catalog, outbox,
 copies, folder, restore, pruning, health, config, manager, recovery, drill,
-metrics, cli.
+metrics, console, commands, cli.
 
     errors     every error raised on purpose, one base class
     log        the package's logger (logging is imported only when it can show)
@@ -30,7 +30,9 @@ metrics, cli.
     recovery   the start-up guard: restore, refuse, catch up
     drill      rehearse recovery into a scratch folder, changing nothing live
     metrics    status facts in the Prometheus text format (status --format prometheus)
-    cli        python -m backup_manager
+    console    what the command line prints, and how it names paths and files
+    commands   one function per command of the command line
+    cli        python -m backup_manager: the parser and the way in
 """
 
 from .atomic import atomic_write, file_lock, read_state_file
