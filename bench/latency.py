@@ -29,7 +29,7 @@ from backup_manager import BackupManager
 from backup_manager.formats import format_backup_name
 from backup_manager.retention import RetentionPolicy, plan_retention
 
-GENEROUS = dict(keep_last=1_000_000, keep_daily=1_000_000, retention_days=100_000)
+GENEROUS = dict(keep_last=36_500, keep_daily=36_500, retention_days=36_500)  # keep all
 
 
 def steady_state_names(now: datetime) -> list[datetime]:
