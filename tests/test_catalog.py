@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from backup_manager import StateKey
-from backup_manager.catalog import group_backups, state_files_in
+from backup_manager.catalog import backup_sets, group_backups, sidecar_time, state_files_in
+from backup_manager.local import LocalStore
 
 
 def test_retention_plans_with_the_same_backups_that_listing_shows():
@@ -43,3 +46,22 @@ def test_legacy_names_sort_before_every_new_style_name_whatever_the_zone():
     assert [done for _, done in backups] == [False] * 4
     assert backups.newest_stamp == "2026-02-17_10-30-01.000000Z"
     assert group_backups(names[:2], None)[StateKey("s", ".json")].newest_stamp is None
+
+
+def test_backup_sets_of_one_state_file_hold_that_file_only(tmp_path):
+    names = ["a_2026-02-17_10-30-00.000000Z.json", "a_2026-02-17_10-30-00.000000Z.json.sha256",
+             "b_2026-02-17_10-30-00.000000Z.json", "b_2026-02-17_10-30-00.000000Z.json.sha256"]
+    for name in names:
+        (tmp_path / name).write_bytes(b"{}")
+    store = LocalStore(tmp_path)
+    a, b = StateKey("a", ".json"), StateKey("b", ".json")
+    (only_a,) = backup_sets(store, [a]).items()
+    assert only_a[0] == a and [x.name for x in only_a[1].complete()] == [names[0]]
+    assert sorted(backup_sets(store)) == [a, b]
+    assert sorted(backup_sets(store, [a, b])) == [a, b]
+
+
+def test_an_orphan_sidecar_is_dated_by_its_name():
+    assert sidecar_time("s_2026-02-17_10-30-00.123456Z.json.sha256") == \
+        datetime(2026, 2, 17, 10, 30, 0, 123456, tzinfo=UTC)
+    assert sidecar_time("s_2026-02-30_10-30-00.000000Z.json.sha256") is None, "no such day"

@@ -119,6 +119,14 @@ def test_timestamp_prefixes_refused(prefix):
         check_timestamp_prefix(prefix)
 
 
+def test_a_refused_timestamp_prefix_says_what_a_prefix_may_hold():
+    with pytest.raises(ValueError) as refused:
+        check_timestamp_prefix("2026-02-1[0-9]")
+    assert str(refused.value) == (
+        "backup_timestamp '2026-02-1[0-9]' is not a timestamp prefix: use digits, '-', '_', "
+        "'.' and 'Z' only, e.g. '2026-02-17_10-30-00' or '2026-02-17'")
+
+
 @pytest.mark.parametrize("path", ["state/", "", "x.sha256"])
 def test_state_key_refuses_non_files(path):
     with pytest.raises(ValueError):
