@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import shutil
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -17,6 +18,7 @@ from backup_manager import (
     StorageError,
 )
 from backup_manager.drill import drill
+from backup_manager.formats import format_backup_name
 from backup_manager.local import LocalStore
 from backup_manager.restore import Search, find_newest_valid
 from tests.helpers import rebalance_doc, refused_port, two_backups
@@ -29,6 +31,18 @@ def plant(folder, name, data):
     folder.mkdir(parents=True, exist_ok=True)
     (folder / name).write_bytes(data)
     (folder / (name + ".sha256")).write_text(f"{hashlib.sha256(data).hexdigest()}  {name}\n")
+
+
+def plant_at(folder, stem, when, sidecar=True):
+    """A backup of `stem`.json taken at `when`, complete unless `sidecar` is False."""
+    name = format_backup_name(stem, ".json", when)
+    data = rebalance_doc(n=name)
+    if sidecar:
+        plant(folder, name, data)
+    else:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+    return name
 
 
 def clear_local_backups(project):
@@ -292,3 +306,86 @@ def test_a_rehearsal_overwrites_its_target_and_keeps_nothing(state_file, project
         made.name, "invalid", None, True)
     assert target.read_bytes() == state_file.read_bytes()
     assert sorted(p.name for p in (project / "backups").iterdir()) == before
+
+
+# --- what the restored file looks like, and what is kept -------------------------------------
+
+def test_a_restored_file_gets_its_backup_mode(state_file, project):
+    state_file.chmod(0o640)
+    bm = BackupManager()
+    bm.backup_state_file(state_file)
+    state_file.unlink()
+    bm.restore(state_file)
+    assert state_file.stat().st_mode & 0o777 == 0o640
+
+
+def test_restore_makes_every_missing_folder_of_the_path(state_file, project):
+    bm = BackupManager()
+    original = state_file.read_bytes()
+    bm.backup_state_file(state_file)
+    target = project / "new" / "home" / "last_rebalance.json"
+    assert bm.restore(target).changed
+    assert target.read_bytes() == original
+
+
+def test_a_damaged_sidecar_does_not_hide_an_older_backup_holding_the_replaced_bytes(
+        state_file, project):
+    bm = BackupManager()
+    held = state_file.read_bytes()
+    bm.backup_state_file(state_file)
+    state_file.write_bytes(rebalance_doc(n="middle"))
+    middle = bm.backup_state_file(state_file)
+    state_file.write_bytes(rebalance_doc(n="newest"))
+    newest = bm.backup_state_file(state_file)
+    newest.with_name(newest.name + ".sha256").write_text("junk")
+    state_file.write_bytes(held)
+    result = bm.restore(state_file)
+    assert (result.name, result.replaced, result.kept_as) == (middle.name, "valid", None)
+    assert not (project / "backups" / "replaced").exists(), "the oldest backup holds it"
+
+
+def test_a_state_path_that_is_a_folder_cannot_be_read(state_file, project):
+    bm = BackupManager()
+    bm.backup_state_file(state_file)
+    state_file.unlink()
+    state_file.mkdir()
+    with pytest.raises(StorageError) as failed:
+        bm.restore(state_file)
+    assert failed.value.strerror == f"cannot read {state_file}: not a regular file"
+    assert failed.value.errno == errno.EINVAL
+
+
+# --- quarantine: a deliberate fresh start ------------------------------------------------------
+
+def test_quarantine_moves_every_backup_of_one_file_and_its_invalid_state_aside(project):
+    when = datetime(2026, 3, 1, 12, tzinfo=UTC)
+    bm = BackupManager(clock=lambda: when)
+    backups = project / "backups"
+    older = plant_at(backups, "last_rebalance", when - timedelta(days=2))
+    newer = plant_at(backups, "last_rebalance", when - timedelta(days=1))
+    incomplete = plant_at(backups, "last_rebalance", when - timedelta(hours=3), sidecar=False)
+    orphan = plant_at(backups, "last_rebalance", when - timedelta(days=3))
+    (backups / orphan).unlink()
+    other = plant_at(backups, "other", when - timedelta(days=1))
+    state = project / "state" / "last_rebalance.json"
+    state.write_bytes(b"garbage{")
+    moved = bm.quarantine(state)
+    kept = f"corrupt/{format_backup_name('last_rebalance', '.json', when)}"
+    assert moved == [f"corrupt/{incomplete}",
+                     f"corrupt/{newer}.sha256", f"corrupt/{newer}",
+                     f"corrupt/{older}.sha256", f"corrupt/{older}",
+                     f"corrupt/{orphan}.sha256", kept]
+    assert not state.exists()
+    assert (backups / kept).read_bytes() == b"garbage{"
+    assert (backups / "corrupt").stat().st_mode & 0o777 == 0o700
+    assert sorted(p.name for p in backups.iterdir() if p.is_file()) == [
+        ".lock", other, other + ".sha256"]
+    assert bm.quarantine(state) == [], "a second fresh start finds nothing more to move"
+
+
+def test_quarantine_leaves_a_valid_state_file_alone(state_file, project):
+    bm = BackupManager()
+    made = bm.backup_state_file(state_file)
+    live = state_file.read_bytes()
+    assert bm.quarantine(state_file) == [f"corrupt/{made.name}.sha256", f"corrupt/{made.name}"]
+    assert state_file.read_bytes() == live
