@@ -53,11 +53,18 @@ def test_verify_reports_each_store_and_goes_on_past_one_it_cannot_list(project):
 def test_verify_names_invalid_content_and_orphan_sidecars(project):
     backups = project / "backups"
     invalid = plant(backups, "a", NOW, data=b"[1]")
+    mismatch = plant(backups, "a", NOW - timedelta(hours=1))
+    (backups / mismatch).write_bytes(b"{}")
+    malformed = plant(backups, "a", NOW - timedelta(hours=2))
+    (backups / (malformed + ".sha256")).write_text("junk")
     orphan = plant(backups, "a", NOW - timedelta(days=1))
     (backups / orphan).unlink()
     report = BackupManager(clock=lambda: NOW).verify()
     assert items(report) == [
         ("backups", invalid, "invalid content", "a.json: JSON must be an object, got list"),
+        ("backups", mismatch, "checksum mismatch", f"{mismatch} does not match its sidecar"),
+        ("backups", malformed, "malformed sidecar",
+         "sidecar is empty or not in 'sha256  name' form"),
         ("backups", orphan + ".sha256", "orphan sidecar", "its backup is missing")]
 
 
@@ -95,8 +102,9 @@ def test_an_incomplete_backup_is_in_progress_for_exactly_the_grace_period(projec
     os.utime(backups / at_the_limit, ns=(int(limit.timestamp()) * 10**9,) * 2)
     old_name = plant(backups, "a", NOW - timedelta(days=1), sidecar=False)  # mtime: now
     report = BackupManager(clock=lambda: NOW).verify()
-    assert [(i.name, i.status) for i in report.items] == [
-        (at_the_limit, "in progress"), (old_name, "missing sidecar")]
+    assert items(report) == [
+        ("backups", at_the_limit, "in progress", f"{at_the_limit} has no .sha256 (incomplete)"),
+        ("backups", old_name, "missing sidecar", f"{old_name} has no .sha256 (incomplete)")]
 
 
 class FailingReads(LocalStore):

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import os
 import shutil
+import tracemalloc
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -389,3 +391,23 @@ def test_quarantine_leaves_a_valid_state_file_alone(state_file, project):
     live = state_file.read_bytes()
     assert bm.quarantine(state_file) == [f"corrupt/{made.name}.sha256", f"corrupt/{made.name}"]
     assert state_file.read_bytes() == live
+
+
+def test_a_huge_sidecar_is_never_read_whole(state_file, project):
+    # A sparse 64 MiB sidecar: the right line, then NULs. Restore passes over its backup
+    # and, keeping the replaced file, checks which backup holds it: both reads of that
+    # sidecar stop after a few KiB.
+    bm = BackupManager()
+    bm.backup_state_file(state_file)
+    state_file.write_bytes(rebalance_doc(n="newer"))
+    huge = bm.backup_state_file(state_file)
+    os.truncate(huge.with_name(huge.name + ".sha256"), 64 << 20)
+    state_file.write_bytes(rebalance_doc(n="live, never backed up"))
+    tracemalloc.start()
+    try:
+        result = bm.restore(state_file)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert result.name != huge.name and result.kept_as.startswith("replaced/")
+    assert peak < 8 << 20, f"peak {peak >> 20} MiB: the sidecar was read whole"
