@@ -226,3 +226,14 @@ def test_cleanup_reasons_give_the_grace_period_in_hours(grace, hours):
     assert [d.reason for d in plan] == [
         f"temp file, older than the {hours} grace period",
         f"temp file, younger than the {hours} grace period: a writer may be at work"]
+
+
+def test_cleanup_keeps_what_is_exactly_as_old_as_the_grace_period():
+    limit = T0 - timedelta(hours=1)
+    plan = plan_cleanup([("by mtime", "temp file", None, limit),
+                         ("by name", "incomplete backup", limit, limit - timedelta(days=1)),
+                         ("stale", "incomplete backup", limit - timedelta(seconds=1),
+                          limit - timedelta(seconds=1))], T0)
+    assert [(d.name, d.when, d.keep) for d in plan] == [
+        ("by mtime", None, True), ("by name", limit, True),
+        ("stale", limit - timedelta(seconds=1), False)]
