@@ -187,8 +187,12 @@ def next_stamp(backups: BackupSet, now: datetime, is_object: Callable[[str], boo
     for stamp in backups.stamps:
         if not stamp.endswith("Z"):
             break  # legacy names sort after every new-style one
+        try:
+            when = stamp_time(stamp)
+        except ValueError:
+            continue  # a name whose date cannot exist (Feb 30) is no backup
         if is_object(backups.name_of(stamp)):
-            return max(now, stamp_time(stamp) + timedelta(microseconds=1))
+            return max(now, when + timedelta(microseconds=1))
     return now
 
 

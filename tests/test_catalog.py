@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from backup_manager import BackupManager, StateKey
-from backup_manager.catalog import group_backups, state_files_in
+from backup_manager.catalog import backup_sets, group_backups, sidecar_time, state_files_in
+from backup_manager.formats import format_backup_name
+from backup_manager.local import LocalStore
 from tests.helpers import LEGACY, backups_of, plant_legacy, rebalance_doc
 
 
@@ -134,3 +136,49 @@ def test_list_backups_and_prune_see_the_same_backups(project):
                                         "s_2024-02-29_12-00-00.000000Z.json",
                                         "s_2026-02-16_23-59-59.json"], \
         "Feb 30, month 13, Feb 29 2026 and hour 24 are no instants; legacy names come last"
+
+
+def test_backup_sets_of_one_state_file_hold_that_file_only(tmp_path):
+    names = ["a_2026-02-17_10-30-00.000000Z.json", "a_2026-02-17_10-30-00.000000Z.json.sha256",
+             "b_2026-02-17_10-30-00.000000Z.json", "b_2026-02-17_10-30-00.000000Z.json.sha256"]
+    for name in names:
+        (tmp_path / name).write_bytes(b"{}")
+    store = LocalStore(tmp_path)
+    a, b = StateKey("a", ".json"), StateKey("b", ".json")
+    (only_a,) = backup_sets(store, [a]).items()
+    assert only_a[0] == a and [x.name for x in only_a[1].complete()] == [names[0]]
+    assert sorted(backup_sets(store)) == [a, b]
+    assert sorted(backup_sets(store, [a, b])) == [a, b]
+
+
+def test_an_orphan_sidecar_is_dated_by_its_name():
+    assert sidecar_time("s_2026-02-17_10-30-00.123456Z.json.sha256") == \
+        datetime(2026, 2, 17, 10, 30, 0, 123456, tzinfo=UTC)
+    assert sidecar_time("s_2026-02-30_10-30-00.000000Z.json.sha256") is None, "no such day"
+
+
+def test_a_clock_gone_back_stamps_the_next_backup_just_after_the_newest(project):
+    # Promise 9: name order is creation order whatever the clock does.
+    when = datetime(2026, 3, 1, 12, tzinfo=UTC)
+    bm = BackupManager(clock=lambda: when)
+    state = project / "state" / "s.json"
+    state.write_text('{"n": 1}')
+    first = bm.backup_state_file(state).name
+    bm.folder.clock = lambda: when - timedelta(hours=1)
+    state.write_text('{"n": 2}')
+    second = bm.backup_state_file(state).name
+    assert second == format_backup_name("s", ".json", when + timedelta(microseconds=1))
+    assert second > first
+    assert bm.restore(state, dry_run=True).name == second
+
+
+def test_a_planted_name_with_an_impossible_date_never_stops_a_backup(project):
+    bm = BackupManager()
+    state = project / "state" / "s.json"
+    state.write_text('{"n": 1}')
+    bm.backup_state_file(state)
+    (project / "backups" / "s_2099-02-30_10-30-00.000000Z.json").write_text('{"n": 0}')
+    state.write_text('{"n": 2}')
+    made = bm.backup_state_file(state)
+    assert made.read_text() == '{"n": 2}'
+    assert bm.restore(state, dry_run=True).name == made.name

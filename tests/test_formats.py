@@ -11,7 +11,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backup_manager import InvalidStateError, formats, register_validator, validate_content
+from backup_manager import (
+    InvalidStateError,
+    formats,
+    parse_iso_timestamp,
+    register_validator,
+    validate_content,
+)
 from backup_manager.formats import (
     check_timestamp_prefix,
     format_backup_name,
@@ -119,10 +125,88 @@ def test_timestamp_prefixes_refused(prefix):
         check_timestamp_prefix(prefix)
 
 
+def test_parsed_backup_names_are_equal_when_their_names_are():
+    name = "s_2026-02-17_10-30-00.123456Z.json"
+    a, again = parse_backup_name(name, "s", ".json"), parse_any_backup_name(name)
+    other = parse_backup_name("s_2026-02-17_10-30-00.123457Z.json", "s", ".json")
+    assert a == again and len({a, again, other}) == 2
+    assert a != other
+    assert a != name, "a name is not its text"
+
+
+def test_a_refused_timestamp_prefix_says_what_a_prefix_may_hold():
+    with pytest.raises(ValueError) as refused:
+        check_timestamp_prefix("2026-02-1[0-9]")
+    assert str(refused.value) == (
+        "backup_timestamp '2026-02-1[0-9]' is not a timestamp prefix: use digits, '-', '_', "
+        "'.' and 'Z' only, e.g. '2026-02-17_10-30-00' or '2026-02-17'")
+
+
 @pytest.mark.parametrize("path", ["state/", "", "x.sha256"])
 def test_state_key_refuses_non_files(path):
     with pytest.raises(ValueError):
         state_key(path)
+
+
+@pytest.mark.parametrize("path,message", [
+    ("state/", "not a state file path: 'state/'"),
+    ("..", "not a state file path: '..'"),
+    ("state/..", "not a state file path: 'state/..'"),
+    ("state/x.sha256", "state file name must not end in .sha256: 'x.sha256'"),
+    ("state/a.tmp-1.json", "state file name must not contain '.tmp-': 'a.tmp-1.json'"),
+    ("state/a\x7fb.json", "state file name has a control character: 'a\\x7fb.json'; its "
+                           "backups could not be listed or restored: rename the file"),
+])
+def test_state_key_refusals_say_what_is_wrong(path, message):
+    with pytest.raises(ValueError) as refused:
+        state_key(path)
+    assert str(refused.value) == message
+
+
+def test_a_space_is_no_control_character():
+    assert state_key("state/last rebalance.json") == ("last rebalance", ".json")
+
+
+def test_a_backup_of_another_suffix_never_parses_as_this_suffix():
+    assert parse_backup_name("s_2026-02-17_10-30-00.123456Z.txt", "s", ".csv") is None
+
+
+def test_a_temp_file_of_a_state_file_without_suffix_is_no_backup():
+    temp = ".s_2026-02-17_10-30-00.123456Z.tmp-0a1b2c3d"
+    assert parse_any_backup_name(temp) is None
+
+
+def test_legacy_names_are_read_as_utc_instants(monkeypatch):
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        when = parse_backup_name("s_2026-02-17_10-30-00.json", "s", ".json").when
+        stamp = parse_iso_timestamp("2026-02-17T10:30:00")
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert when == stamp == datetime(2026, 2, 17, 15, 30, tzinfo=UTC)
+    assert when.utcoffset() == stamp.utcoffset() == timedelta(0)
+
+
+@pytest.mark.parametrize("data,message", [
+    (b"", "sidecar is empty or not in 'sha256  name' form"),
+    (b"\xff\xfe", "sidecar is not text"),
+    (b"x" * 4096, "sidecar is empty or not in 'sha256  name' form"),
+    (b"x" * 4097, "sidecar is larger than 4096 bytes"),
+    (("ab" * 32 + "  y.json\n").encode(), "sidecar names 'y.json', not 'x.json'"),
+])
+def test_sidecar_refusals_say_what_is_wrong(data, message):
+    with pytest.raises(ValueError) as refused:
+        parse_sidecar(data, "x.json")
+    assert str(refused.value) == message
+
+
+def test_a_timestamp_that_is_no_text_is_named():
+    with pytest.raises(InvalidStateError) as refused:
+        validate_content("last_rebalance.json", b'{"timestamp": 5}')
+    assert str(refused.value) == \
+        "last_rebalance.json: timestamp must be an ISO-8601 string, got 5"
 
 
 def _doc(**kw):

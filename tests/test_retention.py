@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -163,3 +163,77 @@ def test_policy_rejects_bad_values(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         RetentionPolicy(**bad)
 
+
+
+def at(when):
+    return (format_backup_name("s", ".json", when), when)
+
+
+def test_each_decision_spells_out_its_rule():
+    # keep_last=1, keep_daily=2, retention_days=3: newest 03-06 12:00, cutoff 03-03 12:00.
+    records = [at(T0 + timedelta(days=5)), at(T0 + timedelta(days=5, hours=-1)),
+               at(T0 + timedelta(days=4)), at(T0 + timedelta(days=3)),
+               at(T0 + timedelta(days=2)), at(T0 + timedelta(days=1))]
+    plan = plan_retention(records, RetentionPolicy(keep_last=1, keep_daily=2, retention_days=3))
+    assert [(d.keep, d.reason) for d in plan] == [
+        (True, "keep_last: 1 of the 1 newest; keep_daily: newest of 2026-03-06; newest backup"),
+        (False, "a newer backup of 2026-03-06 is kept and not among the 1 newest"),
+        (True, "keep_daily: newest of 2026-03-05"),
+        (False, "2026-03-04 is beyond the 2 most recent days with backups and not among the "
+                "1 newest"),
+        # exactly retention_days before the newest is inside the window, not older than it
+        (False, "2026-03-03 is beyond the 2 most recent days with backups and not among the "
+                "1 newest"),
+        (False, "older than retention_days=3 before the newest backup (or now, if earlier) "
+                "and not among the 1 newest"),
+    ]
+
+
+def test_a_backup_stamped_ahead_of_the_clock_never_voids_real_history():
+    # The clock says day 40; one backup claims day 400. retention_days counts back from
+    # now, so days 10-40 stay; counted from day 400 they would all be too old.
+    records = series(days=[*range(41), 400])
+    plan = plan_retention(records, RetentionPolicy(keep_last=0, keep_daily=100,
+                                                   retention_days=30),
+                          now=T0 + timedelta(days=40))
+    assert kept(plan) == names_at(days=[*range(10, 41), 400])
+
+
+def test_backups_from_year_one_are_planned_without_overflow():
+    # A legacy name can say year 1: retention_days before it is no date at all.
+    records = [at(datetime(1, 1, 2, tzinfo=UTC)), at(datetime(1, 1, 3, tzinfo=UTC))]
+    plan = plan_retention(records, RetentionPolicy(keep_last=0, keep_daily=30))
+    assert kept(plan) == {n for n, _ in records}
+
+
+def test_days_are_utc_days_whatever_zone_the_times_are_in(new_york):
+    # 23:00Z and 01:00Z the next day: two UTC days, one day at +02:00 and in New York.
+    plus_two = timezone(timedelta(hours=2))
+    times = [datetime(2026, 3, 1, 23, tzinfo=UTC), datetime(2026, 3, 2, 1, tzinfo=UTC)]
+    records = [(format_backup_name("s", ".json", t), t.astimezone(plus_two)) for t in times]
+    plan = plan_retention(records, RetentionPolicy(keep_last=0, keep_daily=5))
+    assert kept(plan) == {n for n, _ in records}
+    assert [d.reason for d in plan] == ["keep_daily: newest of 2026-03-02; newest backup",
+                                        "keep_daily: newest of 2026-03-01"]
+
+
+@pytest.mark.parametrize("grace,hours", [(timedelta(hours=1), "1 h"),
+                                         (timedelta(minutes=30), "0.5 h")])
+def test_cleanup_reasons_give_the_grace_period_in_hours(grace, hours):
+    now = T0
+    plan = plan_cleanup([("old", "temp file", None, now - 2 * grace),
+                         ("new", "temp file", None, now)], now, grace)
+    assert [d.reason for d in plan] == [
+        f"temp file, older than the {hours} grace period",
+        f"temp file, younger than the {hours} grace period: a writer may be at work"]
+
+
+def test_cleanup_keeps_what_is_exactly_as_old_as_the_grace_period():
+    limit = T0 - timedelta(hours=1)
+    plan = plan_cleanup([("by mtime", "temp file", None, limit),
+                         ("by name", "incomplete backup", limit, limit - timedelta(days=1)),
+                         ("stale", "incomplete backup", limit - timedelta(seconds=1),
+                          limit - timedelta(seconds=1))], T0)
+    assert [(d.name, d.when, d.keep) for d in plan] == [
+        ("by mtime", None, True), ("by name", limit, True),
+        ("stale", limit - timedelta(seconds=1), False)]
