@@ -61,12 +61,22 @@ from .formats import (
     state_key,
     validate_content,
 )
-from .health import VerifyItem, VerifyReport, status_problems
 from .manager import BackupManager, RestorePlan
-from .recovery import RecoveryReport, recover
-from .restore import RestoreResult
 from .retention import Decision, RetentionPolicy, plan_cleanup, plan_retention
 from .store import Store
+
+# Imported on first use (PEP 562): a cron `backup` run needs none of them.
+_LAZY = {"RestoreResult": "restore", "VerifyItem": "health", "VerifyReport": "health",
+         "status_problems": "health", "RecoveryReport": "recovery", "recover": "recovery"}
+
+
+def __getattr__(name: str):  # noqa: ANN202
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'backup_manager' has no attribute {name!r}")
+    from importlib import import_module
+
+    return getattr(import_module(f"{__name__}.{module}"), name)
 
 
 def main(argv=None):

@@ -32,9 +32,10 @@ from .console import (
 from .copies import CLOUD_TARGET
 from .errors import BackupError, LockTimeout, NoValidBackupError
 from .formats import fetch_verified
-from .health import age, split_fix, status_problems, unconfigured_copies
 from .manager import BackupManager
 
+# health (status and its rules) is imported by the commands that need it: a cron
+# `backup` run does not pay for it.
 TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
 if TYPE_CHECKING:
     import argparse
@@ -48,6 +49,7 @@ SYNC_PROGRESS_EVERY = 10  # without a terminal: one progress line per this many 
 
 
 def cmd_list(manager: BackupManager, args: argparse.Namespace, config: dict) -> int:
+    from .health import age
     now = datetime.now(UTC)
     remote, pending = _cloud_view(manager)
     doc, lines = [], []
@@ -246,6 +248,7 @@ def cmd_prune(manager: BackupManager, args: argparse.Namespace, config: dict) ->
 
 
 def cmd_status(manager: BackupManager, args: argparse.Namespace, config: dict) -> int:
+    from .health import split_fix, status_problems
     if args.max_age_hours is not None and not args.max_age_hours > 0:
         raise UsageError(f"--max-age-hours must be a number > 0, got {args.max_age_hours}")
     from .config import host_facts
@@ -278,6 +281,7 @@ def cmd_status(manager: BackupManager, args: argparse.Namespace, config: dict) -
 
 
 def _status_lines(doc: dict[str, Any], config: dict) -> list[str]:
+    from .health import age
     rows = [[s["state_file"], s["newest_valid"] or "NONE", age(s["newest_valid_age_seconds"]),
              f"{s['complete']}/{s['backups']}"] for s in doc["state_files"]]
     lines = table(rows, ["STATE FILE", "NEWEST VALID BACKUP", "AGE", "COMPLETE/ALL"])
@@ -309,6 +313,7 @@ def _as_shown(doc: dict[str, Any], config: dict) -> dict[str, Any]:
 
 
 def cmd_sync(manager: BackupManager, args: argparse.Namespace, config: dict) -> int:
+    from .health import unconfigured_copies
     if args.forget:
         return _forget(manager, args, config)
     terminal = sys.stderr.isatty()

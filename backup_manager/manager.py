@@ -30,10 +30,8 @@ from .copies import CLOUD_TARGET, Copier, SyncResult
 from .errors import BackupError, ConfigError, NoValidBackupError, storage_error
 from .folder import BackupsFolder
 from .formats import SIDECAR_SUFFIX, check_timestamp_prefix, sha256_hex, state_key, validate_content
-from .health import VerifyReport, status_facts, verify_stores, verify_uploaded
 from .local import LocalStore
 from .pruning import prune_backups
-from .restore import Candidate, RestoreResult, Search, find_newest_valid, install, quarantine
 from .retention import Decision, RetentionPolicy
 
 TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
@@ -41,6 +39,8 @@ if TYPE_CHECKING:
     from typing import Any
 
     from .formats import StateKey
+    from .health import VerifyReport
+    from .restore import Candidate, RestoreResult, Search
     from .store import Store
 
 
@@ -216,6 +216,8 @@ class BackupManager:
         if source not in ("auto", "local", "cloud"):
             raise ValueError(f"source must be auto, local or cloud, got {source!r}")
         path = Path(state_file_path)
+        from .restore import Search, find_newest_valid
+
         search = Search()
         chosen = find_newest_valid(self._sources(source), state_key(path), prefix,
                                    self.copier.unreachable, search)
@@ -232,6 +234,8 @@ class BackupManager:
                         rehearsal: bool = False) -> RestoreResult:
         """Install exactly the backup `plan` chose, keeping what the file held. A
         `rehearsal` (drill) writes only that file: backups/ is left as it is."""
+        from .restore import install
+
         return install(self.folder, plan.path, plan.chosen, dry_run=dry_run,
                        skipped=plan.search.tried, rehearsal=rehearsal)
 
@@ -250,6 +254,8 @@ class BackupManager:
     def quarantine(self, state_file_path: str | Path) -> list[str]:
         """Move every local backup of one state file, and the live file if invalid,
         into backups/corrupt/: a deliberate fresh start, never a deletion."""
+        from .restore import quarantine
+
         return quarantine(self.folder, Path(state_file_path))
 
     # --- listing, verification, retention, copies, status --------------------
@@ -274,6 +280,8 @@ class BackupManager:
             if self.cloud is None:
                 raise ConfigError("verify --cloud needs backup.cloud_enabled and backup.s3_bucket")
             stores.append(self.cloud)
+        from .health import verify_stores, verify_uploaded
+
         report = verify_stores(self.folder, stores, keys)
         if cloud:
             verify_uploaded(self.folder, self.cloud, CLOUD_TARGET, keys, report)
@@ -299,6 +307,8 @@ class BackupManager:
         """Facts for monitoring: newest valid backup and its age per state file, disk
         use, and per copy target the pending count, oldest pending age, last success
         and last error."""
+        from .health import status_facts
+
         return status_facts(self.folder, self.state_files, self.copier.targets)
 
 
