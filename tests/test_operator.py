@@ -625,7 +625,9 @@ def test_restore_refuses_while_the_run_lock_is_held_and_says_how_to_retry(bot, e
     assert b"newer" not in live.read_bytes()
 
 
-def test_restore_waits_for_a_running_daily_check(bot, elsewhere, untouched):
+def restore_behind_a_running_check(bot, elsewhere):
+    """A valid live file no backup holds, DalioLite's run lock held by another process,
+    and `restore --yes` started behind it: (live path, lock holder, restore process)."""
     live = bot / "state" / "last_rebalance.json"
     live.write_bytes(rebalance_doc(n="valid, newer"))
     holder = hold_lock(bot / "state" / "dalio_lite.lock")
@@ -633,6 +635,12 @@ def test_restore_waits_for_a_running_daily_check(bot, elsewhere, untouched):
         [sys.executable, "-m", "backup_manager", "--config", str(bot / "config.yaml"),
          "restore", live_arg(bot), "--yes"], cwd=elsewhere, env=ENV,
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return live, holder, restore
+
+
+
+def test_restore_waits_for_a_running_daily_check(bot, elsewhere, untouched):
+    live, holder, restore = restore_behind_a_running_check(bot, elsewhere)
     try:
         assert restore.stderr.readline().startswith("waiting up to 60 s for DalioLite's run lock")
         assert b"valid, newer" in live.read_bytes(), "nothing restored while the run goes on"
@@ -652,13 +660,7 @@ def test_the_shipped_config_names_daliolites_run_lock():
 
 def test_restore_never_lands_over_what_the_daily_check_wrote_meanwhile(bot, elsewhere,
                                                                       untouched):
-    live = bot / "state" / "last_rebalance.json"
-    live.write_bytes(rebalance_doc(n="valid, newer"))
-    holder = hold_lock(bot / "state" / "dalio_lite.lock")
-    restore = subprocess.Popen(
-        [sys.executable, "-m", "backup_manager", "--config", str(bot / "config.yaml"),
-         "restore", live_arg(bot), "--yes"], cwd=elsewhere, env=ENV,
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    live, holder, restore = restore_behind_a_running_check(bot, elsewhere)
     try:
         assert restore.stderr.readline().startswith("waiting up to 60 s for DalioLite's run lock")
         live.write_bytes(rebalance_doc(n="what the running check saved"))
