@@ -121,7 +121,6 @@ class BackupManager:
     def __repr__(self) -> str:
         return f"BackupManager({str(self.backup_dir)!r})"
 
-    # --- backup -------------------------------------------------------------
 
     def backup_state_file(self, state_file_path: str | Path) -> Path | None:
         """Back up one state file; return the new backup's path, or None if it is missing.
@@ -179,7 +178,6 @@ class BackupManager:
         except (OSError, BackupError) as exc:
             log.error("pruning old backups of %s failed: %s", key.file_name, exc)
 
-    # --- restore ------------------------------------------------------------
 
     def restore_from_backup(self, state_file_path: str | Path,
                             backup_timestamp: str | None = None) -> bool:
@@ -217,7 +215,6 @@ class BackupManager:
             raise ValueError(f"source must be auto, local or cloud, got {source!r}")
         path = Path(state_file_path)
         from .restore import Search, find_newest_valid
-
         search = Search()
         chosen = find_newest_valid(self._sources(source), state_key(path), prefix,
                                    self.copier.unreachable, search)
@@ -235,7 +232,6 @@ class BackupManager:
         """Install exactly the backup `plan` chose, keeping what the file held. A
         `rehearsal` (drill) writes only that file: backups/ is left as it is."""
         from .restore import install
-
         return install(self.folder, plan.path, plan.chosen, dry_run=dry_run,
                        skipped=plan.search.tried, rehearsal=rehearsal)
 
@@ -255,10 +251,8 @@ class BackupManager:
         """Move every local backup of one state file, and the live file if invalid,
         into backups/corrupt/: a deliberate fresh start, never a deletion."""
         from .restore import quarantine
-
         return quarantine(self.folder, Path(state_file_path))
 
-    # --- listing, verification, retention, copies, status --------------------
 
     def list_backups(self, state_file_path: str | Path) -> list[BackupInfo]:
         """Local backups of one state file, newest first (incomplete ones included)."""
@@ -281,7 +275,6 @@ class BackupManager:
                 raise ConfigError("verify --cloud needs backup.cloud_enabled and backup.s3_bucket")
             stores.append(self.cloud)
         from .health import verify_stores, verify_uploaded
-
         report = verify_stores(self.folder, stores, keys)
         if cloud:
             verify_uploaded(self.folder, self.cloud, CLOUD_TARGET, keys, report)
@@ -308,7 +301,6 @@ class BackupManager:
         use, and per copy target the pending count, oldest pending age, last success
         and last error."""
         from .health import status_facts
-
         return status_facts(self.folder, self.state_files, self.copier.targets)
 
 
