@@ -499,13 +499,18 @@ def test_a_file_never_backed_up_reports_an_empty_folder(project):
     assert (failed.value.found, failed.value.unreachable) == (0, {})
 
 
-def test_every_damaged_backup_counts_as_found(state_file, project):
-    bm = BackupManager()
-    for n in range(3):
+def only_damaged_backups(bm, state_file, project, count):
+    """`count` backups of state_file, every one then overwritten with other bytes."""
+    for n in range(count):
         state_file.write_bytes(rebalance_doc(n=n))
         bm.backup_state_file(state_file)
     for p in (project / "backups").glob("last_rebalance_*.json"):
         p.write_bytes(b"{}")
+
+
+def test_every_damaged_backup_counts_as_found(state_file, project):
+    bm = BackupManager()
+    only_damaged_backups(bm, state_file, project, 3)
     with pytest.raises(NoValidBackupError) as failed:
         bm.restore(state_file)
     assert failed.value.found == 3
@@ -516,11 +521,7 @@ def test_every_damaged_backup_counts_as_found(state_file, project):
 def test_the_message_lists_ten_failures_and_counts_the_rest(state_file, project, damaged,
                                                             more):
     bm = BackupManager(keep_last=20)
-    for n in range(damaged):
-        state_file.write_bytes(rebalance_doc(n=n))
-        bm.backup_state_file(state_file)
-    for p in (project / "backups").glob("last_rebalance_*.json"):
-        p.write_bytes(b"{}")
+    only_damaged_backups(bm, state_file, project, damaged)
     with pytest.raises(NoValidBackupError) as failed:
         bm.restore(state_file)
     tried = failed.value.tried
