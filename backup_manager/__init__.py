@@ -7,7 +7,7 @@
 
 Standard library only at import time; boto3 is imported when cloud backup is
 first used. Modules, in reading order (each uses only those before it):
-errors, log, formats, atomic, retention, store, local, s3, catalog, outbox,
+errors, log, formats, atomic, writer, retention, store, local, s3, catalog, outbox,
 copies, folder, restore, pruning, health, config, manager, recovery, drill,
 metrics, console, commands, cli.
 
@@ -15,6 +15,7 @@ metrics, console, commands, cli.
     log        the package's logger (logging is imported only when it can show)
     formats    backup names, sidecars, content rules
     atomic     temp file, fsync, rename, fsync the folder; locks
+    writer     this machine's writer id (backups/.writer), made once
     retention  the pure policy: (name, time) records -> keep/remove and why
     store      the Store contract every place holding backups offers
     local, s3  the two stores: a folder, an S3 bucket
@@ -64,6 +65,7 @@ from .formats import (
 from .manager import BackupManager, RestorePlan
 from .retention import Decision, RetentionPolicy, plan_cleanup, plan_retention
 from .store import Store
+from .writer import writer_id
 
 # Imported on first use (PEP 562): a cron `backup` run needs none of them.
 _LAZY = {"RestoreResult": "restore", "VerifyItem": "health", "VerifyReport": "health",
@@ -94,5 +96,5 @@ __all__ = [
     "Store", "SyncResult", "UploadConflict", "VerifyItem", "VerifyReport", "atomic_write",
     "fetch_verified", "file_lock", "main", "parse_iso_timestamp", "plan_cleanup",
     "plan_retention", "read_state_file", "recover", "register_validator", "state_key",
-    "status_problems", "validate_content",
+    "status_problems", "validate_content", "writer_id",
 ]
