@@ -197,15 +197,19 @@ def parse_sidecar(data: bytes, name: str) -> str:
     return m[1].lower()
 
 
-def fetch_verified(store: object, name: str) -> bytes:
-    """The bytes of backup `name` in `store`, checked against its sidecar.
+def fetch_verified(store: object, name: str, *, max_bytes: int | None = None) -> bytes:
+    """The bytes of backup `name` in `store`, checked against its sidecar; with
+    `max_bytes`, never more than that is read.
 
     Raises IntegrityError whose `kind` names the problem: 'missing backup',
-    'missing sidecar', 'malformed sidecar' or 'checksum mismatch'.
+    'too large', 'missing sidecar', 'malformed sidecar' or 'checksum mismatch'.
     """
-    data = store.read(name)
+    data = store.read(name, max_bytes=max_bytes)
     if data is None:
         raise IntegrityError("missing backup", f"{name} is not in {store.label}")
+    if max_bytes is not None and len(data) > max_bytes:
+        raise IntegrityError("too large", f"{name} in {store.label} is larger than "
+                                          f"{max_bytes} bytes")
     sidecar = store.read(name + SIDECAR_SUFFIX, max_bytes=MAX_SIDECAR)
     if sidecar is None:
         raise IntegrityError("missing sidecar", f"{name} has no {SIDECAR_SUFFIX} (incomplete)")

@@ -16,7 +16,7 @@ from .catalog import (
     read_valid,
     sidecar_digest,
 )
-from .errors import CloudError, IntegrityError, InvalidStateError
+from .errors import IntegrityError, InvalidStateError, StoreUnreachable
 from .folder import CORRUPT_DIR
 from .formats import (
     CLOCK_SKEW,
@@ -76,7 +76,7 @@ def verify_stores(folder: BackupsFolder, stores: Iterable[Store],
             # Only objects count: a symlink or folder in backups/ is reported apart.
             names, strays = store.scan()
             sets = group_backups(names, keys)
-        except (CloudError, OSError) as exc:
+        except StoreUnreachable as exc:
             report.items.append(VerifyItem(store.label, "", "unreachable", str(exc)))
             continue
         for backups in sets.values():
@@ -92,7 +92,7 @@ def verify_uploaded(folder: BackupsFolder, cloud: Store, target_id: str,
     pending = {c.name for c in folder.outbox.pending(target_id)}
     try:
         remote = set(cloud.list_names(""))
-    except CloudError:
+    except StoreUnreachable:
         return  # already reported as unreachable
     for backups in backup_sets(folder.store, keys).values():
         for backup in backups.complete():
@@ -117,7 +117,7 @@ def _verify_set(folder: BackupsFolder, store: Store, backups: BackupSet,
                 status = "in progress"
         except InvalidStateError as exc:
             status, detail = "invalid content", str(exc)
-        except (CloudError, OSError) as exc:
+        except StoreUnreachable as exc:
             status, detail = "unreadable", str(exc)
         report.items.append(VerifyItem(store.label, backup.name, status, detail))
     for sidecar in backups.orphan_sidecars:

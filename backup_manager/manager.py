@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from .errors import BackupError, ConfigError, NoValidBackupError, storage_error
 from .folder import BackupsFolder
 from .formats import SIDECAR_SUFFIX, check_timestamp_prefix, sha256_hex, state_key, validate_content
 from .local import LocalStore
+from .points import PointKind
 from .pruning import prune_backups
 from .retention import Decision, RetentionPolicy
 
@@ -40,6 +42,7 @@ if TYPE_CHECKING:
 
     from .formats import StateKey
     from .health import VerifyReport
+    from .points import Point
     from .restore import Candidate, RestoreResult, Search
     from .store import Store
 
@@ -102,6 +105,10 @@ class BackupManager:
         if self.cloud is not None:
             targets[CLOUD_TARGET] = self.cloud
         self.copier = Copier(self.store, self.outbox, targets)
+        self.seen_sequence = 0
+        """The highest restore point number seen in any store by this manager."""
+        self._batch: list[dict[str, tuple[str, str]]] = []
+        self._writer: str | None = None
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any] | str | Path, *,
@@ -122,12 +129,22 @@ class BackupManager:
         return f"BackupManager({str(self.backup_dir)!r})"
 
 
+    @property
+    def writer(self) -> str:
+        """This machine's writer id (backups/.writer), made on first use."""
+        if self._writer is None:
+            from .writer import writer_id
+            self._writer = writer_id(self.backup_dir, durable=self.durable)
+        return self._writer
+
     def backup_state_file(self, state_file_path: str | Path) -> Path | None:
         """Back up one state file; return the new backup's path, or None if it is missing.
 
         When this returns, the backup and its sidecar are on disk (unless
-        durable=False). Invalid content raises InvalidStateError and changes
-        nothing. Copies to mirrors and S3 never raise: failures wait in the outbox.
+        durable=False), and so is a restore point naming it, unless the call is
+        inside `changes()`, whose end commits one point for all. Invalid content
+        raises InvalidStateError and changes nothing. Copies to mirrors and S3 never
+        raise: failures wait in the outbox.
         """
         path = Path(state_file_path)
         key = state_key(path)
@@ -153,11 +170,65 @@ class BackupManager:
                 raise storage_error(exc, f"cannot write a backup of {path} in "
                                          f"{self.backup_dir}") from None
             files += [name, name + SIDECAR_SUFFIX]
+            made = {key.file_name: (name, sha256_hex(data))}
+            if self._batch:
+                self._batch[-1].update(made)
+            else:
+                point = self._commit(PointKind.BACKUP, f"backup of {key.file_name}", made=made,
+                                     extra=[path])
+                if point is not None:
+                    files += [point.name, point.name + SIDECAR_SUFFIX]
             backups = backups.with_backup(name[len(key.stem) + 1: len(name) - len(key.suffix)])
             self._prune_quietly(key, known_good=name, files=files, backups=backups)
         log.info("backed up %s as %s", path, name)
         self.copier.send_owed()
         return self.backup_dir / name
+
+    def commit_point(self, kind: str, reason: str = "", *,
+                     details: Mapping[str, Any] | None = None, fresh: Iterable[str] = (),
+                     force: bool = False) -> Point | None:
+        """Commit a restore point of the configured state files as they stand (backing
+        up any live file no backup holds); None when nothing changed since the newest
+        point, unless `force`. `fresh` names files started over on purpose."""
+        with self.folder.locked():
+            point = self._commit(kind, reason, details=details, fresh=fresh, force=force)
+        self.copier.send_owed()
+        return point
+
+    @contextmanager
+    def changes(self, kind: str = "run", reason: str = "",
+                details: Mapping[str, Any] | None = None) -> Iterator[None]:
+        """Group the backups made inside into one restore point, committed at the end
+        (also when the block raises: what was saved is the state now)."""
+        self._batch.append({})
+        failed = True
+        try:
+            yield
+            failed = False
+        finally:
+            made = self._batch.pop()
+            if not self._batch:
+                try:
+                    with self.folder.locked():
+                        self._commit(kind, reason, details=details, made=made)
+                    self.copier.send_owed()
+                except (BackupError, OSError) as exc:
+                    if not failed:
+                        raise
+                    log.error("cannot commit the restore point of a failed run: %s", exc)
+
+    def _commit(self, kind: str, reason: str, *, details: Mapping[str, Any] | None = None,
+                made: Mapping[str, tuple[str, str]] = {}, fresh: Iterable[str] = (),
+                force: bool = False, extra: Iterable[Path] = ()) -> Point | None:
+        from .commit import commit_point
+        files = list(self.state_files)
+        files += [p for p in extra if p.name not in {f.name for f in files}]
+        point = commit_point(self.folder, files, writer=self.writer, kind=kind, reason=reason,
+                             record=self.copier.record, details=details, made=made,
+                             fresh=fresh, seen=self.seen_sequence, force=force)
+        if point is not None:
+            self.seen_sequence = max(self.seen_sequence, point.sequence)
+        return point
 
     def _stamp(self, backups: BackupSet) -> datetime:
         now = self.folder.clock()

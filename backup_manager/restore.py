@@ -19,7 +19,13 @@ from pathlib import Path
 from . import log
 from .atomic import atomic_write, file_mode, fsync_dir, read_state_file
 from .catalog import BackupSet, backup_holding, backups_of, read_valid
-from .errors import CloudError, IntegrityError, InvalidStateError, UploadConflict, storage_error
+from .errors import (
+    IntegrityError,
+    InvalidStateError,
+    StoreUnreachable,
+    UploadConflict,
+    storage_error,
+)
 from .folder import CORRUPT_DIR, REPLACED_DIR, BackupsFolder
 from .formats import SIDECAR_SUFFIX, is_valid_content, sha256_hex, sidecar_text, state_key
 
@@ -85,7 +91,7 @@ def find_newest_valid(sources: Iterable[tuple[str, Store]], key: StateKey, prefi
             continue
         try:
             backups = backups_of(store, key)
-        except (CloudError, OSError) as exc:
+        except StoreUnreachable as exc:
             search.cannot_ask(location, store, f"cannot list: {exc}")
             continue
         if not backups:
@@ -101,7 +107,7 @@ def find_newest_valid(sources: Iterable[tuple[str, Store]], key: StateKey, prefi
             # One unreadable file is one bad backup: the older ones may be fine.
             log.warning("skipping backup %s in %s: %s", backup.name, store.label, exc)
             search.tried.append((f"{store.label}/{backup.name}", str(exc)))
-        except CloudError as exc:
+        except StoreUnreachable as exc:
             search.cannot_ask(location, store, f"cannot read {backup.name}: {exc}")
     return None
 
