@@ -14,7 +14,7 @@ metrics, console, commands, cli.
     errors     every error raised on purpose, one base class
     log        the package's logger (logging is imported only when it can show)
     formats    backup names, sidecars, content rules
-    atomic     temp file, fsync, rename, fsync the folder; locks
+    atomic     temp file, sync (F_FULLFSYNC on macOS), rename, sync the folder; locks
     writer     this machine's writer id (backups/.writer), made once
     retention  the pure policy: (name, time) records -> keep/remove and why
     store      the Store contract every place holding backups offers

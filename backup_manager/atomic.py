@@ -1,9 +1,10 @@
 """Atomic, durable file I/O and inter-process locks.
 
 Every file is written under a temporary name in its final folder, flushed,
-fsync'd, closed and only then renamed (or linked) into place; the folder is
-fsync'd last so the new name survives a power cut. A reader sees the old file
-or the new one, never a torn one.
+synced to the disk (fsync; F_FULLFSYNC where the system has it, as macOS does),
+closed and only then renamed (or linked) into place; the folder is synced last
+so the new name survives a power cut. A reader sees the old file or the new
+one, never a torn one.
 """
 
 from __future__ import annotations
@@ -23,11 +24,39 @@ from .formats import TEMP_MARK
 _CREATE_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK}
 
+# On macOS fsync only hands the data to the drive, whose cache a power cut can lose or
+# reorder (fsync(2)); F_FULLFSYNC empties that cache too. Network and FUSE mounts refuse it
+# with one of these errnos (ENOTSUP and EOPNOTSUPP are one number on Linux, two on macOS;
+# ENOTTY comes from macOS's exFAT driver), and fsync is then the most they offer. Some (FUSE,
+# SMB) cannot fsync a folder at all: its new names are then as durable as that filesystem
+# makes them, so the same errnos are no failure there, as in restic's fsyncDir (restic
+# issues 2395 and 4016).
+_CANNOT_SYNC = frozenset({errno.ENOTSUP, errno.EOPNOTSUPP, errno.EINVAL, errno.ENOTTY})
+
+
+def sync_to_disk(fd: int, *, folder: bool = False) -> None:
+    """Put what was written through `fd` (a file's bytes, or a `folder`'s names) on the
+    disk itself, as far as its filesystem can: every durable write ends here."""
+    full_fsync = getattr(fcntl, "F_FULLFSYNC", None)
+    try:
+        if full_fsync is not None:
+            try:
+                fcntl.fcntl(fd, full_fsync)
+                return
+            except OSError as exc:
+                if exc.errno not in _CANNOT_SYNC:
+                    raise
+        os.fsync(fd)
+    except OSError as exc:
+        if not (folder and exc.errno in _CANNOT_SYNC):
+            raise
+
 
 def fsync_dir(folder: str | Path) -> None:
+    """Make the names in `folder` durable (see sync_to_disk)."""
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        os.fsync(fd)
+        sync_to_disk(fd, folder=True)
     finally:
         os.close(fd)
 
@@ -61,7 +90,7 @@ def write_temp(folder: str | Path, final_name: str, data: bytes, *, mode: int = 
         while view:
             view = view[os.write(fd, view):]
         if durable:
-            os.fsync(fd)
+            sync_to_disk(fd)
     except BaseException:
         os.close(fd)
         unlink_quietly(tmp)

@@ -236,11 +236,11 @@ def cmd_verify(manager: BackupManager, args: argparse.Namespace, config: dict) -
 def cmd_prune(manager: BackupManager, args: argparse.Namespace, config: dict) -> int:
     plan = manager.prune(dry_run=args.dry_run)
     doc = {"dry_run": args.dry_run, "decisions": [
-        {"name": d.name, "keep": d.keep, "reason": d.reason} for d in plan]}
+        {"name": d.name, "keep": d.keep, "reasons": list(d.reasons)} for d in plan]}
     rows = [["keep" if d.keep else ("would remove" if args.dry_run else "removed"), d.name,
-             d.reason] for d in plan]
+             "; ".join(d.reasons)] for d in plan]
     removed = sum(not d.keep for d in plan)
-    lines = (table(rows, ["ACTION", "NAME", "REASON"]) if rows else []) + [
+    lines = (table(rows, ["ACTION", "NAME", "REASONS"]) if rows else []) + [
         f"{removed} file(s) {'would be ' if args.dry_run else ''}removed, "
         f"{len(plan) - removed} kept"]
     emit(args, doc, lines)

@@ -166,4 +166,5 @@ def _apply(plan: Iterable[Decision], store: LocalStore) -> None:
         if not decision.name.endswith(SIDECAR_SUFFIX) and TEMP_MARK not in decision.name:
             store.remove(decision.name + SIDECAR_SUFFIX)
         store.remove(decision.name)
-        log.info("pruned %s from %s: %s", decision.name, store.label, decision.reason)
+        log.info("pruned %s from %s: %s", decision.name, store.label,
+                 "; ".join(decision.reasons))

@@ -33,8 +33,9 @@ class RetentionPolicy(namedtuple("RetentionPolicy", "keep_last keep_daily retent
         return super().__new__(cls, keep_last, keep_daily, retention_days)
 
 
-class Decision(namedtuple("Decision", "name when keep reason")):
-    """What prune will do with one file (name, time in its name or None), and why."""
+class Decision(namedtuple("Decision", "name when keep reasons")):
+    """What prune will do with one file (name, time in its name or None), and why:
+    `reasons`, a tuple of one or more, each a rule that applies, in words."""
 
     __slots__ = ()
 
@@ -78,7 +79,7 @@ def plan_retention(
         if name in protect:
             reasons.append(protect[name])
         if reasons:
-            plan.append(Decision(name, when, True, "; ".join(reasons)))
+            plan.append(Decision(name, when, True, tuple(reasons)))
         else:
             plan.append(Decision(name, when, False, _why_removed(policy, day, newest_of_day,
                                                                  days, when < cutoff)))
@@ -86,14 +87,15 @@ def plan_retention(
 
 
 def _why_removed(policy: RetentionPolicy, day: object, newest_of_day: bool, day_rank: int,
-                 too_old: bool) -> str:
+                 too_old: bool) -> tuple[str, str]:
     if too_old:
-        return (f"older than retention_days={policy.retention_days} before the newest backup "
-                f"(or now, if earlier) and not among the {policy.keep_last} newest")
-    if not newest_of_day:
-        return f"a newer backup of {day} is kept and not among the {policy.keep_last} newest"
-    return (f"{day} is beyond the {policy.keep_daily} most recent days with backups "
-            f"and not among the {policy.keep_last} newest")
+        why = (f"older than retention_days={policy.retention_days} before the newest backup "
+               f"(or now, if earlier)")
+    elif not newest_of_day:
+        why = f"a newer backup of {day} is kept"
+    else:
+        why = f"{day} is beyond the {policy.keep_daily} most recent days with backups"
+    return why, f"not among the {policy.keep_last} newest"
 
 
 def plan_cleanup(
@@ -113,7 +115,7 @@ def plan_cleanup(
         stale = mtime < limit and (named is None or named < limit)
         reason = f"{kind}, older than the {_hours(grace)} grace period" if stale else \
             f"{kind}, younger than the {_hours(grace)} grace period: a writer may be at work"
-        plan.append(Decision(name, named, not stale, reason))
+        plan.append(Decision(name, named, not stale, (reason,)))
     return plan
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from backup_manager.atomic import sync_to_disk  # noqa: E402
 from backup_manager.formats import format_backup_name  # noqa: E402
 
 # Damaged backups and failed uploads are logged one line each: noise, not figures.
@@ -83,18 +84,19 @@ def measure_interleaved(cases: dict[object, tuple[Callable[[], object],
 
 
 def durable_write_floor(folder: Path, data: bytes = STATE_1K) -> Callable[[], None]:
-    """The physical cost of one durable file: temp, write, fsync, replace, fsync folder."""
+    """The physical cost of one durable file: temp, write, sync, replace, sync folder
+    (fsync, or F_FULLFSYNC on macOS, as every durable write of the package)."""
     target = folder / "floor.json"
 
     def write() -> None:
         tmp = folder / ".floor.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         os.write(fd, data)
-        os.fsync(fd)
+        sync_to_disk(fd)
         os.close(fd)
         os.replace(tmp, target)
         dfd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-        os.fsync(dfd)
+        sync_to_disk(dfd, folder=True)
         os.close(dfd)
 
     return write

@@ -104,11 +104,25 @@ def test_json_prune_dry_run_gives_the_plan_and_deletes_nothing(healthy):
     code, doc = cli_json(healthy, "prune", "--dry-run")
     assert code == 0 and doc["dry_run"] is True
     newest_first = [p.name for p in reversed(backup_files(healthy, "last_rebalance"))]
-    plan = {d["name"]: (d["keep"], d["reason"]) for d in doc["decisions"]}
+    plan = {d["name"]: (d["keep"], d["reasons"]) for d in doc["decisions"]}
     assert sorted(plan) == sorted(newest_first + [backup_files(healthy, "paper_account")[0].name])
     assert [plan[n][0] for n in newest_first] == [True] * 10 + [False] * 3, "keep_last: 10"
+    assert plan[newest_first[0]][1][0] == "keep_last: 1 of the 10 newest"
     assert "newest valid backup" in plan[newest_first[0]][1]
+    assert plan[newest_first[-1]][1][-1] == "not among the 10 newest", \
+        "each reason is one item of a list, never text to split"
     assert snapshot(healthy / "backups") == before
+
+
+def test_prune_table_gives_each_file_its_reasons_in_words(healthy):
+    proc = cli(healthy, "prune", "--dry-run")
+    (newest,) = backup_files(healthy, "last_rebalance")
+    day = newest.name[len("last_rebalance_"):][:10]
+    lines = proc.stdout.splitlines()
+    assert lines[0].split() == ["ACTION", "NAME", "REASONS"]
+    row = next(line for line in lines if newest.name in line)
+    assert row.split(None, 2) == ["keep", newest.name, f"keep_last: 1 of the 10 newest; "
+                                  f"keep_daily: newest of {day}; newest valid backup"]
 
 
 def test_json_status_gives_newest_valid_backup_per_file(healthy):

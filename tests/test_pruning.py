@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import time
 from datetime import UTC, datetime, timedelta
@@ -41,6 +42,18 @@ def test_prune_of_one_state_file_leaves_every_other_untouched(project):
     assert all(d.name.startswith("a_") for d in plan), "the plan covers a alone"
 
 
+def test_prune_logs_each_removal_with_its_reasons_in_words(project, state_file, caplog):
+    for i in range(2):
+        state_file.write_bytes(rebalance_doc(n=i))
+        BackupManager(keep_last=100, clock=lambda i=i: NOW + timedelta(minutes=i)
+                      ).backup_state_file(state_file)
+    older = backups_of(project / "backups")[0]
+    caplog.set_level(logging.INFO, logger="backup_manager")
+    BackupManager(keep_last=1, keep_daily=0, clock=lambda: NOW).prune()
+    assert caplog.messages == [f"pruned {older} from backups: a newer backup of "
+                               f"{NOW.date()} is kept; not among the 1 newest"]
+
+
 @pytest.mark.parametrize("leftover_age", ["fresh", "stale"])
 def test_incomplete_backups_never_count_toward_keep_last(project, leftover_age):
     state = project / "state" / "last_rebalance.json"
@@ -73,7 +86,7 @@ def test_incomplete_backups_never_count_toward_keep_last(project, leftover_age):
     kept = [p for p in complete[1:] if p.exists()]
     assert kept == complete[1:], "the 3 newest complete backups all survive"
     assert all(p.with_name(p.name + ".sha256").exists() for p in kept)
-    keep_last = {d.name: d.reason for d in plan if d.keep and "keep_last" in d.reason}
+    keep_last = {d.name for d in plan if d.keep and d.reasons[0].startswith("keep_last: ")}
     assert sorted(keep_last) == [p.name for p in complete[1:]]
     if leftover_age == "stale":
         assert not any(p.exists() for p in incomplete), "stale incomplete backups go"
@@ -155,7 +168,7 @@ def test_prune_never_removes_newest_valid_even_when_newer_ones_are_damaged(state
         f"{__import__('hashlib').sha256(good).hexdigest()}  {hidden_good.name}\n")
     plan = bm.prune()
     assert hidden_good.exists()
-    assert "newest valid backup" in next(d.reason for d in plan if d.name == hidden_good.name)
+    assert "newest valid backup" in next(d.reasons for d in plan if d.name == hidden_good.name)
 
 
 def test_prune_keeps_backups_waiting_for_upload(project, state_file):
@@ -167,7 +180,7 @@ def test_prune_keeps_backups_waiting_for_upload(project, state_file):
         made.append(bm.backup_state_file(state_file))
     assert all(p.exists() for p in made)
     plan = bm.prune(dry_run=True)
-    assert {d.reason for d in plan if d.name == made[0].name} == {"waiting for upload"}
+    assert {d.reasons for d in plan if d.name == made[0].name} == {("waiting for upload",)}
 
 
 def test_mirror_follows_retention(project, state_file):
@@ -245,10 +258,10 @@ def test_prune_names_what_protects_a_backup(project):
     older = plant(backups, "s", NOW - timedelta(days=2))
     bm = BackupManager(keep_last=0, keep_daily=0, clock=lambda: NOW)
     plan = {d.name: d for d in bm.prune(dry_run=True)}
-    assert plan[ahead].keep and plan[ahead].reason == \
-        "stamped in the future: a clock problem, see verify"
+    assert plan[ahead].keep and plan[ahead].reasons == \
+        ("stamped in the future: a clock problem, see verify",)
     assert not plan[at_the_limit].keep, "5 minutes ahead is within the allowed clock skew"
-    assert plan[valid].keep and plan[valid].reason == "newest valid backup"
+    assert plan[valid].keep and plan[valid].reasons == ("newest valid backup",)
     assert not plan[older].keep
 
 
@@ -278,7 +291,7 @@ def test_a_mirror_keeps_a_backup_still_owed_to_it(project):
     bm = BackupManager(keep_last=1, keep_daily=0, mirror_dirs=[mirror], clock=lambda: NOW)
     bm.outbox.add(next(iter(bm.mirrors)), names[2])
     plan = {d.name: d for d in bm.prune()}
-    assert plan[f"{mirror}/{names[2]}"].reason == "waiting for upload"
+    assert plan[f"{mirror}/{names[2]}"].reasons == ("waiting for upload",)
     assert backups_in(mirror, "a") == sorted([names[0], names[2]])
 
 
@@ -318,6 +331,6 @@ def test_a_prune_of_every_file_cleans_every_leftover_and_says_what_each_was(proj
         stale(backups / name)
     plan = {d.name: d for d in BackupManager(clock=lambda: NOW).prune()}
     for name, kind in leftovers.items():
-        assert (plan[name].keep, plan[name].reason) == (
-            False, f"{kind}, older than the 1 h grace period")
+        assert (plan[name].keep, plan[name].reasons) == (
+            False, (f"{kind}, older than the 1 h grace period",))
         assert not (backups / name).exists()

@@ -76,7 +76,7 @@ def test_plan_retention(records, policy, protect, expected):
     plan = plan_retention(records, policy, protect)
     assert kept(plan) == expected
     assert len(plan) == len(records)
-    assert all(d.reason for d in plan), "every decision names its reason"
+    assert all(d.reasons and all(d.reasons) for d in plan), "every decision names its reasons"
 
 
 def test_plan_is_newest_first_and_independent_of_input_order():
@@ -93,9 +93,10 @@ def test_plan_is_newest_first_and_independent_of_input_order():
 ])
 def test_reasons_name_the_rule(policy, reason_part):
     plan = plan_retention(series(days=range(4)), policy)
-    assert reason_part in plan[0].reason
+    assert reason_part in plan[0].reasons
     removed = [d for d in plan if not d.keep]
-    assert removed and all("not among" in d.reason for d in removed)
+    assert removed and all(d.reasons[-1] == f"not among the {policy.keep_last} newest"
+                           for d in removed)
 
 
 def test_idle_bot_keeps_at_least_keep_last_including_newest():
@@ -154,7 +155,8 @@ def test_plan_cleanup(name_age, mtime_age, keep):
     named = now - name_age if name_age is not None else None
     (decision,) = plan_cleanup([("x", "incomplete backup", named, now - mtime_age)], now)
     assert decision.keep is keep
-    assert ("younger" in decision.reason) is keep
+    (reason,) = decision.reasons
+    assert ("younger" in reason) is keep
 
 
 @pytest.mark.parametrize("bad", [{"keep_last": -1}, {"keep_daily": 1.5},
@@ -175,17 +177,18 @@ def test_each_decision_spells_out_its_rule():
                at(T0 + timedelta(days=4)), at(T0 + timedelta(days=3)),
                at(T0 + timedelta(days=2)), at(T0 + timedelta(days=1))]
     plan = plan_retention(records, RetentionPolicy(keep_last=1, keep_daily=2, retention_days=3))
-    assert [(d.keep, d.reason) for d in plan] == [
-        (True, "keep_last: 1 of the 1 newest; keep_daily: newest of 2026-03-06; newest backup"),
-        (False, "a newer backup of 2026-03-06 is kept and not among the 1 newest"),
-        (True, "keep_daily: newest of 2026-03-05"),
-        (False, "2026-03-04 is beyond the 2 most recent days with backups and not among the "
-                "1 newest"),
+    assert [(d.keep, d.reasons) for d in plan] == [
+        (True, ("keep_last: 1 of the 1 newest", "keep_daily: newest of 2026-03-06",
+                "newest backup")),
+        (False, ("a newer backup of 2026-03-06 is kept", "not among the 1 newest")),
+        (True, ("keep_daily: newest of 2026-03-05",)),
+        (False, ("2026-03-04 is beyond the 2 most recent days with backups",
+                 "not among the 1 newest")),
         # exactly retention_days before the newest is inside the window, not older than it
-        (False, "2026-03-03 is beyond the 2 most recent days with backups and not among the "
-                "1 newest"),
-        (False, "older than retention_days=3 before the newest backup (or now, if earlier) "
-                "and not among the 1 newest"),
+        (False, ("2026-03-03 is beyond the 2 most recent days with backups",
+                 "not among the 1 newest")),
+        (False, ("older than retention_days=3 before the newest backup (or now, if earlier)",
+                 "not among the 1 newest")),
     ]
 
 
@@ -213,8 +216,8 @@ def test_days_are_utc_days_whatever_zone_the_times_are_in(new_york):
     records = [(format_backup_name("s", ".json", t), t.astimezone(plus_two)) for t in times]
     plan = plan_retention(records, RetentionPolicy(keep_last=0, keep_daily=5))
     assert kept(plan) == {n for n, _ in records}
-    assert [d.reason for d in plan] == ["keep_daily: newest of 2026-03-02; newest backup",
-                                        "keep_daily: newest of 2026-03-01"]
+    assert [d.reasons for d in plan] == [("keep_daily: newest of 2026-03-02", "newest backup"),
+                                         ("keep_daily: newest of 2026-03-01",)]
 
 
 @pytest.mark.parametrize("grace,hours", [(timedelta(hours=1), "1 h"),
@@ -223,9 +226,9 @@ def test_cleanup_reasons_give_the_grace_period_in_hours(grace, hours):
     now = T0
     plan = plan_cleanup([("old", "temp file", None, now - 2 * grace),
                          ("new", "temp file", None, now)], now, grace)
-    assert [d.reason for d in plan] == [
-        f"temp file, older than the {hours} grace period",
-        f"temp file, younger than the {hours} grace period: a writer may be at work"]
+    assert [d.reasons for d in plan] == [
+        (f"temp file, older than the {hours} grace period",),
+        (f"temp file, younger than the {hours} grace period: a writer may be at work",)]
 
 
 def test_cleanup_keeps_what_is_exactly_as_old_as_the_grace_period():
