@@ -95,7 +95,7 @@ def _with_points(store: LocalStore, files: list[str], plan: list[Decision],
         for backup in glanced[name][1]:
             named.setdefault(backup, name)
     plan = [d if d.keep or d.name not in named else
-            d._replace(keep=True, reason=f"named by kept restore point {named[d.name]}")
+            d._replace(keep=True, reasons=(f"named by kept restore point {named[d.name]}",))
             for d in plan]
     return plan + points if points_too else plan
 
