@@ -23,12 +23,13 @@ from types import SimpleNamespace
 from typing import Any, Protocol
 
 from backup_manager import (
-    CLOCK_SKEW,
     BackupError,
     BackupManager,
     ConfigError,
+    HostFacts,
     InvalidStateError,
     LockTimeout,
+    PointKind,
     StateUnrecoverableError,
     atomic_write,
     file_lock,
@@ -69,10 +70,6 @@ DEFAULT_CONFIG: dict[str, Any] = {
 
 
 STATE_FILES = (LAST_REBALANCE, PAPER_ACCOUNT, AUTOPILOT_STATUS)
-
-
-class ClockProblem(Exception):
-    """The last rebalance is ahead of the clock: the clock or the file is wrong."""
 
 
 # --- configuration ------------------------------------------------------------------
@@ -309,12 +306,14 @@ class RunDecision:
 
 class DalioLite:
     def __init__(self, config_path: str | Path = "config.yaml", *, broker: Broker | None = None,
-                 accept_fresh_state: bool = False):
+                 accept_fresh_state: bool = False, accept_rollback: bool = False):
         self.config_path = Path(config_path).resolve()
         self.config = load_config(self.config_path)
         self.state_dir = self.config.state_dir
         self.backup_manager = BackupManager(**self.config.backup)
         self.accept_fresh_state = accept_fresh_state
+        self.accept_rollback = accept_rollback
+        self._planned: dict[str, bytes | None] = {}
         self._broker = broker
         self.last_backup: str | None = None
         self.last_backup_error: str | None = None
@@ -355,6 +354,9 @@ class DalioLite:
         self.save_state(LAST_REBALANCE, {"timestamp": when.astimezone(UTC).isoformat()})
 
     def read_state(self, name: str) -> dict[str, Any] | None:
+        if name in self._planned:  # a dry run decides on what recovery would install
+            data = self._planned[name]
+            return None if data is None else json.loads(data)
         try:
             data = read_state_file(self.state_path(name))[0]  # a FIFO never blocks it
         except FileNotFoundError:
@@ -368,19 +370,16 @@ class DalioLite:
 
     # start-up recovery ------------------------------------------------------------------
 
-    def recover_state(self) -> list[str]:
-        """Make every configured state file valid or a first run, back up what no
-        backup holds, and return what was restored. Raises StateUnrecoverableError
-        when state existed and is lost; ClockProblem when the last rebalance is ahead."""
-        files = sorted(self.backup_manager.state_files, key=lambda p: p.name == LAST_REBALANCE)
-        report = recover(self.backup_manager, files, accept_fresh=self.accept_fresh_state,
-                         evidence=self._evidence,
-                         command=self._module_command,
-                         fresh_command=f"{sys.executable} {Path(__file__).resolve()} --config "
-                                       f"{self.config_path} --accept-fresh-state")
+    def recover_state(self, *, dry_run: bool = False) -> list[str]:
+        """Make every configured state file valid or a first run (the package's start-up
+        guard decides; DalioLite gives its records), and return what was restored.
+        Raises Refusal (a StateUnrecoverableError) when it must not trade."""
+        files = self.backup_manager.state_files
+        report = recover(self.backup_manager, files, facts=self._facts(),
+                         accept_fresh=self.accept_fresh_state,
+                         accept_rollback=self.accept_rollback, dry_run=dry_run)
         self.caught_up = report.caught_up
-        if self.state_path(LAST_REBALANCE) in report.restored:
-            self._check_restored_against_records()
+        self._planned = report.planned if dry_run else {}
         for path, moved in report.fresh.items():
             log.warning("--accept-fresh-state: %s starts over; moved aside: %s", path,
                         ", ".join(moved) or "nothing")
@@ -391,8 +390,19 @@ class DalioLite:
                                      f"{report.backups_problem}"
         for error in report.errors:
             self.last_backup_error = f"{datetime.now(UTC).isoformat()} {error}"
-        self._check_clock()
         return [str(p) for p in report.restored]
+
+    def _facts(self) -> HostFacts:
+        """What DalioLite's own records say, and how a person runs its commands."""
+        on_record = self._rebalance_on_record()
+        records = {} if on_record is None else {LAST_REBALANCE: (
+            on_record, f"{AUTOPILOT_STATUS} records a rebalance at {on_record.isoformat()}")}
+        host = f"{sys.executable} {Path(__file__).resolve()} --config {self.config_path}"
+        return HostFacts(records=records, evidence=self._evidence,
+                         backup_command=self._module_command,
+                         commands={"run": host,
+                                   "accept_fresh": f"{host} --accept-fresh-state",
+                                   "accept_rollback": f"{host} --accept-rollback"})
 
     @property
     def _module_command(self) -> str:
@@ -433,37 +443,6 @@ class DalioLite:
             return None
         return None
 
-    def _check_restored_against_records(self) -> None:
-        """A restore that fell back past the rebalance the records know of would make
-        DalioLite trade again: undo it and refuse (promise 11)."""
-        on_record = self._rebalance_on_record()
-        path = self.state_path(LAST_REBALANCE)
-        restored = self.last_rebalance()
-        if on_record is None or restored is None or restored >= on_record - timedelta(seconds=1):
-            return
-        path.unlink()  # back as it was: missing, so the next run asks again
-        raise StateUnrecoverableError(
-            f"refusing to trade: the newest valid backup of {path} says the last rebalance "
-            f"was {restored.isoformat()}, but {AUTOPILOT_STATUS} records one at "
-            f"{on_record.isoformat()}: the newer backups were lost or damaged. Check with "
-            f"'{self._module_command} verify'. If the older date is right after all, "
-            f"restore it on purpose: '{self._module_command} restore {path} --yes'; the "
-            f"next run goes on.")
-
-    def _check_clock(self) -> None:
-        try:
-            last = self.last_rebalance()
-        except (InvalidStateError, KeyError, OSError):
-            return
-        now = datetime.now(UTC)
-        if last is not None and last > now + CLOCK_SKEW:
-            raise ClockProblem(
-                f"refusing to trade: the last rebalance ({last.isoformat()}) is ahead of the "
-                f"clock ({now.isoformat()}). Either this machine's clock is behind (fix it: "
-                f"timedatectl status / NTP), or {self.state_path(LAST_REBALANCE)} is wrong "
-                f"(restore an older backup: {self._module_command} restore "
-                f"{self.state_path(LAST_REBALANCE)} --timestamp PREFIX). No state was changed.")
-
     # broker ---------------------------------------------------------------------------
 
     @property
@@ -486,16 +465,18 @@ class DalioLite:
         throughout, so a cron run and a dashboard never rebalance twice."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         with file_lock(self.state_path(RUN_LOCK), self.config.lock_timeout, "DalioLite run lock"):
-            try:
-                self.recover_state()
-            except StateUnrecoverableError as exc:
-                self._record(RunDecision("refused", str(exc), []), dry_run)
-                raise
+            self.recover_state(dry_run=dry_run)
             decision = self._decide(force)
-            log.info("decision: %s (%s)", decision.outcome, decision.reason)
-            if decision.outcome == "rebalanced" and not dry_run:
-                self._trade(decision.orders)
-            self._record(decision, dry_run)
+            log.info("%sdecision: %s (%s)", "dry run: " if dry_run else "", decision.outcome,
+                     decision.reason)
+            if dry_run:
+                return decision
+            # Every state file this run writes goes into one restore point, at the end.
+            with self.backup_manager.changes(PointKind.RUN, f"daily check: {decision.outcome} "
+                                                            f"({decision.reason})"):
+                if decision.outcome == "rebalanced":
+                    self._trade(decision.orders)
+                self._record(decision)
             return decision
 
     def _decide(self, force: bool) -> RunDecision:
@@ -542,9 +523,7 @@ class DalioLite:
             self.broker.submit_order(order)
         self._save_rebalance_date(datetime.now(UTC))
 
-    def _record(self, decision: RunDecision, dry_run: bool) -> None:
-        if dry_run:
-            return
+    def _record(self, decision: RunDecision) -> None:
         last = None
         try:
             last = self.last_rebalance()
@@ -632,6 +611,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--accept-fresh-state", action="store_true",
                         help="start unrecoverable state files over on purpose; their damaged "
                              "backups are moved to backups/corrupt/")
+    parser.add_argument("--accept-rollback", action="store_true",
+                        help="keep live state that is older than the newest restore point (a "
+                             "restore of older state, on purpose): this run records it as a "
+                             "restore point of kind rollback and goes on")
     parser.add_argument("--status", action="store_true", help="print the last run and backup "
                                                               "health as JSON, then exit")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -639,7 +622,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
-        bot = DalioLite(args.config, accept_fresh_state=args.accept_fresh_state)
+        bot = DalioLite(args.config, accept_fresh_state=args.accept_fresh_state,
+                        accept_rollback=args.accept_rollback)
         _check_state_dir(bot.state_dir)
         if args.status:
             doc = bot.status()
@@ -653,7 +637,7 @@ def main(argv: list[str] | None = None) -> int:
         if bot.config.broker["kind"] == "alpaca":
             _check_alpaca(bot)
         decision = bot.run_daily_check(dry_run=args.dry_run, force=args.force_rebalance)
-    except (StateUnrecoverableError, ClockProblem) as exc:
+    except StateUnrecoverableError as exc:
         log.critical("%s", exc)
         return EXIT_REFUSED
     except (BackupError, ValueError, OSError, LockTimeout) as exc:

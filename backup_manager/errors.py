@@ -46,6 +46,11 @@ class NoValidBackupError(BackupError):
         self.unreachable = dict(unreachable or {})
 
 
+class UnseenStoresError(NoValidBackupError):
+    """Nothing was installed: a store that may hold newer state could not be seen.
+    Installing from the stores that answer is an explicit choice (from_reachable)."""
+
+
 class StateUnrecoverableError(BackupError):
     """State once existed but no valid copy can be found: the host must not trade."""
 

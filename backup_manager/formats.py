@@ -256,6 +256,34 @@ def _check_last_rebalance(doc: object) -> None:
 
 register_validator("last_rebalance.json", _check_last_rebalance)
 
+ContentTime = Callable[[dict], datetime]
+"""Called with the parsed JSON of a valid state file: the moment its content records."""
+
+_CONTENT_TIMES: dict[str, ContentTime] = {
+    "last_rebalance.json": lambda doc: parse_iso_timestamp(doc["timestamp"]),
+}
+
+
+def register_content_time(file_name: str, when: ContentTime) -> None:
+    """Say which moment a state file's content records (last_rebalance.json: its
+    timestamp). Recovery takes a live file whose moment is before the newest restore
+    point's as older state (a rollback), and one ahead of the clock as a clock doubt."""
+    _CONTENT_TIMES[file_name] = when
+
+
+def content_time(file_name: str, data: bytes) -> datetime | None:
+    """The moment the valid content `data` of `file_name` records; None when no rule
+    says, or the content does not tell."""
+    rule = _CONTENT_TIMES.get(file_name)
+    if rule is None:
+        return None
+    import json
+
+    try:
+        return rule(json.loads(data))
+    except (ValueError, KeyError, TypeError, InvalidStateError):
+        return None
+
 
 def is_valid_content(file_name: str, data: bytes) -> bool:
     try:

@@ -237,6 +237,7 @@ class History:
         self.unseen: dict[str, str] = {}
         self.damaged: dict[int, str] = {}
         self._read: dict[int, Point | None] = {}
+        self._read_from: dict[int, Store] = {}
         for location, store in self.sources:
             try:
                 complete, _incomplete = points_in(store.list_names(POINT_PREFIX))
@@ -261,7 +262,9 @@ class History:
         why = []
         for location, store in self.locations.get(sequence, ()):
             try:
-                return read_point(store, sequence)
+                point = read_point(store, sequence)
+                self._read_from[sequence] = store
+                return point
             except (IntegrityError, InvalidStateError) as exc:
                 why.append(f"{store.label}: {exc}")
             except StoreUnreachable as exc:
@@ -279,6 +282,11 @@ class History:
 
     def newest(self) -> Point | None:
         return next(iter(self), None)
+
+    def read_from(self, sequence: int) -> Store | None:
+        """The store whose copy of point `sequence` was read."""
+        self.point(sequence)
+        return self._read_from.get(sequence)
 
     def where(self, sequence: int) -> list[str]:
         """The locations holding point `sequence`."""
