@@ -576,8 +576,9 @@ class DalioLite:
         problems = status_problems(
             backups, command=f"{python} -m backup_manager --config {self.config_path}",
             host_command=f"{python} {Path(__file__).resolve()} --config {self.config_path}")
-        return {"ok": not problems, "problems": problems, "autopilot": autopilot,
-                "backups": backups}
+        return {"ok": not problems, "autopilot": autopilot, "backups": backups,
+                "problems": [{"subject": p.subject, "kind": str(p.kind), "problem": p.what,
+                              "fix": p.fix} for p in problems]}
 
 
 def backup_status_facts(config_path: str | Path) -> dict[str, Any]:

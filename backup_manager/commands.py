@@ -384,7 +384,7 @@ def cmd_prune(manager: BackupManager, args: argparse.Namespace, config: dict) ->
 
 
 def cmd_status(manager: BackupManager, args: argparse.Namespace, config: dict) -> int:
-    from .health import split_fix, status_problems
+    from .health import status_problems
     if args.max_age_hours is not None and not args.max_age_hours > 0:
         raise UsageError(f"--max-age-hours must be a number > 0, got {args.max_age_hours}")
     from .config import host_facts
@@ -395,7 +395,7 @@ def cmd_status(manager: BackupManager, args: argparse.Namespace, config: dict) -
         manager.state_files = [Path(p) for p in host["state_files"]]
     doc = manager.status()
     doc["last_backup_error"] = host.get("last_backup_error")
-    problems = [dict(zip(("problem", "fix"), split_fix(p), strict=True))
+    problems = [{"subject": p.subject, "kind": str(p.kind), "problem": p.what, "fix": p.fix}
                 for p in status_problems(_as_shown(doc, config), args.max_age_hours,
                                          command_prefix(args, config),
                                          host.get("run_command", "the host's daily check"))]
@@ -407,7 +407,7 @@ def cmd_status(manager: BackupManager, args: argparse.Namespace, config: dict) -
 
         from .metrics import backup_bytes, exposition
 
-        sys.stdout.write(exposition(doc, [p["problem"] for p in problems],
+        sys.stdout.write(exposition(doc, [(p["kind"], p["subject"]) for p in problems],
                                     backup_bytes(manager, doc), time.time()))
         return EXIT_OK
     if args.format == "json":
@@ -422,6 +422,12 @@ def _status_lines(doc: dict[str, Any], config: dict) -> list[str]:
              f"{s['complete']}/{s['backups']}"] for s in doc["state_files"]]
     lines = table(rows, ["STATE FILE", "NEWEST VALID BACKUP", "AGE", "COMPLETE/ALL"])
     lines.append(f"disk use: {doc['disk_bytes']} bytes in {shown(doc['backup_dir'], config)}")
+    points = doc["points"]
+    if points["newest"] is not None and not points["newest_damaged"]:
+        lines.append(f"restore points: {points['count']} in backups; newest {points['newest']} "
+                     f"({points['kind']}, {points['time'][:19]} UTC, writer {points['writer']})")
+    elif points["newest"] is None:
+        lines.append("restore points: none yet (the next daily check commits the first)")
     for t in doc["targets"]:
         lines.append(f"copies to {shown(t['target'], config)}: {t['pending']} pending"
                      + (f" (oldest {age(t['oldest_pending_age_seconds'])})" if t["pending"]

@@ -35,7 +35,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from . import log
-from .atomic import atomic_write, read_state_file, unlink_quietly, write_temp
+from .atomic import read_state_file, unlink_quietly, write_temp
 from .catalog import backups_of
 from .errors import (
     BackupError,
@@ -61,10 +61,6 @@ if TYPE_CHECKING:
     from typing import Any
 
     from .points import History, Point
-
-RECORD_FILE = ".recovery.json"
-"""backups/.recovery.json: the last start-up's refusal (or none) and unseen stores."""
-
 
 class RefusalKind(StrEnum):
     """Why the host must not trade."""
@@ -601,32 +597,15 @@ def _log_dry_run(plan: RecoveryPlan) -> None:
 
 def _record(manager: BackupManager, plan: RecoveryPlan, refusal: Refusal | None) -> None:
     """What `status` shows of this start-up: its refusal, and stores it could not see."""
-    import json
-
-    doc = {"time": datetime.now(UTC).isoformat(),
-           "refused": refusal.as_record() if refusal else None,
-           "unseen": plan.unseen,
-           "newest_point": plan.newest.sequence if plan.newest else None}
-    path = manager.backup_dir / RECORD_FILE
+    doc = None if refusal is None and not plan.unseen else {
+        "time": datetime.now(UTC).isoformat(),
+        "refused": refusal.as_record() if refusal else None,
+        "unseen": plan.unseen,
+        "newest_point": plan.newest.sequence if plan.newest else None}
     try:
-        if refusal is None and not plan.unseen:
-            unlink_quietly(str(path))
-            return
-        manager.backup_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        atomic_write(path, json.dumps(doc, indent=1).encode(), durable=manager.durable)
+        manager.folder.record_recovery(doc)
     except OSError as exc:
-        log.error("cannot record the outcome of recovery in %s: %s", path, exc)
-
-
-def last_recovery(backup_dir: Path) -> dict[str, Any] | None:
-    """What the last start-up recorded (its refusal, unseen stores); None if nothing."""
-    import json
-
-    try:
-        doc = json.loads(read_state_file(Path(backup_dir) / RECORD_FILE)[0])
-    except (OSError, ValueError):
-        return None
-    return doc if isinstance(doc, dict) else None
+        log.error("cannot record the outcome of recovery in %s: %s", manager.backup_dir, exc)
 
 
 def _backups_problem(manager: BackupManager) -> str | None:

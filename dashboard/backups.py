@@ -45,7 +45,7 @@ from backup_manager import (
 from backup_manager.catalog import backups_of, group_backups
 from backup_manager.config import host_facts, load_config_file, status_hook
 from backup_manager.drill import drill
-from backup_manager.health import LIVE_BACKED_UP, LIVE_OLDER, LIVE_UNKNOWN, age, split_fix
+from backup_manager.health import LIVE_BACKED_UP, LIVE_OLDER, LIVE_UNKNOWN, age
 
 RUN_LOCK = "dalio_lite.lock"  # DalioLite holds it (in state.dir) around a daily check
 NEWEST = "the newest valid backup (what an automatic restore picks)"
@@ -101,7 +101,7 @@ def file_health(site: Site, row: dict) -> tuple[str, list[str], str]:
     PROBLEM about it (its fix is status's); amber: no problem, but its live file is
     not what its newest backup holds (missing, invalid, restored to an older backup:
     the next DalioLite run sees to it); green: all is well."""
-    problems = [split_fix(p) for p in status_problems(
+    problems = [(p.what, p.fix) for p in status_problems(
         {"backup_dir": str(site.manager.backup_dir), "state_files": [row], "targets": []},
         site.max_age_hours, site.command("").rstrip())]
     if problems:
@@ -145,7 +145,7 @@ def show_health(site: Site, facts: dict, problems: list[str]) -> None:
             else:
                 st.warning(text, icon=":material/warning:")
     for problem in problems:
-        what, fix = split_fix(problem)
+        what, fix = problem.what, problem.fix
         if what not in mine:  # about the site: copies, the host's record, no state files
             st.error(f"**site**: {plain(what)}. **Fix:** `{fix}`", icon=":material/error:")
     st.caption(f"config {site.config_path} · backups {facts['backup_dir']} · "
