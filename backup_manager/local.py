@@ -130,13 +130,15 @@ class LocalStore(Store):
             raise unreachable(exc, f"cannot write {name} in {self.root}") from None
 
     def create_backup(self, stem: str, suffix: str, data: bytes, mode: int,
-                      when: datetime, before_commit: Callable[[str], None] | None = None
-                      ) -> str:
+                      when: datetime, before_commit: Callable[[str], None] | None = None,
+                      *, sync_folder: bool = True) -> str:
         """Write a new backup and then its sidecar (the commit marker); return its name.
 
         The name is taken exclusively: on a clash with any other writer, thread or
         process, it moves to the next free microsecond. `before_commit(name)` runs
         once the name is taken and before the sidecar makes the backup complete.
+        With sync_folder=False the caller syncs the folder (after the restore point
+        that names this backup, so one folder sync makes both names durable).
         """
         first = format_backup_name(stem, suffix, when)
         tmp = write_temp(self.root, first, data, mode=mode, durable=self.durable)
@@ -145,7 +147,7 @@ class LocalStore(Store):
         except BaseException:
             unlink_quietly(tmp)
             raise
-        self._commit(name, data, mode, before_commit)
+        self._commit(name, data, mode, before_commit, sync_folder)
         return name
 
     def create_object(self, name: str, data: bytes,
@@ -158,10 +160,15 @@ class LocalStore(Store):
         except BaseException:
             unlink_quietly(tmp)
             raise
-        self._commit(name, data, 0o600, before_commit)
+        self._commit(name, data, 0o600, before_commit, True)
+
+    def sync(self) -> None:
+        """Make every name written so far durable (the folder sync), when durable."""
+        if self.durable:
+            fsync_dir(self.root)
 
     def _commit(self, name: str, data: bytes, mode: int,
-                before_commit: Callable[[str], None] | None) -> None:
+                before_commit: Callable[[str], None] | None, sync_folder: bool) -> None:
         # Sidecar last: a crash before this line leaves an incomplete object, never a
         # sidecar vouching for bytes that are not on disk.
         sidecar = name + SIDECAR_SUFFIX
@@ -175,7 +182,7 @@ class LocalStore(Store):
             except BaseException:
                 unlink_quietly(side_tmp)
                 raise
-            if self.durable:
+            if self.durable and sync_folder:
                 fsync_dir(self.root)
         except BaseException:
             # An object that may not survive a power cut is no object: the caller is told

@@ -20,7 +20,6 @@ from .atomic import read_state_file
 from .catalog import (
     BackupInfo,
     BackupSet,
-    backup_sets,
     backups_of,
     group_backups,
     next_stamp,
@@ -38,7 +37,7 @@ from .errors import (
 from .folder import BackupsFolder
 from .formats import SIDECAR_SUFFIX, check_timestamp_prefix, sha256_hex, state_key, validate_content
 from .local import LocalStore
-from .points import PointKind
+from .points import PointKind, point_name, points_in
 from .pruning import prune_backups
 from .retention import Decision, RetentionPolicy
 
@@ -190,8 +189,11 @@ class BackupManager:
             files = self.store.list_names()
             backups = group_backups(files, [key]).get(key) or BackupSet(key, [], set())
             try:
+                # One folder sync after the point that names this backup makes both
+                # names durable (the point is the only write that follows).
                 name = self.store.create_backup(*key, data, mode, self._stamp(backups),
-                                                before_commit=self.copier.record)
+                                                before_commit=self.copier.record,
+                                                sync_folder=bool(self._batch))
             except OSError as exc:
                 raise storage_error(exc, f"cannot write a backup of {path} in "
                                          f"{self.backup_dir}") from None
@@ -200,8 +202,7 @@ class BackupManager:
             if self._batch:
                 self._batch[-1].update(made)
             else:
-                point = self._commit(PointKind.BACKUP, f"backup of {key.file_name}", made=made,
-                                     extra=[path])
+                point = self._commit_after(key, path, made)
                 if point is not None:
                     files += [point.name, point.name + SIDECAR_SUFFIX]
             backups = backups.with_backup(name[len(key.stem) + 1: len(name) - len(key.suffix)])
@@ -255,6 +256,28 @@ class BackupManager:
         if point is not None:
             self.seen_sequence = max(self.seen_sequence, point.sequence)
         return point
+
+    def _commit_after(self, key: StateKey, path: Path, made: Mapping[str, tuple[str, str]]
+                      ) -> Point | None:
+        """The point of a bare backup. The backup is made whatever happens here: a point
+        that fails is logged, and the next start-up catches it up."""
+        try:
+            point = self._commit(PointKind.BACKUP, f"backup of {key.file_name}", made=made,
+                                 extra=[path])
+            if point is not None:
+                return point  # its folder sync made the backup's names durable too
+        except (BackupError, OSError) as exc:
+            log.error("backed up %s, but its restore point failed: %s", path, exc)
+        try:
+            self.store.sync()
+        except OSError as exc:
+            # A backup whose name may not survive a power cut is no backup: the caller
+            # is told it failed, so it must not be there. Sidecar first, as in prune.
+            name = made[key.file_name][0]
+            self.store.remove(name + SIDECAR_SUFFIX)
+            self.store.remove(name)
+            raise storage_error(exc, f"cannot sync {self.backup_dir}") from None
+        return None
 
     def _stamp(self, backups: BackupSet) -> datetime:
         now = self.folder.clock()
@@ -512,7 +535,9 @@ class BackupManager:
 
     def sync(self, progress: Callable[[int, int], None] | None = None) -> SyncResult:
         """Send every pending copy, after queueing complete local backups a target lacks."""
-        complete = [b.name for s in backup_sets(self.store).values() for b in s.complete()]
+        names = self.store.list_names()
+        complete = [b.name for s in group_backups(names, None).values() for b in s.complete()]
+        complete += [point_name(n) for n in sorted(points_in(names)[0])]
         return self.copier.sync(complete, progress)
 
     def status(self) -> dict[str, Any]:

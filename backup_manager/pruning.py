@@ -87,7 +87,7 @@ def _with_points(store: LocalStore, files: list[str], plan: list[Decision],
     protect = {name: "waiting for upload" for name in waiting & glanced.keys()}
     protect[newest] = "newest restore point"
     records = [(name, when) for name, (when, _) in glanced.items() if when is not None]
-    points = plan_retention(records, policy, protect, now=now)
+    points = plan_retention(records, policy, protect, now=now, what="restore point")
     kept = {d.name for d in points if d.keep} | {n for n, (when, _) in glanced.items()
                                                  if when is None}
     named = {}

@@ -163,12 +163,10 @@ def _verified(location: str, store: Store, backup: BackupName, entry: Entry,
     except StoreUnreachable as exc:
         search.cannot_ask(location, store, f"cannot read {backup.name}: {exc}")
         return None
-    except IntegrityError as exc:
-        if exc.kind != "missing backup":  # one store without it is no news
+    except (IntegrityError, InvalidStateError) as exc:
+        if getattr(exc, "kind", "") != "missing backup":  # one store without it is no news
+            log.warning("skipping backup %s in %s: %s", backup.name, store.label, exc)
             search.tried.append((f"{store.label}/{backup.name}", str(exc)))
-        return None
-    except InvalidStateError as exc:
-        search.tried.append((f"{store.label}/{backup.name}", str(exc)))
         return None
     if sha256_hex(data) != entry.sha256:
         search.tried.append((f"{store.label}/{backup.name}",

@@ -15,7 +15,6 @@ from backup_manager.formats import format_backup_name
 from backup_manager.health import (
     VerifyReport,
     age,
-    split_fix,
     status_problems,
     verify_stores,
     verify_uploaded,
@@ -144,11 +143,11 @@ def test_status_problems_name_what_needs_a_person(case):
     problems = status_problems(facts, max_age_hours)
     with_error = status_problems({**facts, "last_backup_error": "2026-02-17 disk full"},
                                  max_age_hours)
-    assert [split_fix(p)[0] for p in with_error if p not in problems] == [
+    assert [p.what for p in with_error if p not in problems] == [
         "a backup failed and was not caught up yet: 2026-02-17 disk full"]
     assert len(problems) == len(expected), problems
     for line, start in zip(problems, expected, strict=True):
-        assert line.startswith(start), line
+        assert line.what.startswith(start), line
 
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -366,7 +365,7 @@ CONFLICTS = ("2 conflicting copy(ies) to s3://bucket/prefix: it holds other byte
 
 
 def problems_of(facts, max_age_hours=None):
-    return [split_fix(p)[0] for p in status_problems(facts, max_age_hours)]
+    return [p.what for p in status_problems(facts, max_age_hours)]
 
 
 def test_status_problems_with_a_maximum_age():
