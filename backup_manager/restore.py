@@ -110,9 +110,11 @@ def _nothing_found(store: Store) -> str:
     # A relative folder (BackupManager() in the one-liners) is read from the working
     # directory: name the folder looked in, so a person sees they ran from elsewhere.
     folder = store.path("")
-    if folder is not None and not folder.is_dir():
+    if folder is None:
+        return "no backups"
+    if not folder.is_dir():
         return f"no backups found: looked in {os.path.abspath(folder)}, which does not exist"
-    return "no backups"
+    return f"no backups found in {os.path.abspath(folder)}"
 
 
 def _candidates(backups: BackupSet, rank: int, location: str, store: Store,
