@@ -1,6 +1,7 @@
 """The Backups page of DalioLite's Streamlit dashboard.
 
-    streamlit run dashboard/backups.py -- --config config.yaml [--max-age-hours 26]
+    .venv/bin/streamlit run dashboard/backups.py --server.address 127.0.0.1 \\
+        -- --config config.yaml [--max-age-hours 26]
 
 or copy this file into an existing DalioLite dashboard's pages/ folder. The config
 is `--config` after `--` on the streamlit command line, else the DALIO_CONFIG
