@@ -511,6 +511,18 @@ def test_restore_is_refused_when_the_config_stops_allowing_it_before_the_click(h
     assert not live.exists()
 
 
+def test_restore_is_refused_when_the_config_cannot_be_read_at_the_click(home):
+    configure(home, dashboard_remote_restore=True)
+    daily_run(home)
+    live = home / "state" / "last_rebalance.json"
+    live.unlink()
+    with bound_to(None):
+        at = page()
+        (home / "config.yaml").write_text("backup: [unclosed\n")
+        confirm(at, "last_rebalance.json")
+    assert not live.exists(), "a config that cannot be read allows nothing"
+
+
 def test_page_without_a_config_says_how_to_give_one(tmp_path, monkeypatch):
     monkeypatch.setenv("DALIO_CONFIG", str(tmp_path / "nowhere.yaml"))
     at = AppTest.from_file(str(PAGE), default_timeout=30)
