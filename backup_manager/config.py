@@ -18,8 +18,9 @@ TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["BACKUP_DEFAULTS", "MAX_DAYS", "backup_options", "check_keys", "flag", "host_lock",
-           "load_config_file", "number", "path_list", "text_or_none", "timeout", "whole_number"]
+__all__ = ["BACKUP_DEFAULTS", "MAX_DAYS", "backup_options", "check_keys",
+           "dashboard_remote_restore", "flag", "host_lock", "load_config_file", "number",
+           "path_list", "text_or_none", "timeout", "whole_number"]
 
 BACKUP_DEFAULTS: dict[str, Any] = {
     "dir": "backups",
@@ -44,6 +45,7 @@ BACKUP_DEFAULTS: dict[str, Any] = {
     "status_hook": None,
     "host_lock": None,
     "host_lock_timeout_seconds": 60,
+    "dashboard_remote_restore": False,
 }
 SSE_MODES = (None, "AES256", "aws:kms")
 MAX_TIMEOUT = 3600.0
@@ -152,6 +154,7 @@ def backup_options(section: Mapping[str, Any] | None, base_dir: Path) -> dict[st
         raise ConfigError(f"{where}s3_sse must be null, AES256 or aws:kms, got {sse!r}")
     status_hook(section)  # read by the command line's status, not by BackupManager
     host_lock(section, base_dir)  # read by the command line's restore; checked here too
+    dashboard_remote_restore(section)  # read by the Backups page; checked here too
     options = {
         "backup_dir": base_dir / directory,
         "state_files": distinct_file_names(where + "state_files", path_list(
@@ -197,6 +200,15 @@ def host_lock(section: Mapping[str, Any] | None, base_dir: Path) -> tuple[Path |
                    section.get("host_lock_timeout_seconds",
                                BACKUP_DEFAULTS["host_lock_timeout_seconds"]))
     return (base_dir / path if path is not None else None), wait
+
+
+def dashboard_remote_restore(section: Mapping[str, Any] | None) -> bool:
+    """`backup.dashboard_remote_restore`: whether the Backups page may restore while it
+    is served beyond localhost. Off by default: anyone who reaches such a page could
+    roll the bot's state back, so the operator turns it on only behind authentication."""
+    section = section if isinstance(section, Mapping) else {}
+    return flag("backup.dashboard_remote_restore", section.get(
+        "dashboard_remote_restore", BACKUP_DEFAULTS["dashboard_remote_restore"]))
 
 
 def status_hook(section: Mapping[str, Any] | None) -> str | None:

@@ -110,7 +110,7 @@ def find_newest_valid(sources: Iterable[tuple[str, Store]], key: StateKey, prefi
             search.cannot_ask(location, store, f"cannot list: {exc}")
             continue
         if not backups:
-            search.tried.append((store.label, "no backups"))
+            search.tried.append((store.label, _nothing_found(store)))
         listed.append(_candidates(backups, rank, location, store, prefix))
     for _order, _rank, location, store, backup in heapq.merge(*listed):
         if location in search.unreachable_ids:
@@ -251,6 +251,17 @@ def installable_point(history: History, sources: list[tuple[str, Store]],
 def point_stamp(point: Point) -> str:
     """A point's time as a backup's timestamp part, for --timestamp prefixes."""
     return f"{point.time:%Y-%m-%d_%H-%M-%S}.{point.time:%f}Z"
+
+
+def _nothing_found(store: Store) -> str:
+    # A relative folder (BackupManager() in the one-liners) is read from the working
+    # directory: name the folder looked in, so a person sees they ran from elsewhere.
+    folder = store.path("")
+    if folder is None:
+        return "no backups"
+    if not folder.is_dir():
+        return f"no backups found: looked in {os.path.abspath(folder)}, which does not exist"
+    return f"no backups found in {os.path.abspath(folder)}"
 
 
 def _candidates(backups: BackupSet, rank: int, location: str, store: Store,

@@ -1,6 +1,7 @@
 """The Backups page of DalioLite's Streamlit dashboard.
 
-    streamlit run dashboard/backups.py -- --config config.yaml [--max-age-hours 26]
+    .venv/bin/streamlit run dashboard/backups.py --server.address 127.0.0.1 \\
+        -- --config config.yaml [--max-age-hours 26]
 
 or copy this file into an existing DalioLite dashboard's pages/ folder. The config
 is `--config` after `--` on the streamlit command line, else the DALIO_CONFIG
@@ -17,17 +18,22 @@ Everything is read through backup_manager's public API: BackupManager.status(),
 list_backups(), verify(), plan_restore() and a dry-run install_restore(), drill(),
 and status_problems() for the rules. The page writes nothing unless a button is
 pressed; a restore takes the backups folder's lock as the command line does, and
-refuses while DalioLite's run lock (state/dalio_lite.lock) is held.
+refuses while DalioLite's run lock (state/dalio_lite.lock) is held. Served beyond
+localhost (streamlit's server.address not a loopback address, or a request through a
+proxy), the page refuses to restore unless config.yaml allows it
+(backup.dashboard_remote_restore: true, for a page behind authentication).
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import sys
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import streamlit as st
 
@@ -43,7 +49,12 @@ from backup_manager import (
     status_problems,
 )
 from backup_manager.catalog import backups_of, group_backups
-from backup_manager.config import host_facts, load_config_file, status_hook
+from backup_manager.config import (
+    dashboard_remote_restore,
+    host_facts,
+    load_config_file,
+    status_hook,
+)
 from backup_manager.drill import drill
 from backup_manager.health import LIVE_BACKED_UP, LIVE_OLDER, LIVE_UNKNOWN, age
 
@@ -51,6 +62,8 @@ RUN_LOCK = "dalio_lite.lock"  # DalioLite holds it (in state.dir) around a daily
 NEWEST = "the newest valid backup (what an automatic restore picks)"
 COPY_ORDER = ["local", "mirror", "cloud"]
 COPY_COLOURS = ["#1f77b4", "#2ca02c", "#ff7f0e"]
+# Headers a reverse proxy adds to what it forwards (nginx, Apache, Caddy, Traefik).
+FORWARDING_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Real-Ip")
 
 
 # --- where the site is ----------------------------------------------------------------
@@ -91,6 +104,69 @@ def options(argv: list[str]) -> tuple[Path, float | None]:
     if hours is not None and not hours > 0:
         raise ConfigError(f"--max-age-hours must be a number > 0, got {limit}")
     return Path(config).resolve(), hours
+
+
+# --- who can reach the page -----------------------------------------------------------
+
+
+def served_beyond_localhost() -> str | None:
+    """Why people on other machines can reach this page; None when only this machine can
+    (and people it lets in: an SSH tunnel's users, whom SSH authenticated)."""
+    # Why the bind address first: it is the one fact no client can forge. Bound to a
+    # loopback address, the page is reachable from elsewhere only through something the
+    # operator set up on this machine (an SSH tunnel or a reverse proxy); unset, streamlit
+    # listens on every interface. Why the request after it: it can only add doubt, never
+    # remove it. A Host naming another machine, or a proxy's forwarding header, shows a
+    # reverse proxy serving the page to others; a client writes these headers itself, so
+    # a Host of "localhost" vouches for nothing and never unlocks a page bound elsewhere.
+    address = st.get_option("server.address")
+    if not is_loopback(address):
+        return (f"the server listens on {address or 'every network interface'} "
+                "(streamlit's server.address)")
+    headers = st.context.headers
+    asked_as = headers.get("Host")
+    if asked_as and not is_loopback(urlsplit(f"//{asked_as}").hostname):
+        return f"the page was asked for as {asked_as}, a name other than localhost"
+    for header in FORWARDING_HEADERS:
+        if header in headers:
+            return f"the request came through a proxy (it carries {header})"
+    return None
+
+
+def is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def restore_refused(site: Site) -> str | None:
+    """Why the page must not restore here, from config.yaml as it is now; None: it may."""
+    beyond = served_beyond_localhost()
+    if beyond is None:
+        return None
+    try:
+        allowed = dashboard_remote_restore(load_config_file(site.config_path).get("backup"))
+    except BackupError as exc:
+        return f"{beyond}, and config.yaml cannot be read to see if that is allowed: {exc}"
+    return None if allowed else beyond
+
+
+def show_restore_refused(site: Site, why: str, path: Path) -> None:
+    port = st.get_option("server.port")
+    st.warning(
+        f"**Restore is off on this page**: {plain(why)}, so anyone who reaches it could "
+        "press Restore. To restore, either run on this machine "
+        f"`{site.command(f'restore {path.name} --yes')}`, or reach the page through an SSH "
+        f"tunnel: start it with `--server.address 127.0.0.1`, run `ssh -L {port}:127.0.0.1:"
+        f"{port} YOU@THIS_MACHINE` and open http://localhost:{port}. Behind a reverse proxy "
+        "that asks for a login, allow restores here with `dashboard_remote_restore: true` "
+        f"under `backup:` in {plain(str(site.config_path))}.",
+        icon=":material/lock:")
 
 
 # --- health ---------------------------------------------------------------------------
@@ -403,7 +479,10 @@ def show_restore(site: Site, facts: dict) -> None:
             st.markdown(f"**Replaces** the {preview.replaced} `{path}` "
                         f"({len(current or b'')} bytes), {where}")
             st.code(shown_bytes(current or b""), language="json")
-    if preview.changed:
+    refused = restore_refused(site) if preview.changed else None
+    if refused:
+        show_restore_refused(site, refused, path)
+    elif preview.changed:
         st.text_input(f"Type {path.name} to confirm", key="restore_confirm")
         st.button("Restore", type="primary", key="restore_button", on_click=restore,
                   args=(site, path, stamp, preview.name))
@@ -427,6 +506,10 @@ def shown_bytes(data: bytes, limit: int = 4000) -> str:
 def restore(site: Site, path: Path, stamp: str | None, shown: str) -> None:
     """The Restore button: exactly the backup shown, once its name is typed, under
     DalioLite's run lock (never while a run holds it) and the backups folder's lock."""
+    refused = restore_refused(site)
+    if refused:
+        return outcome("error", f"Not restored: {refused}, and config.yaml does not allow "
+                                "restores from such a page (backup.dashboard_remote_restore).")
     typed = (st.session_state.get("restore_confirm") or "").strip()
     if typed != path.name:
         return outcome("error", f"Not restored: type {path.name} exactly to confirm"

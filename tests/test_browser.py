@@ -1,6 +1,8 @@
 """The Backups page in a real browser: `streamlit run` on 127.0.0.1, headless Chromium
 driven by Selenium (Debian's chromium and chromium-driver, which .ci/run installs),
-the health lines and the timeline chart rendered, and a screenshot of the page.
+the health lines and the timeline chart rendered, and a screenshot of the page; and
+the page served beyond localhost (on every interface, or through what a reverse proxy
+sends) showing why it will not restore, with no Restore button.
 
 Skipped, saying why, only when no Chromium or chromedriver is installed."""
 
@@ -15,6 +17,7 @@ import sys
 import time
 import urllib.request
 from collections import Counter
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -98,33 +101,35 @@ def copies_of_each_backup(home, bucket):
         "cloud": sum(not k.endswith(".sha256") for k in keys)})
 
 
-@pytest.fixture
-def served(chrome, tmp_path, bucket):
-    """`streamlit run dashboard/backups.py -- --config ...` on a free 127.0.0.1 port."""
-    config = site(tmp_path, *bucket)
+@contextmanager
+def streamlit(folder, config, address):
+    """`streamlit run dashboard/backups.py -- --config CONFIG` on a free port, bound to
+    `address` (None: no --server.address, so every interface, streamlit's default);
+    yields the port."""
     port = free_port()
-    log = open(tmp_path / "streamlit.log", "wb")  # noqa: SIM115 (closed below)
+    bind = ["--server.address", address] if address else []
+    log = open(folder / "streamlit.log", "wb")  # noqa: SIM115 (closed below)
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(PAGE), "--server.headless", "true",
-         "--server.address", "127.0.0.1", "--server.port", str(port),
+         *bind, "--server.port", str(port),
          "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
          "--", "--config", str(config)],
-        cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
+        cwd=folder, stdout=log, stderr=subprocess.STDOUT,
         env={**os.environ, "PYTHONPATH": str(ROOT)})
-    url = f"http://127.0.0.1:{port}/"
+    health = f"http://127.0.0.1:{port}/_stcore/health"
     try:
         deadline = time.monotonic() + 30
         while True:
             try:
-                with urllib.request.urlopen(url + "_stcore/health", timeout=2) as answer:
+                with urllib.request.urlopen(health, timeout=2) as answer:
                     if answer.status == 200:
                         break
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     pytest.fail("streamlit did not start: "
-                                + (tmp_path / "streamlit.log").read_text(errors="replace"))
+                                + (folder / "streamlit.log").read_text(errors="replace"))
                 time.sleep(0.2)
-        yield url
+        yield port
     finally:
         proc.terminate()
         try:
@@ -135,23 +140,40 @@ def served(chrome, tmp_path, bucket):
         log.close()
 
 
-@pytest.mark.timeout(90)
-def test_page_renders_health_lines_and_chart_in_chromium(chrome, served, tmp_path, bucket):
+@contextmanager
+def browser(chrome, *arguments):
+    """Headless Chromium under chromedriver, with extra command-line `arguments`."""
     chromium, chromedriver = chrome
-    expected_points = copies_of_each_backup(tmp_path, bucket)
-    assert expected_points["local"] == 15 and len(set(expected_points.values())) == 1
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
     for argument in ("--headless=new", "--no-sandbox", "--disable-gpu",
-                     "--disable-dev-shm-usage", "--window-size=1400,2400"):
+                     "--disable-dev-shm-usage", "--window-size=1400,2400", *arguments):
         options.add_argument(argument)
     driver = webdriver.Chrome(options=options, service=Service(chromedriver))
     try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture
+def served(chrome, tmp_path, bucket):
+    """The ten-day site, served on a free 127.0.0.1 port; yields its URL."""
+    with streamlit(tmp_path, site(tmp_path, *bucket), "127.0.0.1") as port:
+        yield f"http://127.0.0.1:{port}/"
+
+
+@pytest.mark.timeout(90)
+def test_page_renders_health_lines_and_chart_in_chromium(chrome, served, tmp_path, bucket):
+    expected_points = copies_of_each_backup(tmp_path, bucket)
+    assert expected_points["local"] == 15 and len(set(expected_points.values())) == 1
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    with browser(chrome) as driver:
         driver.get(served)
         wait = WebDriverWait(driver, 45, poll_frequency=0.25)
 
@@ -187,5 +209,51 @@ def test_page_renders_health_lines_and_chart_in_chromium(chrome, served, tmp_pat
         assert driver.save_screenshot(str(shot))
         assert shot.stat().st_size > 10_000 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         print(f"screenshot: {shot}")
-    finally:
-        driver.quit()
+
+
+# A proxy's name for this machine, resolved by the browser alone (--host-resolver-rules),
+# so the page is asked for by a name other than localhost as behind a reverse proxy.
+PROXY_NAME = "dalio.example"
+BEYOND = {  # how the page is served: (server.address, name asked for, headers, why shown)
+    "on every interface": (None, "127.0.0.1", {},
+                           "the server listens on every network interface"),
+    "under a proxy's name": ("127.0.0.1", PROXY_NAME, {},
+                             f"the page was asked for as {PROXY_NAME}:"),
+    "with a proxy's forwarding header": ("127.0.0.1", "127.0.0.1",
+                                         {"X-Forwarded-For": "203.0.113.9"},
+                                         "the request came through a proxy (it carries "
+                                         "X-Forwarded-For)"),
+}
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("case", list(BEYOND))
+def test_page_served_beyond_localhost_refuses_to_restore(chrome, tmp_path, case):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from dalio_lite import DalioLite
+
+    address, name, headers, why = BEYOND[case]
+    shutil.copy(ROOT / "config.yaml", tmp_path / "config.yaml")
+    DalioLite(tmp_path / "config.yaml").run_daily_check()
+    live = tmp_path / "state" / "last_rebalance.json"
+    live.unlink()  # what the page would restore
+    with streamlit(tmp_path, tmp_path / "config.yaml", address) as port, \
+            browser(chrome, f"--host-resolver-rules=MAP {PROXY_NAME} 127.0.0.1") as driver:
+        if headers:
+            driver.execute_cdp_cmd("Network.enable", {})
+            driver.execute_cdp_cmd("Network.setExtraHTTPHeaders", {"headers": headers})
+        driver.get(f"http://{name}:{port}/")
+        wait = WebDriverWait(driver, 45, poll_frequency=0.25)
+
+        def restore_panel(d):  # shown whole: refused, or asking for confirmation
+            text = d.find_element(By.TAG_NAME, "body").text
+            return text if "Installs" in text and (
+                "Restore is off on this page" in text or "to confirm" in text) else False
+
+        body = wait.until(restore_panel)
+        assert "Restore is off on this page: " + why in body, body
+        assert "to confirm" not in body and not [
+            b for b in driver.find_elements(By.TAG_NAME, "button") if b.text == "Restore"]
+    assert not live.exists()

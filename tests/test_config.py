@@ -12,7 +12,13 @@ from pathlib import Path
 import pytest
 
 from backup_manager import BackupManager, ConfigError, MissingDependency
-from backup_manager.config import BACKUP_DEFAULTS, backup_options, load_config_file, whole_number
+from backup_manager.config import (
+    BACKUP_DEFAULTS,
+    backup_options,
+    dashboard_remote_restore,
+    load_config_file,
+    whole_number,
+)
 
 RETENTION_KEYS = ["retention_days", "keep_last", "keep_daily"]
 TOO_MANY = [36_501, 800_000, 10**12]
@@ -136,6 +142,10 @@ BAD_SECTIONS = [
     ({"keep_last": -1}, "backup.keep_last must be a whole number >= 0 and <= 36,500, got -1"),
     ({"s3_max_attempts": 11},
      "backup.s3_max_attempts must be a whole number >= 1 and <= 10, got 11"),
+    ({"dashboard_remote_restore": "yes"},
+     "backup.dashboard_remote_restore must be true or false, got 'yes'"),
+    ({"dashboard_remote_restore": 1},
+     "backup.dashboard_remote_restore must be true or false, got 1"),
     ({"colour": 1, "alpha": 2},
      f"unknown key(s) alpha, colour in backup; valid keys: {DEFAULT_KEYS}"),
 ]
@@ -159,6 +169,14 @@ def test_an_empty_backup_section_gives_the_defaults():
     assert options["backup_dir"] == BASE / "backups"
     assert (options["s3_prefix"], options["mirror_dirs"], options["state_files"]) == (
         "dalio-lite-backups", [], [])
+
+
+@pytest.mark.parametrize("section,allowed", [({}, False), (None, False),
+                                             ({"dashboard_remote_restore": False}, False),
+                                             ({"dashboard_remote_restore": True}, True)])
+def test_the_page_restores_beyond_localhost_only_when_the_config_says_so(section, allowed):
+    assert dashboard_remote_restore(section) is allowed
+    backup_options(section, BASE)
 
 
 def test_zero_is_a_valid_count_and_ten_attempts_the_most():

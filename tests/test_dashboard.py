@@ -1,6 +1,7 @@
 """The Backups page (dashboard/backups.py) under Streamlit's AppTest: a healthy site,
 a site with each PROBLEM that `status` reports, the copy queues, verify and drill,
-and the restore confirmation. The page finds its config through DALIO_CONFIG."""
+the restore confirmation, and no restore when the page is served beyond localhost.
+The page finds its config through DALIO_CONFIG."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import hashlib
 import io
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -92,6 +94,28 @@ def lock_held(path):
     finally:
         proc.stdin.close()
         proc.wait(timeout=30)
+
+
+@contextmanager
+def bound_to(address):
+    """The page served as `streamlit run --server.address ADDRESS` serves it (None: the
+    option unset, so streamlit listens on every interface)."""
+    from streamlit import config
+
+    before = config.get_option("server.address")
+    config.set_option("server.address", address)
+    try:
+        yield
+    finally:
+        config.set_option("server.address", before)
+
+
+@pytest.fixture(autouse=True)
+def served_on_localhost():
+    """Every page here is served as README starts it, on 127.0.0.1, unless a test says
+    otherwise."""
+    with bound_to("127.0.0.1"):
+        yield
 
 
 # --- the page -------------------------------------------------------------------------
@@ -413,6 +437,90 @@ def test_restore_takes_the_backups_folder_lock(home, two_versions):
         errors, _ = confirm(at, "last_rebalance.json")
     assert live.read_bytes() == before
     assert any("backups folder lock" in e and "is held" in e for e in errors), errors
+
+
+# --- restore, beyond localhost ---------------------------------------------------------
+
+BEYOND = {None: "every network interface", "0.0.0.0": "0.0.0.0", "::": "::",
+          "192.168.1.20": "192.168.1.20"}
+
+
+@pytest.mark.parametrize("address", list(BEYOND))
+def test_restore_is_off_when_the_page_listens_beyond_localhost(home, tmp_path, address):
+    daily_run(home)
+    live = home / "state" / "last_rebalance.json"
+    live.unlink()
+    before = snapshot(home)
+    with bound_to(address):
+        at = page()
+    assert any(m.value.startswith("**Installs** `last_rebalance_") for m in at.markdown)
+    (refused,) = [w for w in alerts(at, "warning") if "Restore is off" in w]
+    assert f"the server listens on {BEYOND[address]} (streamlit" in refused
+    assert "ssh -L 8501:127.0.0.1:8501" in refused and "dashboard\\_remote\\_restore" not in \
+        refused and "`dashboard_remote_restore: true`" in refused
+    assert [t.key for t in at.text_input] == [] and "restore_button" not in [
+        b.key for b in at.button]
+    assert snapshot(home) == before
+    command = refused.split("run on this machine `")[1].split("`")[0]
+    argv = shlex.split(command)
+    assert argv[:2] == ["python", "-m"]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    ran = subprocess.run([sys.executable, *argv[1:]], cwd=elsewhere, capture_output=True,
+                         text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert ran.returncode == 0, ran.stderr
+    assert live.exists(), "the command the page prints restores the file"
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "::1", "localhost"])
+def test_restore_is_on_when_the_page_listens_on_loopback(home, address):
+    daily_run(home)
+    (home / "state" / "last_rebalance.json").unlink()
+    with bound_to(address):
+        at = page()
+    assert not [w for w in alerts(at, "warning") if "Restore is off" in w]
+    assert "restore_button" in [b.key for b in at.button]
+
+
+def test_the_config_can_allow_restore_beyond_localhost(home):
+    configure(home, dashboard_remote_restore=True)
+    daily_run(home)
+    live = home / "state" / "last_rebalance.json"
+    backed_up = live.read_bytes()
+    live.unlink()
+    with bound_to(None):
+        at = page()
+        assert not [w for w in alerts(at, "warning") if "Restore is off" in w]
+        errors, successes = confirm(at, "last_rebalance.json")
+    assert any(s.startswith(f"Restored {live} from ") for s in successes), errors
+    assert live.read_bytes() == backed_up
+
+
+def test_restore_is_refused_when_the_config_stops_allowing_it_before_the_click(home):
+    configure(home, dashboard_remote_restore=True)
+    daily_run(home)
+    live = home / "state" / "last_rebalance.json"
+    live.unlink()
+    with bound_to(None):
+        at = page()
+        configure(home, dashboard_remote_restore=False)
+        errors, successes = confirm(at, "last_rebalance.json")
+    assert not any(s.startswith("Restored") for s in successes)
+    assert any(e.startswith("Not restored: the server listens on every network interface")
+               and "backup.dashboard_remote_restore" in e for e in errors), errors
+    assert not live.exists()
+
+
+def test_restore_is_refused_when_the_config_cannot_be_read_at_the_click(home):
+    configure(home, dashboard_remote_restore=True)
+    daily_run(home)
+    live = home / "state" / "last_rebalance.json"
+    live.unlink()
+    with bound_to(None):
+        at = page()
+        (home / "config.yaml").write_text("backup: [unclosed\n")
+        confirm(at, "last_rebalance.json")
+    assert not live.exists(), "a config that cannot be read allows nothing"
 
 
 def test_page_without_a_config_says_how_to_give_one(tmp_path, monkeypatch):

@@ -574,23 +574,23 @@ def test_alpaca_without_alpaca_py_fails_at_start_up_on_a_no_trade_day(bot, untou
     assert files(bot) == before
 
 
-# --- 12. paths relative to the config's folder, as README shows them -------------------------
+# --- 12. paths relative to the config's folder, as the command line reference shows them ----
 
 
-def test_output_names_paths_as_the_readme_shows_them(bot, elsewhere, untouched):
+def test_output_names_paths_as_the_command_line_reference_shows_them(bot, elsewhere, untouched):
     config = bot / "config.yaml"
     assert cli(elsewhere, "backup", live_arg(bot), config=config).returncode == 0
-    readme = (ROOT / "README.md").read_text()
+    reference = (ROOT / "docs" / "command-line.md").read_text()
     listing = cli(elsewhere, "list", "state/last_rebalance.json", config=config).stdout
     assert listing.splitlines()[0] == "state/last_rebalance.json: 2 backup(s) in backups"
-    assert "\nstate/last_rebalance.json: 2 backup(s) in backups\n" in readme
+    assert "\nstate/last_rebalance.json: 2 backup(s) in backups\n" in reference
     status = cli(elsewhere, "status", config=config).stdout
     (disk,) = [ln for ln in status.splitlines() if ln.startswith("disk use: ")]
-    assert disk.endswith(" bytes in backups") and "bytes in backups\n" in readme
+    assert disk.endswith(" bytes in backups") and "bytes in backups\n" in reference
     drill = cli(elsewhere, "drill", config=config).stdout.splitlines()
     assert [ln.split()[0] for ln in drill[1:4]] == [f"state/{n}" for n in STATE_FILES]
     for name in STATE_FILES:
-        assert f"\nstate/{name}  " in readme
+        assert f"\nstate/{name}  " in reference
     for out in (listing, status, "\n".join(drill)):
         assert str(bot) not in out
 

@@ -493,10 +493,26 @@ def test_a_store_that_fails_a_read_is_not_asked_again_in_that_search(tmp_path):
 
 
 def test_a_file_never_backed_up_reports_an_empty_folder(project):
+    (project / "backups").mkdir()
     with pytest.raises(NoValidBackupError) as failed:
         BackupManager().restore("state/last_rebalance.json")
-    assert failed.value.tried == [("backups", "no backups")]
+    assert failed.value.tried == [("backups", f"no backups found in {project / 'backups'}")]
     assert (failed.value.found, failed.value.unreachable) == (0, {})
+
+
+def test_no_backups_folder_names_the_folder_looked_in(project):
+    with pytest.raises(NoValidBackupError) as failed:
+        BackupManager().restore("state/last_rebalance.json")
+    assert failed.value.tried == [("backups", "no backups found: looked in "
+                                              f"{project / 'backups'}, which does not exist")]
+    assert (failed.value.found, failed.value.unreachable) == (0, {})
+
+
+def test_an_empty_bucket_reports_no_backups(project, bucket):
+    bm = cloud_manager(*bucket)
+    with pytest.raises(NoValidBackupError) as failed:
+        bm.restore("state/last_rebalance.json", source="cloud")
+    assert failed.value.tried == [(bm.cloud.label, "no backups")]
 
 
 def only_damaged_backups(bm, state_file, project, count):
