@@ -59,7 +59,7 @@ from backup_manager.drill import drill
 from backup_manager.health import LIVE_BACKED_UP, LIVE_OLDER, LIVE_UNKNOWN, age
 
 RUN_LOCK = "dalio_lite.lock"  # DalioLite holds it (in state.dir) around a daily check
-NEWEST = "the newest valid backup (what an automatic restore picks)"
+NEWEST = "the newest restore point's (what an automatic restore installs)"
 COPY_ORDER = ["local", "mirror", "cloud"]
 COPY_COLOURS = ["#1f77b4", "#2ca02c", "#ff7f0e"]
 # Headers a reverse proxy adds to what it forwards (nginx, Apache, Caddy, Traefik).
@@ -459,6 +459,16 @@ def show_restore(site: Site, facts: dict) -> None:
         st.error(f"cannot plan a restore of {path}: {exc}")
         show_outcome()
         return
+    if plan.current:
+        st.markdown(f"`{path}` already holds the newest restore point's "
+                    f"({preview.point}) state: nothing to restore")
+        show_outcome()
+        return
+    if preview.behind:
+        st.warning(f"A rollback: this is restore point {preview.point}, {preview.behind} "
+                   f"point(s) older than the newest ({preview.newest_point}). DalioLite "
+                   "refuses to trade until the rollback is acknowledged on its command line "
+                   "(--accept-rollback); restoring the newest again before then undoes it.")
     installs, replaces = st.columns(2)
     with installs:
         st.markdown(f"**Installs** `{preview.name}` from {preview.location}, made "
@@ -526,9 +536,10 @@ def restore(site: Site, path: Path, stamp: str | None, shown: str) -> None:
             return outcome("error", f"Not restored: cannot take DalioLite's run lock: {exc}")
         try:
             plan = site.manager.plan_restore(path, timestamp=stamp)
-            if plan.chosen.backup.name != shown:
+            now_chosen = plan.chosen.backup.name if plan.chosen is not None else None
+            if now_chosen != shown:
                 return outcome("error", f"Not restored: the backups changed since the page "
-                                        f"showed {shown} (now {plan.chosen.backup.name}); "
+                                        f"showed {shown} (now {now_chosen or 'nothing'}); "
                                         "look again and confirm.")
             result = site.manager.install_restore(plan)  # takes the backups folder's lock
         except (BackupError, OSError) as exc:

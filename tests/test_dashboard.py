@@ -177,7 +177,7 @@ def test_healthy_site(home):
                                      "title": "backup time (UTC)", "scale": {"type": "utc"}}
     assert spec["encoding"]["color"]["field"] == "copy"
     assert any("no mirror folder or S3 bucket configured" in t for t in alerts(at, "info"))
-    assert any("already holds this backup" in m.value for m in at.markdown)
+    assert any("already holds the newest restore point" in m.value for m in at.markdown)
     assert "restore_button" not in [b.key for b in at.button], "nothing to restore"
     at.selectbox(key="restore_file").select("paper_account.json").run()
     older = manager(home).list_backups("paper_account.json")[-1].name
