@@ -345,7 +345,9 @@ class BackupManager:
         """The restore points every store (of `source`) holds; records what it could
         not see, and the highest number seen."""
         from .points import History
-        history = History(self.sources(source))
+        history = History(self.sources(source), skip=self.copier.unreachable)
+        for location, why in history.unseen.items():
+            self.copier.note_unreachable(location, why)
         self.seen_sequence = max(self.seen_sequence, history.highest)
         return history
 
@@ -363,10 +365,9 @@ class BackupManager:
         search = Search()
         for location, store in sources:
             if location in history.unseen:
-                search.cannot_ask(location, store, f"cannot list: {history.unseen[location]}")
-            elif location in self.copier.unreachable:
-                search.cannot_ask(location, store,
-                                  "not asked again: " + self.copier.unreachable[location])
+                why = history.unseen[location]
+                search.cannot_ask(location, store, why if why.startswith("not asked again")
+                                  else f"cannot list: {why}")
         newest = history.newest()
         plan = RestorePlan(path, None, search, newest=newest, history=history)
         current = newest.entry(key.file_name) if newest else None

@@ -226,12 +226,14 @@ class History:
     """The restore points that a list of stores holds, newest first.
 
     `unseen` maps each store that could not be listed (its location) to why: it
-    may hold newer points. Points are read on demand; a copy that does not verify
+    may hold newer points; stores in `skip` (location -> why) failed earlier in this
+    run and are not asked again. Points are read on demand; a copy that does not verify
     in one store is passed over for the same number in another, and a number with
     no good copy anywhere is recorded in `damaged`.
     """
 
-    def __init__(self, sources: Iterable[tuple[str, Store]]):
+    def __init__(self, sources: Iterable[tuple[str, Store]],
+                 skip: Mapping[str, str] | None = None):
         self.sources = list(sources)
         self.locations: dict[int, list[tuple[str, Store]]] = {}
         self.unseen: dict[str, str] = {}
@@ -239,6 +241,9 @@ class History:
         self._read: dict[int, Point | None] = {}
         self._read_from: dict[int, Store] = {}
         for location, store in self.sources:
+            if skip and location in skip:  # it failed earlier in this run: not asked again
+                self.unseen[location] = "not asked again: " + skip[location]
+                continue
             try:
                 complete, _incomplete = points_in(store.list_names(POINT_PREFIX))
             except StoreUnreachable as exc:

@@ -212,11 +212,13 @@ def find_in_points(history: History, sources: list[tuple[str, Store]], key: Stat
         if entry is None:
             continue
         search.found += 1
+        tried = len(search.tried)
         chosen = fetch_entry(sources, key, entry, search)
         if chosen is not None:
             return chosen, point
-        search.tried.append((f"restore point {point.sequence}",
-                             f"no store holds the bytes of {entry.backup}"))
+        if len(search.tried) == tried:  # no damaged copy said why: say it
+            search.tried.append((f"restore point {point.sequence}",
+                                 f"no store holds {entry.backup}"))
     return None
 
 

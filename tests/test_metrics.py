@@ -166,7 +166,9 @@ def test_backup_stamped_in_the_future(project, state_file):
     assert cli(project, "backup", "state/last_rebalance.json").returncode == 0
     ahead = datetime.now(UTC) + timedelta(days=3)
     name = plant(project, "last_rebalance", ahead, rebalance_doc(n="ahead"))
-    families, _ = scrape(project)
+    families, doc = scrape(project)
+    assert any(p["problem"].startswith(f"{name} is stamped in the future")
+               for p in doc["problems"]), "the words are in status --json, not in labels"
     this = {"state_file": "last_rebalance.json"}
     assert value(families, "dalio_backup_future_stamped_backups", **this) == 1
     assert value(families, "dalio_backup_newest_valid_timestamp_seconds", **this) == \
