@@ -213,12 +213,15 @@ class BackupManager:
 
     def commit_point(self, kind: str, reason: str = "", *,
                      details: Mapping[str, Any] | None = None, fresh: Iterable[str] = (),
-                     force: bool = False) -> Point | None:
-        """Commit a restore point of the configured state files as they stand (backing
-        up any live file no backup holds); None when nothing changed since the newest
-        point, unless `force`. `fresh` names files started over on purpose."""
+                     force: bool = False, state_files: Iterable[str | Path] = ()
+                     ) -> Point | None:
+        """Commit a restore point of the configured state files (and `state_files`) as
+        they stand, backing up any live file no backup holds; None when nothing changed
+        since the newest point, unless `force`. `fresh` names files started over on
+        purpose."""
         with self.folder.locked():
-            point = self._commit(kind, reason, details=details, fresh=fresh, force=force)
+            point = self._commit(kind, reason, details=details, fresh=fresh, force=force,
+                                 extra=[Path(p) for p in state_files])
         self.copier.send_owed()
         return point
 

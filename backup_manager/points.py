@@ -240,15 +240,19 @@ class History:
         self.damaged: dict[int, str] = {}
         self._read: dict[int, Point | None] = {}
         self._read_from: dict[int, Store] = {}
+        self.names: dict[str, list[str]] = {}
+        """Each store's whole listing (by location), read once: what a caller needs
+        besides the points (copies a target lacks) is found here without asking again."""
         for location, store in self.sources:
             if skip and location in skip:  # it failed earlier in this run: not asked again
                 self.unseen[location] = "not asked again: " + skip[location]
                 continue
             try:
-                complete, _incomplete = points_in(store.list_names(POINT_PREFIX))
+                self.names[location] = store.list_names("")
             except StoreUnreachable as exc:
                 self.unseen[location] = str(exc)
                 continue
+            complete, _incomplete = points_in(self.names[location])
             for number in complete:
                 self.locations.setdefault(number, []).append((location, store))
 

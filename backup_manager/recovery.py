@@ -355,13 +355,18 @@ def _plan_with_points(manager: BackupManager, plan: RecoveryPlan, facts: HostFac
         if lf.status != "missing" and lf.status != "invalid":
             continue
         if entry is None:
-            if lf.status == "invalid" and not accept_fresh:
-                refusals.add(RefusalKind.LOST, str(path), f"is invalid ({lf.detail}) and no "
-                             f"restore point records it", *_fresh_commands(facts))
-            elif lf.status == "invalid":
+            # No point records the file: only the host's own records can say it existed.
+            why = [f"is invalid ({lf.detail})"] if lf.status == "invalid" else []
+            hint = facts.evidence(path)
+            if hint:
+                why.append(hint)
+            if not why:
+                plan.first_run.append(path)
+            elif accept_fresh:
                 plan.fresh.append(path)
             else:
-                plan.first_run.append(path)
+                refusals.add(RefusalKind.LOST, str(path), "; ".join(why) + "; no restore point "
+                             "records it", *_fresh_commands(facts))
             continue
         if search.unreachable and not from_reachable:
             refusals.add(RefusalKind.UNSEEN, str(path), "must be installed from restore point "
@@ -516,9 +521,8 @@ def _rollback_commands(facts: HostFacts, path: Path) -> list[str]:
 
 
 def _fresh_commands(facts: HostFacts) -> list[str]:
-    fresh = facts.commands.get("accept_fresh")
-    return [f"{fresh}  # start over on purpose; damaged backups move to backups/corrupt/"] \
-        if fresh else []
+    fresh = facts.commands.get("accept_fresh", "recover(..., accept_fresh=True)")
+    return [f"{fresh}  # start over on purpose; damaged backups move to backups/corrupt/"]
 
 
 def _unseen_text(search: Search) -> str:
@@ -569,18 +573,20 @@ def apply_recovery(manager: BackupManager, plan: RecoveryPlan, *,
                PointKind.CATCH_UP: "live state no point held: " + ", ".join(
                    p.name for p in plan.catch_up)}[kind]
         try:
+            before = set(manager.store.list_names())
             point = manager.commit_point(kind, why, details=details,
-                                         fresh=[p.name for p in plan.fresh])
+                                         fresh=[p.name for p in plan.fresh],
+                                         state_files=list(plan.live))
             report.point = point.sequence if point else None
-            for path in plan.catch_up + plan.rolled_back:
+            for path in plan.live:
                 entry = point.entry(path.name) if point else None
-                if entry is not None:
+                if entry is not None and entry.backup not in before:
                     report.backed_up[path] = entry.backup
         except (BackupError, OSError) as exc:
             report.errors.append(f"cannot commit a restore point: {exc}")
             log.error("cannot commit a restore point of %s: %s", kind, exc)
     if plan.backups_problem is None:
-        _queue_missing_copies(manager, list(plan.live), report)
+        _queue_missing_copies(manager, list(plan.live), plan.history, report)
     _record(manager, plan, None)
     return report
 
@@ -619,10 +625,10 @@ def _backups_problem(manager: BackupManager) -> str | None:
     return None
 
 
-def _queue_missing_copies(manager: BackupManager, paths: list[Path],
+def _queue_missing_copies(manager: BackupManager, paths: list[Path], history: History,
                           report: RecoveryReport) -> None:
     """Owe each copy target the newest backup of each state file and the newest point
-    it lacks (one listing per target per run)."""
+    it lacks (one listing per target per run: the one the history made)."""
     try:
         newest = [b.name for b in (next(backups_of(manager.store, state_key(p)).complete(),
                                         None) for p in paths) if b is not None]
@@ -635,12 +641,11 @@ def _queue_missing_copies(manager: BackupManager, paths: list[Path],
         newest.append(point.name)
     owed = {(c.target, c.name) for c in manager.outbox.pending()}
     for target_id, target in manager.copier.targets.items():
-        try:
-            present = set(target.list_names(""))
-        except StoreUnreachable as exc:
-            manager.copier.note_unreachable(target_id, exc)
-            log.warning("cannot list %s to catch up copies: %s", target.label, exc)
+        if target_id not in history.names:
+            log.warning("cannot list %s to catch up copies: %s", target.label,
+                        history.unseen.get(target_id, "not listed"))
             continue
+        present = set(history.names[target_id])
         for name in newest:
             missing = name not in present or name + SIDECAR_SUFFIX not in present
             if missing and (target_id, name) not in owed:
