@@ -348,6 +348,19 @@ class DalioLite:
             self.last_backup = backup.name
             log.info("backup written: %s", backup.name)
 
+    def _commit_failed(self, exc: Exception) -> None:
+        """The run's restore point failed (backups/ full or gone): the state is saved, so
+        record the failure where status sees it, and go on (the next start catches up)."""
+        self.last_backup_error = f"{datetime.now(UTC).isoformat()} restore point: {exc}"
+        path = self.state_path(AUTOPILOT_STATUS)
+        try:
+            doc = json.loads(read_state_file(path)[0])
+            doc["last_backup_error"] = self.last_backup_error
+            atomic_write(path, (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode(),
+                         durable=self.config.backup["durable"])
+        except (OSError, ValueError) as error:
+            log.error("cannot record the failed restore point in %s: %s", path, error)
+
     def _save_rebalance_date(self, when: datetime) -> None:
         """Record the rebalance atomically, then back it up at once (the design card's
         hook: losing this file makes DalioLite trade again)."""
@@ -473,7 +486,8 @@ class DalioLite:
                 return decision
             # Every state file this run writes goes into one restore point, at the end.
             with self.backup_manager.changes(PointKind.RUN, f"daily check: {decision.outcome} "
-                                                            f"({decision.reason})"):
+                                                            f"({decision.reason})",
+                                             commit_failed=self._commit_failed):
                 if decision.outcome == "rebalanced":
                     self._trade(decision.orders)
                 self._record(decision)

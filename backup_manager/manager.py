@@ -227,9 +227,12 @@ class BackupManager:
 
     @contextmanager
     def changes(self, kind: str = "run", reason: str = "",
-                details: Mapping[str, Any] | None = None) -> Iterator[None]:
+                details: Mapping[str, Any] | None = None,
+                commit_failed: Callable[[Exception], None] | None = None) -> Iterator[None]:
         """Group the backups made inside into one restore point, committed at the end
-        (also when the block raises: what was saved is the state now)."""
+        (also when the block raises: what was saved is the state now). A commit that
+        fails raises, or is handed to `commit_failed` (a host whose state is saved
+        records it and goes on, promise 6); under a block that raised it is logged."""
         self._batch.append({})
         failed = True
         try:
@@ -243,9 +246,12 @@ class BackupManager:
                         self._commit(kind, reason, details=details, made=made)
                     self.copier.send_owed()
                 except (BackupError, OSError) as exc:
-                    if not failed:
+                    log.error("cannot commit the restore point%s: %s",
+                              " of a failed run" if failed else "", exc)
+                    if commit_failed is not None:
+                        commit_failed(exc)
+                    elif not failed:
                         raise
-                    log.error("cannot commit the restore point of a failed run: %s", exc)
 
     def _commit(self, kind: str, reason: str, *, details: Mapping[str, Any] | None = None,
                 made: Mapping[str, tuple[str, str]] = {}, fresh: Iterable[str] = (),

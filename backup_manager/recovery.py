@@ -54,7 +54,15 @@ from .formats import (
 )
 from .manager import BackupManager
 from .points import PointKind
-from .restore import Candidate, Search, fetch_entry, find_newest_valid, install, verified_holder
+from .restore import (
+    Candidate,
+    Search,
+    fetch_entry,
+    find_in_points,
+    find_newest_valid,
+    install,
+    verified_holder,
+)
 
 TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
 if TYPE_CHECKING:
@@ -382,11 +390,14 @@ def _plan_with_points(manager: BackupManager, plan: RecoveryPlan, facts: HostFac
         elif chosen is None and accept_fresh:
             plan.fresh.append(path)
         elif chosen is None:
+            older = find_in_points(plan.history, sources, state_key(path), Search())
+            rollback = [f"{facts.backup_command} restore {path} --yes  # restore point "
+                        f"{older[1].sequence}'s, the newest that verifies: a rollback, "
+                        "acknowledged at the next run"] if older else []
             refusals.add(RefusalKind.DAMAGED, str(path), f"is {lf.status}; restore point "
                          f"{newest.sequence} names {entry.backup}, and no store holds those "
-                         "bytes intact", f"{facts.backup_command} verify",
-                         f"{facts.backup_command} restore {path}  # the newest older "
-                         "point that verifies: a rollback", *_fresh_commands(facts))
+                         "bytes intact", f"{facts.backup_command} verify", *rollback,
+                         *_fresh_commands(facts))
         else:
             plan.installs[path] = chosen
 
