@@ -654,14 +654,16 @@ class DalioLite:
 
     def _evidence(self, path: Path) -> str | None:
         """DalioLite's own records that a lost state file existed. A paper account is
-        evidence, and needs any, only where the history was made with the paper broker."""
+        evidence, and needs any, only where the paper broker made the history (since the
+        switch to it, if it was switched to)."""
         if path.name not in (LAST_REBALANCE, PAPER_ACCOUNT):
             return None
-        paper_history = (self._previous_status().get("broker") or {}).get("kind", "paper") \
-            == "paper"
-        if path.name == PAPER_ACCOUNT and not paper_history:
-            return None
+        broker = self._previous_status().get("broker")
+        broker = broker if isinstance(broker, dict) else {"kind": "paper"}
         on_record = self._rebalance_on_record()
+        if path.name == PAPER_ACCOUNT:
+            on_record = _on_account(on_record, broker) if broker.get("kind") == "paper" \
+                else None
         if on_record is not None:
             return f"{AUTOPILOT_STATUS} records a rebalance at {on_record.isoformat()}"
         if path.name == PAPER_ACCOUNT or self.config.broker["kind"] != "paper":
@@ -763,8 +765,8 @@ class DalioLite:
                 (configured["kind"], configured["account"]):
             raise BrokerChanged(
                 f"refusing to trade: this history belongs to {_broker_label(recorded)}, but "
-                f"{self.config_path} now points at {_broker_label(configured)}; the last "
-                f"rebalance on record was made on the old account. To trade on the new "
+                f"{self.config_path} now points at {_broker_label(configured)}; its records, "
+                f"the last rebalance among them, are the old account's. To trade on the new "
                 f"account on purpose (the old history is kept, and the new account starts "
                 f"with no last rebalance, so drift decides its first one), run: "
                 f"{self._host_command} --switch-broker. Otherwise point broker back at the "

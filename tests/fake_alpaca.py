@@ -51,6 +51,7 @@ class Fault:
     answer: int | str   # an HTTP status, "hang" or "drop"
     times: int
     accept: bool        # POST /v2/orders: take the order before failing
+    after: int          # requests to let through first
 
 
 class FakeAlpaca:
@@ -89,11 +90,11 @@ class FakeAlpaca:
 
     # --- what a test asks for ----------------------------------------------------------
 
-    def fail(self, route: str, answer: int | str, *, times: int = 1,
-             accept: bool = False) -> None:
-        """The next `times` requests to `route` fail with `answer`."""
+    def fail(self, route: str, answer: int | str, *, times: int = 1, accept: bool = False,
+             after: int = 0) -> None:
+        """`times` requests to `route`, after the next `after`, fail with `answer`."""
         with self._lock:
-            self.faults.append(Fault(route, answer, times, accept))
+            self.faults.append(Fault(route, answer, times, accept, after))
 
     def kill_after_order(self, pid: int, nth: int) -> None:
         """SIGKILL process `pid` right after accepting its `nth` order (counted from now),
@@ -154,6 +155,9 @@ class FakeAlpaca:
     def _fault_for(self, route: str) -> Fault | None:
         with self._lock:
             for fault in self.faults:
+                if fault.route == route and fault.after:
+                    fault.after -= 1
+                    return None
                 if fault.route == route:
                     fault.times -= 1
                     if fault.times <= 0:
