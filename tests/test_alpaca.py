@@ -218,6 +218,8 @@ def test_a_failure_after_some_orders_names_them_and_records_no_rebalance(tmp_pat
     (line,) = problem_lines(forced)
     assert "asking for order daliolite-" in line and "HTTP 503" in line
     assert "look for daliolite-" in line
+    (sold,) = [o["client_order_id"] for o in alpaca_server.submitted()[4:]]
+    assert f"1 of 4 orders were placed before: {sold};" in line
     assert (home / "state" / "last_rebalance.json").read_bytes() == before
 
 

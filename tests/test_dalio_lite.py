@@ -252,6 +252,11 @@ def test_legacy_naive_timestamp_is_read_as_local_time(home):
     ({"rebalancing": {"min_days_between": -1}}, "min_days_between"),
     ({"brokr": {}}, "unknown key.*brokr"),
     ({"broker": {"kind": "robinhood"}}, "broker.kind"),
+    ({"broker": {"base_url": "ftp://127.0.0.1:1"}}, "broker.base_url"),
+    ({"broker": {"base_url": "https://paper-api.alpaca.markets/v2"}}, "without the /v2"),
+    ({"broker": {"read_timeout_seconds": 0}}, "broker.read_timeout_seconds"),
+    ({"broker": {"connect_timeout_seconds": "5"}}, "broker.connect_timeout_seconds"),
+    ({"broker": {"paper_fills": "later"}}, "broker.paper_fills must be immediate or next_run"),
     ({"backup": {"keep_last": "ten"}}, "backup.keep_last"),
 ])
 def test_bad_config_is_a_clear_error(home, change, message):
