@@ -443,3 +443,33 @@ def test_paper_broker_refuses_a_client_order_id_used_before(tmp_path):
     assert broker.get_order_by_client_id(order.client_order_id).status == "filled"
     assert broker.get_order_by_client_id("daliolite-nothing") is None
     assert len(saved[-1]["orders"]) == 1
+
+
+# --- a run killed right after the broker took an order --------------------------------------
+
+
+def test_a_run_killed_after_its_second_order_is_never_ordered_twice(tmp_path, alpaca_server):
+    """The server SIGKILLs the bot right after accepting its 2nd order, before answering
+    (the next issue's kill sweep builds on this). No rebalance is on record, but the
+    next run counts the two open orders and places only the two that are missing."""
+    from tests.reliability.procs import LockHolder
+
+    home = on_alpaca(tmp_path, alpaca_server)
+    (home / "state").mkdir()
+    holder = LockHolder(home / "state" / "dalio_lite.lock")  # the bot waits before any call
+    bot = subprocess.Popen(
+        [sys.executable, str(ROOT / "dalio_lite.py"), "--config", str(home / "config.yaml")],
+        env={**os.environ, **KEYS_ENV, "PYTHONPATH": str(ROOT)}, stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL, text=True)
+    alpaca_server.kill_after_order(bot.pid, 2)
+    holder.release()
+    bot.communicate(timeout=60)
+    assert bot.returncode == -9
+    assert alpaca_server.killed == [bot.pid]
+    assert len(alpaca_server.submitted()) == 2
+    assert not (home / "state" / "last_rebalance.json").exists()
+
+    after = dalio(home)
+    assert after.returncode == 0, after.stderr
+    symbols = sorted(o["symbol"] for o in alpaca_server.submitted())
+    assert symbols == ["DBC", "GLD", "TLT", "VTI"], "no symbol ordered twice"
