@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import re
-import secrets
 import sys
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -329,7 +328,7 @@ class PaperBroker:
 
     def submit_order(self, order_data: MarketOrder) -> Any:
         self._price(order_data.symbol)
-        client_order_id = order_data.client_order_id or f"paper-{secrets.token_hex(8)}"
+        client_order_id = order_data.client_order_id or f"paper-{os.urandom(8).hex()}"
         if self.get_order_by_client_id(client_order_id) is not None:
             raise BrokerError(f"{self.name}: placing order {client_order_id} failed: that "
                               "client order id was used before")
@@ -925,7 +924,7 @@ class DalioLite:
         run = self.run_started.strftime("%Y%m%dT%H%M%SZ")
         nonces: list[str] = []
         while len(nonces) < len(orders):
-            nonce = secrets.token_hex(3)
+            nonce = os.urandom(3).hex()
             if nonce not in nonces:
                 nonces.append(nonce)
         return [replace(order, client_order_id=f"{CLIENT_ID_PREFIX}{writer}-{run}-{nonce}")
@@ -939,7 +938,7 @@ class DalioLite:
             # Orders never wait for backups/ (a failed backup never fails a run): a
             # one-off id still marks them as DalioLite's and this run's.
             log.warning("no writer id (%s): this run's orders carry a one-off one", exc)
-            return secrets.token_hex(6)
+            return os.urandom(6).hex()
 
     def _record(self, decision: RunDecision, dry_run: bool) -> None:
         if dry_run:

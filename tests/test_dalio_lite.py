@@ -284,3 +284,17 @@ def test_alpaca_without_package_or_keys_is_a_clear_error(monkeypatch):
     with pytest.raises(ConfigError, match="alpaca-py"):
         AlpacaBroker()
 
+
+
+def test_paper_account_with_or_without_orders_is_valid_and_bad_orders_are_not():
+    from backup_manager import InvalidStateError, validate_content
+
+    older = {"cash": 10.0, "positions": {"VTI": 1.5}}  # as accounts and backups were
+    validate_content("paper_account.json", json.dumps(older).encode())
+    order = {"client_order_id": "daliolite-x", "symbol": "VTI", "side": "buy",
+             "notional": 100.0, "filled": 0.0, "status": "open"}
+    validate_content("paper_account.json", json.dumps({**older, "orders": [order]}).encode())
+    for orders in ({"VTI": 1}, [{"symbol": "VTI"}], ["daliolite-x"]):
+        with pytest.raises(InvalidStateError, match="orders must be a list of orders"):
+            validate_content("paper_account.json",
+                             json.dumps({**older, "orders": orders}).encode())
