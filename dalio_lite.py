@@ -552,7 +552,7 @@ register_validator(PAPER_ACCOUNT, _check_paper_account)
 
 @dataclass
 class RunDecision:
-    outcome: str  # rebalanced, no_action, refused, error
+    outcome: str  # rebalanced, no_action, refused, error, switched_broker
     reason: str
     orders: list[MarketOrder]
 
