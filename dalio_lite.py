@@ -3,20 +3,24 @@
 Every state write goes through backup_manager.atomic_write and is backed up at
 once; at start-up, missing or corrupt state is restored from backups before any
 decision is taken. Where state cannot be restored but evidence says it existed,
-DalioLite refuses to trade (exit 3) and says which command to run.
+DalioLite refuses to trade (exit 3) and says which command to run. Every broker
+call is bounded; a broker that fails ends the run with one line (exit 4) and no
+rebalance recorded.
 
     python dalio_lite.py [--config PATH] [--dry-run] [--force-rebalance]
-                         [--accept-fresh-state] [--status]
+                         [--accept-fresh-state] [--switch-broker] [--status]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
+import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -39,6 +43,7 @@ from backup_manager import (
     register_validator,
     status_problems,
     validate_content,
+    writer_id,
 )
 from backup_manager.config import (
     backup_options,
@@ -46,6 +51,8 @@ from backup_manager.config import (
     flag,
     load_config_file,
     number,
+    text_or_none,
+    timeout,
     whole_number,
 )
 
@@ -55,14 +62,20 @@ LAST_REBALANCE = "last_rebalance.json"
 PAPER_ACCOUNT = "paper_account.json"
 AUTOPILOT_STATUS = "autopilot_status.json"
 RUN_LOCK = "dalio_lite.lock"
-EXIT_OK, EXIT_ERROR, EXIT_REFUSED = 0, 1, 3
+EXIT_OK, EXIT_ERROR, EXIT_REFUSED, EXIT_BROKER = 0, 1, 3, 4
+# Every order DalioLite places carries a client order id that starts with this, then
+# the writer (backups/.writer) and the run that placed it, then a nonce.
+CLIENT_ID_PREFIX = "daliolite-"
+MAX_CLIENT_ID = 48  # Alpaca's limit
+PAPER_FILLS = ("immediate", "next_run")
 
 DEFAULT_CONFIG: dict[str, Any] = {
     "allocation": {"VTI": 0.40, "TLT": 0.30, "GLD": 0.20, "DBC": 0.10},
     "rebalancing": {"drift_threshold": 0.05, "min_days_between": 30, "min_trade_usd": 50.0},
     "broker": {"kind": "paper", "starting_cash": 100000.0,
                "prices": {"VTI": 250.0, "TLT": 90.0, "GLD": 190.0, "DBC": 22.0},
-               "paper": True},
+               "paper": True, "base_url": None, "connect_timeout_seconds": 5,
+               "read_timeout_seconds": 20, "paper_fills": "immediate"},
     "state": {"dir": "state"},
     "concurrency": {"lock_timeout_seconds": 30},
     "backup": None,
@@ -70,6 +83,20 @@ DEFAULT_CONFIG: dict[str, Any] = {
 
 
 STATE_FILES = (LAST_REBALANCE, PAPER_ACCOUNT, AUTOPILOT_STATUS)
+
+
+def broker_state_files(kind: str) -> tuple[str, ...]:
+    """DalioLite's state with this broker: the paper account is state only when the
+    paper broker keeps it; Alpaca keeps its own account."""
+    return STATE_FILES if kind == "paper" else (LAST_REBALANCE, AUTOPILOT_STATUS)
+
+
+class BrokerChanged(Exception):
+    """The configured broker or account is not the one the history belongs to."""
+
+
+class BrokerError(Exception):
+    """A broker call failed or went unanswered: the run stops and records no rebalance."""
 
 
 # --- configuration ------------------------------------------------------------------
@@ -111,7 +138,7 @@ def parse_config(doc: dict[str, Any], base: Path) -> Config:
     if not isinstance(state_dir, str) or not state_dir:
         raise ConfigError(f"state.dir must be a folder path, got {state_dir!r}")
     backup = backup_options(sections["backup"], base)
-    backup["state_files"] = _state_files(backup["state_files"], base / state_dir)
+    backup["state_files"] = _state_files(backup["state_files"], base / state_dir, brk["kind"])
     return Config(
         allocation=_allocation(sections["allocation"]),
         drift_threshold=number("rebalancing.drift_threshold", reb["drift_threshold"]),
@@ -125,21 +152,24 @@ def parse_config(doc: dict[str, Any], base: Path) -> Config:
     )
 
 
-def _state_files(configured: list[Path], state_dir: Path) -> list[Path]:
-    """DalioLite's three state files unless configured; none outside state.dir, where
-    DalioLite reads and writes them (a backup of a file it never reads protects nothing)."""
+def _state_files(configured: list[Path], state_dir: Path, kind: str) -> list[Path]:
+    """The broker's state files unless configured; none outside state.dir, where
+    DalioLite reads and writes them (a backup of a file it never reads protects nothing).
+    With a broker that keeps its own account, a listed paper_account.json is left out:
+    it is then no state of DalioLite's, never required and never lost."""
+    needed = broker_state_files(kind)
     if not configured:
-        return [state_dir / name for name in STATE_FILES]
+        return [state_dir / name for name in needed]
     for path in configured:
         if path.resolve().parent != state_dir.resolve():
             raise ConfigError(f"backup.state_files names {path}, which is not in state.dir "
                               f"({state_dir}): DalioLite keeps its state there")
-    left_out = sorted(set(STATE_FILES) - {p.name for p in configured})
+    left_out = sorted(set(needed) - {p.name for p in configured})
     if left_out:
         raise ConfigError(f"backup.state_files leaves out {', '.join(left_out)}: DalioLite "
-                          "writes and must recover all three state files; leave the key out "
-                          "for the default")
-    return configured
+                          f"writes and must recover {', '.join(needed)} with broker.kind "
+                          f"{kind}; leave the key out for the default")
+    return [p for p in configured if p.name in needed or p.name not in STATE_FILES]
 
 
 def _allocation(value: Any) -> dict[str, float]:
@@ -162,7 +192,27 @@ def _broker_section(brk: dict[str, Any]) -> dict[str, Any]:
         if number(f"broker.prices.{ticker}", price) <= 0:
             raise ConfigError(f"broker.prices.{ticker} must be > 0, got {price!r}")
     flag("broker.paper", brk["paper"])
+    brk["base_url"] = _base_url(brk["base_url"])
+    for key in ("connect_timeout_seconds", "read_timeout_seconds"):
+        brk[key] = timeout(f"broker.{key}", brk[key])
+    if brk["paper_fills"] not in PAPER_FILLS:
+        raise ConfigError(f"broker.paper_fills must be immediate or next_run, got "
+                          f"{brk['paper_fills']!r}")
     return brk
+
+
+def _base_url(value: Any) -> str | None:
+    """broker.base_url: Alpaca's own endpoint when unset; otherwise the root alpaca-py
+    puts /v2/... after (a local server, a proxy, a simulator)."""
+    url = text_or_none("broker.base_url", value)
+    if url is None:
+        return None
+    url = url.strip().rstrip("/")
+    if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", url) or url.endswith("/v2"):
+        raise ConfigError(f"broker.base_url must be an http:// or https:// URL without the "
+                          f"/v2 that alpaca-py adds, e.g. https://paper-api.alpaca.markets; "
+                          f"got {value!r}")
+    return url
 
 
 # --- brokers ----------------------------------------------------------------------
@@ -170,41 +220,80 @@ def _broker_section(brk: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class MarketOrder:
-    """A notional market order, as alpaca-py's MarketOrderRequest carries it."""
+    """A notional market order, as alpaca-py's MarketOrderRequest carries it. The run
+    that places it gives it its client order id (DalioLite._with_client_order_ids)."""
 
     symbol: str
     notional: float
     side: str  # "buy" or "sell"
+    client_order_id: str = ""
+
+
+@dataclass(frozen=True)
+class OpenOrder:
+    """An order the broker holds open: what of it is still unfilled, in dollars (None
+    for an order by share count, whose value the planner takes from the position)."""
+
+    symbol: str
+    side: str
+    client_order_id: str
+    status: str
+    unfilled: float | None
+    unfilled_qty: float | None = None
 
 
 class Broker(Protocol):
-    """The part of alpaca-py's TradingClient that DalioLite uses."""
+    """What DalioLite asks of a broker. Each call raises BrokerError when the broker
+    fails or does not answer in time."""
 
+    name: str
+
+    def account_id(self) -> str | None: ...  # which account the history belongs to
     def get_account(self) -> Any: ...  # .cash, .portfolio_value, .equity
-    def get_all_positions(self) -> list[Any]: ...  # .symbol, .market_value
+    def get_all_positions(self) -> list[Any]: ...  # .symbol, .market_value, .qty
+    def get_open_orders(self) -> list[OpenOrder]: ...
+    def get_order_by_client_id(self, client_order_id: str) -> Any | None: ...
     def submit_order(self, order_data: MarketOrder) -> Any: ...
 
 
 class PaperBroker:
     """An offline, deterministic broker: prices from config, account in a state file.
 
-    `persist` is called with the account document after every fill, so the
-    account is written atomically and backed up like any other state.
+    `persist` is called with the account document after every change, so the
+    account is written atomically and backed up like any other state. Orders carry
+    client order ids, which the broker reports, finds, and refuses to take twice, as
+    Alpaca does. With fills="next_run" an order stays open until the end of the next
+    run (which counts it as open), as a market order placed after the close waits for
+    the open; "immediate" fills it when it is placed.
     """
 
-    def __init__(self, prices: dict[str, float], account: dict[str, Any], persist: Any):
+    name = "paper broker"
+
+    def __init__(self, prices: dict[str, float], account: dict[str, Any], persist: Any, *,
+                 fills: str = "immediate"):
         self.prices = {k: float(v) for k, v in prices.items()}
         self.cash = float(account["cash"])
         self.shares = {k: float(v) for k, v in account.get("positions", {}).items()}
+        self.account_orders = [dict(o) for o in account.get("orders", [])]
+        self.fills = fills
         self.persist = persist
+        self.earlier_open = [o["client_order_id"] for o in self.account_orders
+                             if o["status"] == "open"]
 
     @staticmethod
     def new_account(starting_cash: float) -> dict[str, Any]:
         return {"cash": float(starting_cash), "positions": {}}
 
     def document(self) -> dict[str, Any]:
-        return {"cash": round(self.cash, 2),
-                "positions": {k: round(v, 6) for k, v in sorted(self.shares.items()) if v}}
+        doc: dict[str, Any] = {
+            "cash": round(self.cash, 2),
+            "positions": {k: round(v, 6) for k, v in sorted(self.shares.items()) if v}}
+        if self.account_orders:  # an account without orders reads as it always did
+            doc["orders"] = self.account_orders
+        return doc
+
+    def account_id(self) -> str | None:
+        return None  # one paper account per state folder
 
     def get_account(self) -> Any:
         value = self.cash + sum(p.market_value_f for p in self._positions())
@@ -214,6 +303,16 @@ class PaperBroker:
     def get_all_positions(self) -> list[Any]:
         return [SimpleNamespace(symbol=p.symbol, market_value=f"{p.market_value_f:.2f}",
                                 qty=f"{p.qty:.6f}") for p in self._positions()]
+
+    def get_open_orders(self) -> list[OpenOrder]:
+        return [OpenOrder(o["symbol"], o["side"], o["client_order_id"], "open",
+                          round(o["notional"] - o["filled"], 2))
+                for o in self.account_orders if o["status"] == "open"]
+
+    def get_order_by_client_id(self, client_order_id: str) -> Any | None:
+        found = next((o for o in self.account_orders
+                      if o["client_order_id"] == client_order_id), None)
+        return SimpleNamespace(**found) if found else None
 
     def _positions(self) -> list[Any]:
         return [SimpleNamespace(symbol=s, qty=q, market_value_f=q * self._price(s))
@@ -225,32 +324,63 @@ class PaperBroker:
         return self.prices[symbol]
 
     def submit_order(self, order_data: MarketOrder) -> Any:
-        price = self._price(order_data.symbol)
-        notional = round(order_data.notional, 2)
-        if order_data.side == "buy":
-            notional = min(notional, round(self.cash, 2))
-            self.cash -= notional
-            self.shares[order_data.symbol] = self.shares.get(order_data.symbol, 0.0) + \
-                notional / price
-        else:
-            held = self.shares.get(order_data.symbol, 0.0)
-            qty = min(notional / price, held)
-            self.shares[order_data.symbol] = held - qty
-            self.cash += qty * price
+        self._price(order_data.symbol)
+        client_order_id = order_data.client_order_id or f"paper-{os.urandom(8).hex()}"
+        if self.get_order_by_client_id(client_order_id) is not None:
+            raise BrokerError(f"{self.name}: placing order {client_order_id} failed: that "
+                              "client order id was used before")
+        order = {"client_order_id": client_order_id, "symbol": order_data.symbol,
+                 "side": order_data.side, "notional": round(order_data.notional, 2),
+                 "filled": 0.0, "status": "open",
+                 "submitted_at": datetime.now(UTC).isoformat()}
+        self.account_orders.append(order)
+        if self.fills == "immediate":
+            self._fill(order)
         self.persist(self.document())
-        return SimpleNamespace(symbol=order_data.symbol, side=order_data.side,
-                               notional=f"{notional:.2f}", status="filled")
+        return SimpleNamespace(**order)
+
+    def fill_earlier_orders(self) -> None:
+        """Fill what earlier runs left open (paper_fills: next_run), at the end of a run."""
+        due = [o for o in self.account_orders
+               if o["status"] == "open" and o["client_order_id"] in self.earlier_open]
+        for order in due:
+            self._fill(order)
+        if due:
+            log.info("paper broker: filled %d order(s) left open by the last run", len(due))
+            self.persist(self.document())
+
+    def _fill(self, order: dict[str, Any]) -> None:
+        price = self._price(order["symbol"])
+        amount = round(order["notional"] - order["filled"], 2)
+        if order["side"] == "buy":
+            amount = min(amount, round(self.cash, 2))
+            self.cash -= amount
+            self.shares[order["symbol"]] = self.shares.get(order["symbol"], 0.0) + amount / price
+        else:
+            held = self.shares.get(order["symbol"], 0.0)
+            qty = min(amount / price, held)
+            self.shares[order["symbol"]] = held - qty
+            amount = qty * price
+            self.cash += amount
+        order.update(filled=round(order["filled"] + amount, 2), status="filled")
 
 
 class AlpacaBroker:
-    """Adapter to alpaca-py's TradingClient (paper trading unless told otherwise)."""
+    """Adapter to alpaca-py's TradingClient (paper trading unless told otherwise): every
+    call is bounded in time and never retried, and every failure is a BrokerError that
+    names the broker and the call."""
 
-    def __init__(self, client: Any = None, *, paper: bool = True, request_factory: Any = None):
-        self.client = client or self._make_client(paper)
-        self.request_factory = request_factory or self._alpaca_request
+    PAGE = 500  # Alpaca's largest page of orders
+
+    def __init__(self, client: Any = None, *, paper: bool = True, base_url: str | None = None,
+                 timeouts: tuple[float, float] = (5.0, 20.0)):
+        self.name = f"alpaca broker at {base_url}" if base_url else \
+            f"alpaca broker ({'paper' if paper else 'live'} trading)"
+        self.timeouts = timeouts
+        self.client = client or self._make_client(paper, base_url, timeouts)
 
     @staticmethod
-    def _make_client(paper: bool) -> Any:
+    def _make_client(paper: bool, base_url: str | None, timeouts: tuple[float, float]) -> Any:
         try:
             from alpaca.trading.client import TradingClient
         except ImportError:
@@ -260,25 +390,138 @@ class AlpacaBroker:
         if not key or not secret:
             raise ConfigError("broker.kind alpaca needs ALPACA_API_KEY and ALPACA_SECRET_KEY "
                               "in the environment")
-        return TradingClient(key, secret, paper=paper)
+        client = TradingClient(key, secret, paper=paper, url_override=base_url)
+        # alpaca-py's requests Session has no timeout, and its RESTClient retries 429 and
+        # 504 answers, order submissions included (retry_attempts=0 means "the default,
+        # 3"). A broker that hangs would hold the daily run and its run lock forever; a
+        # 504 sent after the order was taken would place it twice. So every request is
+        # bounded and none is retried: submit_order asks for the order by its id instead.
+        client._retry, client._retry_codes = 0, []
+        client._session.request = functools.partial(client._session.request, timeout=timeouts)
+        return client
+
+    def _call(self, what: str, call: Any, *args: Any) -> Any:
+        try:
+            return call(*args)
+        except Exception as exc:  # whatever the client raises is the broker failing
+            raise BrokerError(f"{self.name}: {what} failed: "
+                              f"{_describe(exc, self.timeouts)}") from None
+
+    def account_id(self) -> str:
+        return str(self.get_account().id)
+
+    def get_account(self) -> Any:
+        return self._call("reading the account", self.client.get_account)
+
+    def get_all_positions(self) -> list[Any]:
+        return self._call("reading the positions", self.client.get_all_positions)
+
+    def get_open_orders(self) -> list[OpenOrder]:
+        from alpaca.common.enums import Sort
+        from alpaca.trading.enums import QueryOrderStatus
+        from alpaca.trading.requests import GetOrdersRequest
+
+        found: dict[Any, Any] = {}
+        after = None
+        while True:
+            page = self._call("listing the open orders", self.client.get_orders,
+                              GetOrdersRequest(status=QueryOrderStatus.OPEN, limit=self.PAGE,
+                                               after=after, direction=Sort.ASC))
+            found.update((o.id, o) for o in page)
+            if len(page) < self.PAGE:
+                return [_open_order(o) for o in found.values()]
+            after = page[-1].submitted_at
+
+    def get_order_by_client_id(self, client_order_id: str) -> Any | None:
+        try:
+            return self.client.get_order_by_client_id(client_order_id)
+        except Exception as exc:  # as in _call; "not found" is an answer
+            if getattr(exc, "status_code", None) == 404:
+                return None
+            raise BrokerError(f"{self.name}: asking for order {client_order_id} failed: "
+                              f"{_describe(exc, self.timeouts)}") from None
+
+    def submit_order(self, order_data: MarketOrder) -> Any:
+        """Place the order. After any error or timeout the broker may hold it all the
+        same (it took the order, then the answer was lost): ask for it by its client
+        order id before deciding anything, and never send it a second time."""
+        order = order_data
+        try:
+            return self.client.submit_order(order_data=self._request(order))
+        except Exception as exc:  # as in _call
+            failure = _describe(exc, self.timeouts)
+        what = f"order {order.client_order_id} ({order.side} {order.symbol} " \
+               f"${order.notional:.2f})"
+        try:
+            found = self.get_order_by_client_id(order.client_order_id)
+        except BrokerError as exc:
+            raise BrokerError(f"{exc}, after placing it failed ({failure}): look for "
+                              f"{order.client_order_id} among the account's orders before "
+                              "the next run") from None
+        if found is None:
+            raise BrokerError(f"{self.name}: placing {what} failed: {failure}; the broker "
+                              "holds no order under that id, so it was not placed")
+        if (found.symbol, _side(found)) != (order.symbol, order.side):
+            raise BrokerError(f"{self.name}: placing {what} failed: {failure}; the broker "
+                              f"holds another order under that id ({_side(found)} "
+                              f"{found.symbol})")
+        log.warning("%s: placing %s failed (%s), but the broker holds it (%s): it is "
+                    "placed, and not sent again", self.name, what, failure, found.status)
+        return found
 
     @staticmethod
-    def _alpaca_request(order: MarketOrder) -> Any:
+    def _request(order: MarketOrder) -> Any:
         from alpaca.trading.enums import OrderSide, TimeInForce
         from alpaca.trading.requests import MarketOrderRequest
 
         side = OrderSide.BUY if order.side == "buy" else OrderSide.SELL
         return MarketOrderRequest(symbol=order.symbol, notional=round(order.notional, 2),
-                                  side=side, time_in_force=TimeInForce.DAY)
+                                  side=side, time_in_force=TimeInForce.DAY,
+                                  client_order_id=order.client_order_id)
 
-    def get_account(self) -> Any:
-        return self.client.get_account()
 
-    def get_all_positions(self) -> list[Any]:
-        return self.client.get_all_positions()
+def _side(order: Any) -> str:
+    return getattr(order.side, "value", order.side)
 
-    def submit_order(self, order_data: MarketOrder) -> Any:
-        return self.client.submit_order(order_data=self.request_factory(order_data))
+
+def _open_order(order: Any) -> OpenOrder:
+    """What is still unfilled of one of alpaca-py's Orders."""
+    filled_qty = float(order.filled_qty or 0)
+    status = getattr(order.status, "value", order.status)
+    if order.notional is not None:
+        filled = filled_qty * float(order.filled_avg_price or 0)
+        return OpenOrder(order.symbol, _side(order), order.client_order_id, status,
+                         max(float(order.notional) - filled, 0.0))
+    return OpenOrder(order.symbol, _side(order), order.client_order_id, status, None,
+                     max(float(order.qty or 0) - filled_qty, 0.0))
+
+
+def _describe(exc: Exception, timeouts: tuple[float, float]) -> str:
+    """A broker call's failure in a few words: no traceback, no object addresses."""
+    import requests
+
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return f"no connection within {timeouts[0]:g} s (broker.connect_timeout_seconds)"
+    if isinstance(exc, requests.exceptions.ReadTimeout):
+        return f"no answer within {timeouts[1]:g} s (broker.read_timeout_seconds)"
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        reason = exc.args[0] if exc.args else exc
+        reason = getattr(reason, "reason", reason)  # urllib3's MaxRetryError
+        if isinstance(reason, Exception) and reason.args and \
+                isinstance(reason.args[-1], Exception):
+            reason = reason.args[-1]  # urllib3's ProtocolError("Connection aborted.", cause)
+        errno_text = re.search(r"\[Errno -?\d+\] (.*)", str(reason))
+        return f"cannot connect: {errno_text[1]}" if errno_text else \
+            f"the connection failed: {reason}"
+    status = getattr(exc, "status_code", None)
+    if status is not None:
+        try:
+            message = json.loads(str(exc))["message"]
+        except (ValueError, KeyError, TypeError):
+            message = " ".join(str(exc).split())[:200]
+        return f"HTTP {status}: {message}"
+    first = (str(exc).strip().splitlines() or [""])[0][:200]
+    return f"unexpected answer ({type(exc).__name__}: {first})"
 
 
 def _check_paper_account(doc: Any) -> None:
@@ -289,8 +532,15 @@ def _check_paper_account(doc: Any) -> None:
     if not isinstance(positions, dict) or not all(
             isinstance(v, (int, float)) and not isinstance(v, bool) for v in positions.values()):
         raise InvalidStateError("positions must map tickers to share counts")
+    orders = doc.get("orders", [])
+    if not isinstance(orders, list) or not all(
+            isinstance(o, dict) and PAPER_ORDER_KEYS <= set(o) for o in orders):
+        raise InvalidStateError("orders must be a list of orders, each with "
+                                + ", ".join(sorted(PAPER_ORDER_KEYS)))
 
 
+PAPER_ORDER_KEYS = frozenset({"client_order_id", "symbol", "side", "notional", "filled",
+                              "status"})
 register_validator(PAPER_ACCOUNT, _check_paper_account)
 
 
@@ -299,7 +549,7 @@ register_validator(PAPER_ACCOUNT, _check_paper_account)
 
 @dataclass
 class RunDecision:
-    outcome: str  # rebalanced, no_action, refused, error
+    outcome: str  # rebalanced, no_action, refused, error, switched_broker
     reason: str
     orders: list[MarketOrder]
 
@@ -319,6 +569,8 @@ class DalioLite:
         self.last_backup_error: str | None = None
         self.caught_up = False
         self.fresh_start: str | None = None
+        self.run_started = datetime.now(UTC)
+        self.broker_record: dict[str, Any] | None = None  # set by _check_broker
 
     def state_path(self, name: str) -> Path:
         return self.state_dir / name
@@ -423,13 +675,20 @@ class DalioLite:
         return f"{sys.executable} -m backup_manager --config {self.config_path}"
 
     def _evidence(self, path: Path) -> str | None:
-        """DalioLite's own records that a lost state file existed."""
+        """DalioLite's own records that a lost state file existed. A paper account is
+        evidence, and needs any, only where the paper broker made the history (since the
+        switch to it, if it was switched to)."""
         if path.name not in (LAST_REBALANCE, PAPER_ACCOUNT):
             return None
+        broker = self._previous_status().get("broker")
+        broker = broker if isinstance(broker, dict) else {"kind": "paper"}
         on_record = self._rebalance_on_record()
+        if path.name == PAPER_ACCOUNT:
+            on_record = _on_account(on_record, broker) if broker.get("kind") == "paper" \
+                else None
         if on_record is not None:
             return f"{AUTOPILOT_STATUS} records a rebalance at {on_record.isoformat()}"
-        if path.name == PAPER_ACCOUNT:
+        if path.name == PAPER_ACCOUNT or self.config.broker["kind"] != "paper":
             return None
         try:
             account = self.read_state(PAPER_ACCOUNT) or {}
@@ -463,23 +722,107 @@ class DalioLite:
         if self._broker is None:
             brk = self.config.broker
             if brk["kind"] == "alpaca":
-                self._broker = AlpacaBroker(paper=brk["paper"])
+                self._broker = AlpacaBroker(
+                    paper=brk["paper"], base_url=brk["base_url"],
+                    timeouts=(brk["connect_timeout_seconds"], brk["read_timeout_seconds"]))
             else:
                 account = self.read_state(PAPER_ACCOUNT) or \
                     PaperBroker.new_account(brk["starting_cash"])
                 self._broker = PaperBroker(brk["prices"], account,
-                                           lambda doc: self.save_state(PAPER_ACCOUNT, doc))
+                                           lambda doc: self.save_state(PAPER_ACCOUNT, doc),
+                                           fills=brk["paper_fills"])
         return self._broker
+
+    @property
+    def _host_command(self) -> str:
+        """How the operator runs DalioLite on this config."""
+        return f"{sys.executable} {Path(__file__).resolve()} --config {self.config_path}"
+
+    def _configured_broker(self) -> dict[str, Any]:
+        """The broker and account config.yaml points at (Alpaca is asked for its account)."""
+        return {"kind": self.config.broker["kind"], "account": self.broker.account_id()}
+
+    def _check_broker(self) -> None:
+        """The history belongs to one broker account; a run on another one refuses. A
+        history from before DalioLite recorded its broker takes the configured one."""
+        configured = self._configured_broker()
+        recorded = self._previous_status().get("broker")
+        if not isinstance(recorded, dict):
+            log.info("the history records no broker yet: it belongs to %s from now on",
+                     _broker_label(configured))
+            self.broker_record = {**configured, "since": None}
+            return
+        if (recorded.get("kind"), recorded.get("account")) != \
+                (configured["kind"], configured["account"]):
+            raise BrokerChanged(
+                f"refusing to trade: this history belongs to {_broker_label(recorded)}, but "
+                f"{self.config_path} now points at {_broker_label(configured)}; its records, "
+                f"the last rebalance among them, are the old account's. To trade on the new "
+                f"account on purpose (the old history is kept, and the new account starts "
+                f"with no last rebalance, so drift decides its first one), run: "
+                f"{self._host_command} --switch-broker. Otherwise point broker back at the "
+                f"old account in config.yaml.")
+        self.broker_record = recorded
+
+    def switch_broker(self) -> str:
+        """Make the configured broker account the one this history belongs to, on purpose:
+        the old history is kept (its last rebalance stays on record, and its files stay
+        held by their backups); the new account starts with no last rebalance."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with file_lock(self.state_path(RUN_LOCK), self.config.lock_timeout, "DalioLite run lock"):
+            self.run_started = datetime.now(UTC)
+            self.recover_state()
+            configured = self._configured_broker()
+            recorded = self._previous_status().get("broker")
+            recorded = recorded if isinstance(recorded, dict) else None
+            if recorded and (recorded.get("kind"), recorded.get("account")) == \
+                    (configured["kind"], configured["account"]):
+                return f"the history already belongs to {_broker_label(configured)}: " \
+                       "nothing to switch"
+            self.broker_record = {**configured, "since": self.run_started.isoformat(),
+                                  "switched_from": recorded}
+            last = self.last_rebalance()
+            reason = (f"switched on purpose to {_broker_label(configured)} from "
+                      f"{_broker_label(recorded) if recorded else 'an unrecorded broker'}; "
+                      + (f"the last rebalance on record ({last.isoformat()}) was made on the "
+                         "old account and stays in the history; " if last else "")
+                      + "the new account starts with no last rebalance, so drift decides "
+                        "its first one")
+            with self.backup_manager.changes(PointKind.RUN, f"switch of broker: {reason}",
+                                             commit_failed=self._commit_failed):
+                self._record(RunDecision("switched_broker", reason, []))
+            return reason
+
+    def _account_last_rebalance(self) -> datetime | None:
+        """The last rebalance of the account the history now belongs to: one made before
+        a deliberate switch of broker was made on the old account and does not count."""
+        last = self.last_rebalance()
+        counted = _on_account(last, self.broker_record or self._previous_status().get("broker"))
+        if last is not None and counted is None:
+            log.info("the last rebalance on record (%s) was made before the switch to %s: "
+                     "it does not count for this account", last.isoformat(),
+                     _broker_label(self.broker_record or {}))
+        return counted
 
     # the daily check -------------------------------------------------------------------
 
     def run_daily_check(self, *, dry_run: bool = False, force: bool = False) -> RunDecision:
-        """Recover state, decide, trade if due, record the outcome. Holds the run lock
-        throughout, so a cron run and a dashboard never rebalance twice."""
+        """Recover state, check the broker account, decide, trade if due, record the
+        outcome. Holds the run lock throughout, so a cron run and a dashboard never
+        rebalance twice. A broker that fails raises BrokerError; no rebalance is recorded."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         with file_lock(self.state_path(RUN_LOCK), self.config.lock_timeout, "DalioLite run lock"):
+            self.run_started = datetime.now(UTC)
             self.recover_state(dry_run=dry_run)
-            decision = self._decide(force)
+            try:
+                self._check_broker()
+                decision = self._decide(force)
+            except BrokerError as exc:
+                if not dry_run:
+                    with self.backup_manager.changes(PointKind.RUN, f"daily check: error ({exc})",
+                                                     commit_failed=self._commit_failed):
+                        self._record(RunDecision("error", str(exc), []))
+                raise
             log.info("%sdecision: %s (%s)", "dry run: " if dry_run else "", decision.outcome,
                      decision.reason)
             if dry_run:
@@ -488,13 +831,19 @@ class DalioLite:
             with self.backup_manager.changes(PointKind.RUN, f"daily check: {decision.outcome} "
                                                             f"({decision.reason})",
                                              commit_failed=self._commit_failed):
-                if decision.outcome == "rebalanced":
-                    self._trade(decision.orders)
+                try:
+                    if decision.outcome == "rebalanced":
+                        self._trade(decision.orders)
+                    if isinstance(self.broker, PaperBroker):
+                        self.broker.fill_earlier_orders()
+                except BrokerError as exc:
+                    self._record(RunDecision("error", str(exc), []))
+                    raise
                 self._record(decision)
             return decision
 
     def _decide(self, force: bool) -> RunDecision:
-        last = self.last_rebalance()
+        last = self._account_last_rebalance()
         now = datetime.now(UTC)
         if last is not None and not force:
             due = last + timedelta(days=self.config.min_days_between)
@@ -512,15 +861,20 @@ class DalioLite:
         return RunDecision("rebalanced", why, orders)
 
     def _plan_orders(self) -> tuple[list[MarketOrder], float]:
+        """Orders that bring the account to its targets. What open orders still have to
+        fill counts as done, so an order accepted and not yet filled is never placed
+        again; expired and cancelled orders are no longer open and count for nothing."""
         account = self.broker.get_account()
         total = float(account.portfolio_value)
         if total <= 0:
             return [], 0.0
-        held = {p.symbol: float(p.market_value) for p in self.broker.get_all_positions()}
+        positions = self.broker.get_all_positions()
+        held = {p.symbol: float(p.market_value) for p in positions}
+        pending = self._open_orders_by_symbol(positions)
         orders, drift = [], 0.0
-        for symbol in sorted(set(self.config.allocation) | set(held)):
+        for symbol in sorted(set(self.config.allocation) | set(held) | set(pending)):
             weight = self.config.allocation.get(symbol, 0.0)
-            current = held.get(symbol, 0.0)
+            current = held.get(symbol, 0.0) + pending.get(symbol, 0.0)
             log.info("drift %s: %.2f%% now, %.2f%% target", symbol, 100 * current / total,
                      100 * weight)
             drift = max(drift, abs(current / total - weight))
@@ -531,11 +885,64 @@ class DalioLite:
         orders.sort(key=lambda o: o.side != "sell")  # sell first to fund the buys
         return orders, drift
 
+    def _open_orders_by_symbol(self, positions: list[Any]) -> dict[str, float]:
+        """Dollars still to be bought (+) or sold (-) by open orders, per symbol."""
+        prices = {p.symbol: float(p.market_value) / float(p.qty)
+                  for p in positions if float(p.qty or 0)}
+        pending: dict[str, float] = {}
+        for order in self.broker.get_open_orders():
+            value = order.unfilled
+            if value is None and order.symbol in prices:
+                value = order.unfilled_qty * prices[order.symbol]
+            if value is None:
+                log.warning("open order %s (%s %g shares of %s) is not counted: no price "
+                            "for %s", order.client_order_id, order.side, order.unfilled_qty,
+                            order.symbol, order.symbol)
+                continue
+            log.info("open order %s (%s): %s %s, $%.2f still to fill, counted as filled",
+                     order.client_order_id, order.status, order.side, order.symbol, value)
+            pending[order.symbol] = pending.get(order.symbol, 0.0) + \
+                (value if order.side == "buy" else -value)
+        return pending
+
     def _trade(self, orders: list[MarketOrder]) -> None:
-        for order in orders:
-            log.info("order: %s %s $%.2f", order.side, order.symbol, order.notional)
-            self.broker.submit_order(order)
+        placed: list[str] = []
+        try:
+            for order in self._with_client_order_ids(orders):
+                log.info("order: %s %s $%.2f (client order id %s)", order.side, order.symbol,
+                         order.notional, order.client_order_id)
+                self.broker.submit_order(order)
+                placed.append(order.client_order_id)
+        except BrokerError as exc:
+            if placed:
+                raise BrokerError(f"{exc} ({len(placed)} of {len(orders)} orders were placed "
+                                  f"before: {', '.join(placed)}; the next run counts them)") \
+                    from None
+            raise
         self._save_rebalance_date(datetime.now(UTC))
+
+    def _with_client_order_ids(self, orders: list[MarketOrder]) -> list[MarketOrder]:
+        """Each order with a client order id of its own: DalioLite's prefix, this
+        machine's writer id, this run, a nonce; at most 48 characters, never reused."""
+        writer = self._writer()
+        run = self.run_started.strftime("%Y%m%dT%H%M%SZ")
+        nonces: list[str] = []
+        while len(nonces) < len(orders):
+            nonce = os.urandom(3).hex()
+            if nonce not in nonces:
+                nonces.append(nonce)
+        return [replace(order, client_order_id=f"{CLIENT_ID_PREFIX}{writer}-{run}-{nonce}")
+                for order, nonce in zip(orders, nonces, strict=True)]
+
+    def _writer(self) -> str:
+        try:
+            return writer_id(self.backup_manager.backup_dir,
+                             durable=self.config.backup["durable"])
+        except (BackupError, OSError) as exc:
+            # Orders never wait for backups/ (a failed backup never fails a run): a
+            # one-off id still marks them as DalioLite's and this run's.
+            log.warning("no writer id (%s): this run's orders carry a one-off one", exc)
+            return os.urandom(6).hex()
 
     def _record(self, decision: RunDecision) -> None:
         last = None
@@ -544,10 +951,12 @@ class DalioLite:
         except (InvalidStateError, KeyError, OSError):
             pass
         previous = self._previous_status()
+        broker = self.broker_record or previous.get("broker")
         on_record = last.isoformat() if last else (
             None if self.fresh_start else previous.get("rebalance_on_record"))
-        nxt = last + timedelta(days=self.config.min_days_between) if last else (
-            None if self.fresh_start else previous.get("next_eligible_rebalance"))
+        counted = _on_account(last, broker)
+        nxt = counted + timedelta(days=self.config.min_days_between) if counted else (
+            None if self.fresh_start or last else previous.get("next_eligible_rebalance"))
         if self.last_backup is None:
             self.last_backup = previous.get("last_backup")
         if self.last_backup_error is None and not self.caught_up:
@@ -563,6 +972,8 @@ class DalioLite:
             "last_backup_error": self.last_backup_error,
             # An accepted fresh start: positions are then no evidence of a lost rebalance.
             "fresh_start": None if last else self.fresh_start or previous.get("fresh_start"),
+            # The broker account this history belongs to (see _check_broker).
+            "broker": broker,
         }
         self.save_state(AUTOPILOT_STATUS, doc)
         if doc["last_backup_error"] != self.last_backup_error:
@@ -593,6 +1004,24 @@ class DalioLite:
         return {"ok": not problems, "autopilot": autopilot, "backups": backups,
                 "problems": [{"subject": p.subject, "kind": str(p.kind), "problem": p.what,
                               "fix": p.fix} for p in problems]}
+
+
+def _broker_label(record: dict[str, Any]) -> str:
+    if record.get("kind") == "paper":
+        return "the paper broker"
+    return f"{record.get('kind')} account {record.get('account')}"
+
+
+def _on_account(last: datetime | None, broker: Any) -> datetime | None:
+    """`last` if it was made on the broker account the history belongs to now: not
+    before the deliberate switch to it (`since`)."""
+    since = broker.get("since") if isinstance(broker, dict) else None
+    try:
+        if last is not None and since and last < parse_iso_timestamp(since):
+            return None
+    except InvalidStateError:
+        pass  # an unreadable switch time: the date counts, the careful way
+    return last
 
 
 def backup_status_facts(config_path: str | Path) -> dict[str, Any]:
@@ -630,10 +1059,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="keep live state that is older than the newest restore point (a "
                              "restore of older state, on purpose): this run records it as a "
                              "restore point of kind rollback and goes on")
+    parser.add_argument("--switch-broker", action="store_true",
+                        help="make the configured broker account the one this history "
+                             "belongs to, on purpose (the old history is kept; the new "
+                             "account starts with no last rebalance), then exit")
     parser.add_argument("--status", action="store_true", help="print the last run and backup "
                                                               "health as JSON, then exit")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     args = parser.parse_args(argv)
+    if args.switch_broker and (args.dry_run or args.force_rebalance or args.status):
+        parser.error("--switch-broker only switches: run it without --dry-run, "
+                     "--force-rebalance or --status")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
@@ -651,10 +1087,16 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_OK if doc["ok"] else EXIT_ERROR
         if bot.config.broker["kind"] == "alpaca":
             _check_alpaca(bot)
+        if args.switch_broker:
+            log.info("%s", bot.switch_broker())
+            return EXIT_OK
         decision = bot.run_daily_check(dry_run=args.dry_run, force=args.force_rebalance)
-    except StateUnrecoverableError as exc:
+    except (StateUnrecoverableError, BrokerChanged) as exc:
         log.critical("%s", exc)
         return EXIT_REFUSED
+    except BrokerError as exc:
+        log.error("%s; nothing is recorded as a rebalance", exc)
+        return EXIT_BROKER
     except (BackupError, ValueError, OSError, LockTimeout) as exc:
         log.error("%s", exc)
         return EXIT_ERROR

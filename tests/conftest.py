@@ -110,3 +110,14 @@ def home(tmp_path):
     folder.mkdir()
     shutil.copy(ROOT / "config.yaml", folder / "config.yaml")
     return folder
+
+
+@pytest.fixture
+def alpaca_server():
+    """A fake Alpaca trading API on 127.0.0.1 with a free port (tests/fake_alpaca.py):
+    one fresh account per test, for the real alpaca-py client of a DalioLite process."""
+    from tests.fake_alpaca import FakeAlpaca
+
+    server = FakeAlpaca()
+    yield server
+    server.stop()

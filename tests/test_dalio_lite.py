@@ -10,12 +10,11 @@ import shutil
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
 
 import pytest
 
 from backup_manager import BackupManager, ConfigError
-from dalio_lite import AlpacaBroker, DalioLite, MarketOrder
+from dalio_lite import AlpacaBroker, DalioLite
 from tests.helpers import ROOT
 
 STATE_FILES = ("last_rebalance.json", "paper_account.json", "autopilot_status.json")
@@ -65,7 +64,9 @@ def test_autopilot_status_has_documented_keys(home):
     run(home)
     doc = status(home)
     assert set(doc) == {"last_run", "outcome", "reason", "next_eligible_rebalance",
-                        "last_backup", "last_backup_error", "fresh_start", "rebalance_on_record"}
+                        "last_backup", "last_backup_error", "fresh_start", "rebalance_on_record",
+                        "broker"}
+    assert doc["broker"] == {"kind": "paper", "account": None, "since": None}
     assert doc["last_backup_error"] is None
     assert doc["last_backup"].startswith("last_rebalance_")
     assert datetime.fromisoformat(doc["next_eligible_rebalance"]) > datetime.now(UTC)
@@ -255,6 +256,11 @@ def test_legacy_naive_timestamp_is_read_as_local_time(home):
     ({"rebalancing": {"min_days_between": -1}}, "min_days_between"),
     ({"brokr": {}}, "unknown key.*brokr"),
     ({"broker": {"kind": "robinhood"}}, "broker.kind"),
+    ({"broker": {"base_url": "ftp://127.0.0.1:1"}}, "broker.base_url"),
+    ({"broker": {"base_url": "https://paper-api.alpaca.markets/v2"}}, "without the /v2"),
+    ({"broker": {"read_timeout_seconds": 0}}, "broker.read_timeout_seconds"),
+    ({"broker": {"connect_timeout_seconds": "5"}}, "broker.connect_timeout_seconds"),
+    ({"broker": {"paper_fills": "later"}}, "broker.paper_fills must be immediate or next_run"),
     ({"backup": {"keep_last": "ten"}}, "backup.keep_last"),
 ])
 def test_bad_config_is_a_clear_error(home, change, message):
@@ -274,34 +280,6 @@ def test_bad_config_is_a_clear_error(home, change, message):
     assert "Traceback" not in proc.stderr
 
 
-class FakeTradingClient:
-    """Shaped like alpaca-py's TradingClient: string amounts, submit_order(order_data=)."""
-
-    def __init__(self):
-        self.orders = []
-
-    def get_account(self):
-        return SimpleNamespace(cash="1000.00", portfolio_value="11000.00", equity="11000.00")
-
-    def get_all_positions(self):
-        return [SimpleNamespace(symbol="VTI", market_value="10000.00")]
-
-    def submit_order(self, order_data):
-        self.orders.append(order_data)
-        return SimpleNamespace(id="1", status="accepted")
-
-
-def test_alpaca_adapter_against_fake_client(home):
-    client = FakeTradingClient()
-    broker = AlpacaBroker(client, request_factory=lambda o: ("request", o))
-    bot = DalioLite(home / "config.yaml", broker=broker)
-    assert bot.run_daily_check().outcome == "rebalanced"
-    sent = [o for _, o in client.orders]
-    assert sent[0] == MarketOrder("VTI", 5600.0, "sell"), "sells first, to fund the buys"
-    assert {o.symbol for o in sent[1:]} == {"TLT", "GLD", "DBC"}
-    assert all(o.side == "buy" for o in sent[1:])
-
-
 def test_alpaca_without_package_or_keys_is_a_clear_error(monkeypatch):
     monkeypatch.delenv("ALPACA_API_KEY", raising=False)
     monkeypatch.setitem(sys.modules, "alpaca", None)
@@ -310,3 +288,17 @@ def test_alpaca_without_package_or_keys_is_a_clear_error(monkeypatch):
     with pytest.raises(ConfigError, match="alpaca-py"):
         AlpacaBroker()
 
+
+
+def test_paper_account_with_or_without_orders_is_valid_and_bad_orders_are_not():
+    from backup_manager import InvalidStateError, validate_content
+
+    older = {"cash": 10.0, "positions": {"VTI": 1.5}}  # as accounts and backups were
+    validate_content("paper_account.json", json.dumps(older).encode())
+    order = {"client_order_id": "daliolite-x", "symbol": "VTI", "side": "buy",
+             "notional": 100.0, "filled": 0.0, "status": "open"}
+    validate_content("paper_account.json", json.dumps({**older, "orders": [order]}).encode())
+    for orders in ({"VTI": 1}, [{"symbol": "VTI"}], ["daliolite-x"]):
+        with pytest.raises(InvalidStateError, match="orders must be a list of orders"):
+            validate_content("paper_account.json",
+                             json.dumps({**older, "orders": orders}).encode())

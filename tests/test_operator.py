@@ -565,18 +565,21 @@ def test_state_that_is_a_file_says_what_to_do(tmp_path):
     guard.check()
 
 
-def test_alpaca_without_alpaca_py_fails_at_start_up_on_a_no_trade_day(bot, untouched):
-    import importlib.util
-
-    if importlib.util.find_spec("alpaca") is not None:
-        pytest.skip("alpaca-py is installed here")
+def test_alpaca_without_alpaca_py_fails_at_start_up_on_a_no_trade_day(bot, untouched,
+                                                                      tmp_path_factory):
     config = bot / "config.yaml"
     doc = yaml.safe_load(config.read_text())
     doc["broker"]["kind"] = "alpaca"
     config.write_text(yaml.safe_dump(doc))
     before = files(bot)
-    proc = dalio(bot)  # the first run rebalanced: nothing is due today
-    assert proc.returncode == 1
+    # alpaca-py is installed for the tests: this process must not find it, as on a
+    # machine where it never was (site imports sitecustomize from PYTHONPATH first).
+    hider = tmp_path_factory.mktemp("without-alpaca")
+    (hider / "sitecustomize.py").write_text("import sys\nsys.modules['alpaca'] = None\n")
+    proc = subprocess.run([sys.executable, str(bot / "dalio_lite.py"), "--config", str(config)],
+                          cwd=bot.parent, capture_output=True, text=True, timeout=60,
+                          env={**ENV, "PYTHONPATH": f"{hider}{os.pathsep}{ROOT}"})
+    assert proc.returncode == 1  # the first run rebalanced: nothing is due today
     assert f"{sys.executable} -m pip install 'alpaca-py>=0.30'" in proc.stderr
     assert "decision:" not in proc.stderr, "checked before any decision"
     assert files(bot) == before
