@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -190,3 +191,24 @@ def run_bot(home: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(ROOT / "dalio_lite.py"), "--config",
                            str(home / "config.yaml")], capture_output=True, text=True,
                           timeout=120)
+
+
+# --- refusals ----------------------------------------------------------------------
+
+
+def refusal_of(stderr: str) -> tuple[str, list[str], list[str]]:
+    """(headline, reason lines, commands) of the refusal a run logged: the numbered
+    commands without their '  # why' comments, ready to run."""
+    lines = stderr.splitlines()
+    start = next(i for i, line in enumerate(lines) if "refusing to trade: " in line)
+    headline = lines[start].split("refusing to trade: ", 1)[1]
+    reasons, commands = [], []
+    for line in lines[start + 1:]:
+        if line.startswith("Details:"):
+            break
+        numbered = re.match(r"  \d+\. (.*)", line)
+        if numbered:
+            commands.append(numbered[1].split("  # ")[0])
+        elif line.startswith("  ") and not commands:
+            reasons.append(line.strip())
+    return headline, reasons, commands

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from tests.fake_alpaca import KEYS_ENV
-from tests.helpers import ROOT, refused_port
+from tests.helpers import ROOT, refusal_of, refused_port
 
 pytest.importorskip("alpaca.trading.client")
 
@@ -290,10 +290,11 @@ def test_a_refusal_on_the_alpaca_broker_offers_commands_that_work(tmp_path, alpa
         backup.write_bytes(backup.read_bytes()[:-3])
     refused = dalio(home)
     assert refused.returncode == 3, refused.stderr
-    (line,) = problem_lines(refused)
-    assert "last_rebalance.json cannot be recovered" in line
-    assert "paper_account" not in line
-    fresh = re.search(r"start over on purpose with '([^']+)'", refused.stderr)[1]
+    headline, reasons, commands = refusal_of(refused.stderr)
+    assert [r.split(":")[0] for r in reasons] == [str(home / "state" / "last_rebalance.json")]
+    assert "paper_account" not in refused.stderr.split("refusing to trade")[1]
+    (fresh,) = [c for c in commands if c.endswith("--accept-fresh-state")]
+    assert not any(" restore " in c for c in commands), "every backup is damaged: no restore"
     done = run_printed(fresh)
     assert done.returncode == 0, done.stderr
     assert len(alpaca_server.submitted()) == 4, "the account is balanced: drift decides"
