@@ -81,9 +81,20 @@ class Search:
         self.unreachable_ids: dict[str, str] = {}
 
     def cannot_ask(self, location: str, store: Store, why: str) -> None:
+        """The store could not be listed: it is not asked again in this search."""
         self.tried.append((store.label, why))
         self.unreachable.setdefault(store.label, why)
         self.unreachable_ids.setdefault(location, why)
+
+    def cannot_read(self, location: str, store: Store, name: str, why: str) -> None:
+        """An object could not be read: the store cannot be fully seen. A bucket that
+        failed once is not asked again (each try may cost a timeout); a folder is
+        still asked for its other objects."""
+        if store.path(name) is None:
+            self.cannot_ask(location, store, why)
+            return
+        self.tried.append((f"{store.label}/{name}", why))
+        self.unreachable.setdefault(store.label, why)
 
     def summary(self) -> str:
         if not self.tried:
@@ -119,7 +130,7 @@ def find_newest_valid(sources: Iterable[tuple[str, Store]], key: StateKey, prefi
         try:
             return Candidate(location, store, backup, read_valid(store, backup))
         except StoreUnreachable as exc:
-            search.cannot_ask(location, store, f"cannot read {backup.name}: {exc}")
+            search.cannot_read(location, store, backup.name, f"cannot read {backup.name}: {exc}")
         except (IntegrityError, InvalidStateError) as exc:
             # One bad backup: the older ones may be fine.
             log.warning("skipping backup %s in %s: %s", backup.name, store.label, exc)
@@ -161,7 +172,7 @@ def _verified(location: str, store: Store, backup: BackupName, entry: Entry,
     try:
         data = read_valid(store, backup)
     except StoreUnreachable as exc:
-        search.cannot_ask(location, store, f"cannot read {backup.name}: {exc}")
+        search.cannot_read(location, store, backup.name, f"cannot read {backup.name}: {exc}")
         return None
     except (IntegrityError, InvalidStateError) as exc:
         if getattr(exc, "kind", "") != "missing backup":  # one store without it is no news

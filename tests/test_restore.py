@@ -485,6 +485,9 @@ class FailingReads(LocalStore):
         self.reads += 1
         raise CloudError("read timed out")
 
+    def path(self, name):
+        return None  # remote, as a bucket is
+
 
 def test_a_store_that_fails_a_read_is_not_asked_again_in_that_search(tmp_path):
     local, cloud = tmp_path / "local", FailingReads(tmp_path / "cloud")

@@ -6,6 +6,7 @@ the endpoint is back; nothing is duplicated or corrupted remotely."""
 from __future__ import annotations
 
 import http.client
+import os
 import socket
 import threading
 import time
@@ -187,12 +188,19 @@ def assert_uploaded_once(puts, made):
     assert sorted(settled) == expected_keys(made)
 
 
+def with_point(path):
+    """A backup and the restore point its call committed: both are copies owed."""
+    from backup_manager.points import point_name, points_in
+
+    return [path, path.parent / point_name(max(points_in(os.listdir(path.parent))[0]))]
+
+
 def backups_through(server, state_file, count, before=None, puts=None):
     made = []
     for i in range(count):
         state_file.write_bytes(rebalance_doc(n=i, at=time.time()))
         bm = manager(server, puts)
-        made.append(bm.backup_state_file(state_file))
+        made += with_point(bm.backup_state_file(state_file))
         if before:
             before(i)
     return made
@@ -266,11 +274,12 @@ def test_kill_server_during_an_upload(project, state_file, upstream, report, put
     bm.cloud.client.meta.events.register("before-send.s3.PutObject", stop_on_put)
     path = bm.backup_state_file(state_file)
     assert path.exists()
-    assert bm.status()["targets"][0]["pending"] == 1
+    made = with_point(path)
+    assert bm.status()["targets"][0]["pending"] == 2, "the backup and its restore point"
     upstream.start()
-    assert sync_sends_each_owed_copy_once(puts, [path], upstream, upstream) == [path]
-    assert remote_backups(upstream) == expected_keys([path])
-    assert_uploaded_once(puts, [path])
+    assert sync_sends_each_owed_copy_once(puts, made, upstream, upstream) == made
+    assert remote_backups(upstream) == expected_keys(made)
+    assert_uploaded_once(puts, made)
     assert manager(upstream).verify(cloud=True).ok
     report("server stopped while a PUT was in flight: local backup kept, upload queued, "
            "uploaded once after restart")
