@@ -457,12 +457,13 @@ def _older_than_newest(manager: BackupManager, plan: RecoveryPlan, path: Path, l
     when = content_time(name, lf.data)
     if when is not None:
         chosen = fetch_entry(sources, state_key(path), entry, search)
-        if chosen is None:
-            return None
-        newest_when = content_time(name, chosen.data)
+        newest_when = content_time(name, chosen.data) if chosen is not None else None
         if newest_when is not None and when < newest_when:
             why.append(f"records {_day(when)}, {(newest_when - when).days} day(s) before the "
                        f"{_day(newest_when)} of the newest restore point ({newest.sequence})")
+        unknown = chosen is None  # the moments cannot be compared
+    else:
+        unknown = False
     for point in plan.history:
         older = point.entry(name)
         if point.sequence < newest.sequence and older is not None and \
@@ -479,6 +480,8 @@ def _older_than_newest(manager: BackupManager, plan: RecoveryPlan, path: Path, l
         if holder is not None and _created_before(path, holder, entry.backup):
             why.append(f"holds the bytes of backup {holder}, older than {entry.backup}, "
                        f"which the newest restore point ({newest.sequence}) names")
+    if not why and unknown:
+        return None
     return "; ".join(why) or False
 
 
