@@ -91,10 +91,6 @@ def broker_state_files(kind: str) -> tuple[str, ...]:
     return STATE_FILES if kind == "paper" else (LAST_REBALANCE, AUTOPILOT_STATUS)
 
 
-class BrokerChanged(Exception):
-    """The configured broker or account is not the one the history belongs to."""
-
-
 class BrokerError(Exception):
     """A broker call failed or went unanswered: the run stops and records no rebalance."""
 
@@ -570,7 +566,9 @@ class DalioLite:
         self.caught_up = False
         self.fresh_start: str | None = None
         self.run_started = datetime.now(UTC)
-        self.broker_record: dict[str, Any] | None = None  # set by _check_broker
+        self.broker_record: dict[str, Any] | None = None  # set by _take_broker_record
+        self._configured: dict[str, Any] | None = None
+        self._broker_failure: BrokerError | None = None
 
     def state_path(self, name: str) -> Path:
         return self.state_dir / name
@@ -635,14 +633,16 @@ class DalioLite:
 
     # start-up recovery ------------------------------------------------------------------
 
-    def recover_state(self, *, dry_run: bool = False) -> list[str]:
+    def recover_state(self, *, dry_run: bool = False, switching: bool = False) -> Any:
         """Make every configured state file valid or a first run (the package's start-up
-        guard decides; DalioLite gives its records), and return what was restored.
-        Raises Refusal (a StateUnrecoverableError) when it must not trade."""
+        guard decides; DalioLite gives its records and its broker account), and return
+        the guard's report. Raises Refusal (a StateUnrecoverableError) when it must not
+        trade."""
         files = self.backup_manager.state_files
         report = recover(self.backup_manager, files, facts=self._facts(),
                          accept_fresh=self.accept_fresh_state,
-                         accept_rollback=self.accept_rollback, dry_run=dry_run)
+                         accept_rollback=self.accept_rollback, accept_identity=switching,
+                         dry_run=dry_run)
         self.caught_up = report.caught_up
         self._planned = report.planned if dry_run else {}
         for path, moved in report.fresh.items():
@@ -655,7 +655,7 @@ class DalioLite:
                                      f"{report.backups_problem}"
         for error in report.errors:
             self.last_backup_error = f"{datetime.now(UTC).isoformat()} {error}"
-        return [str(p) for p in report.restored]
+        return report
 
     def _facts(self) -> HostFacts:
         """What DalioLite's own records say, and how a person runs its commands."""
@@ -664,10 +664,13 @@ class DalioLite:
             on_record, f"{AUTOPILOT_STATUS} records a rebalance at {on_record.isoformat()}")}
         host = f"{sys.executable} {Path(__file__).resolve()} --config {self.config_path}"
         return HostFacts(records=records, evidence=self._evidence,
+                         identity=self._identity_or_none(),
+                         describe=_identity_label,
                          backup_command=self._module_command,
                          commands={"run": host,
                                    "accept_fresh": f"{host} --accept-fresh-state",
-                                   "accept_rollback": f"{host} --accept-rollback"})
+                                   "accept_rollback": f"{host} --accept-rollback",
+                                   "accept_identity": f"{host} --switch-broker"})
 
     @property
     def _module_command(self) -> str:
@@ -739,30 +742,38 @@ class DalioLite:
         return f"{sys.executable} {Path(__file__).resolve()} --config {self.config_path}"
 
     def _configured_broker(self) -> dict[str, Any]:
-        """The broker and account config.yaml points at (Alpaca is asked for its account)."""
-        return {"kind": self.config.broker["kind"], "account": self.broker.account_id()}
+        """The broker and account config.yaml points at (Alpaca is asked for its account;
+        the paper broker has one account per state folder, and its file is not read)."""
+        kind = self.config.broker["kind"]
+        return {"kind": kind, "account": None if kind == "paper" else self.broker.account_id()}
 
-    def _check_broker(self) -> None:
-        """The history belongs to one broker account; a run on another one refuses. A
-        history from before DalioLite recorded its broker takes the configured one."""
-        configured = self._configured_broker()
+    def _identity(self) -> dict[str, Any]:
+        """Whom the history belongs to: every restore point records it, and the start-up
+        guard refuses a history recorded under another account (a fact, not a rule)."""
+        if self._configured is None:
+            self._configured = self._configured_broker()
+        return {"broker": self._configured["kind"], "account": self._configured["account"]}
+
+    def _identity_or_none(self) -> dict[str, Any] | None:
+        """The identity, or None when the broker cannot be asked: the run then stops at
+        its first broker call, after recovery (and records why)."""
+        try:
+            return self._identity()
+        except BrokerError as exc:
+            self._broker_failure = exc
+            return None
+
+    def _take_broker_record(self) -> None:
+        """The account's own record (when it became the history's: a last rebalance from
+        before a switch does not count for it). A history from before DalioLite recorded
+        its broker takes the configured one."""
         recorded = self._previous_status().get("broker")
-        if not isinstance(recorded, dict):
-            log.info("the history records no broker yet: it belongs to %s from now on",
-                     _broker_label(configured))
-            self.broker_record = {**configured, "since": None}
+        if isinstance(recorded, dict):
+            self.broker_record = recorded
             return
-        if (recorded.get("kind"), recorded.get("account")) != \
-                (configured["kind"], configured["account"]):
-            raise BrokerChanged(
-                f"refusing to trade: this history belongs to {_broker_label(recorded)}, but "
-                f"{self.config_path} now points at {_broker_label(configured)}; its records, "
-                f"the last rebalance among them, are the old account's. To trade on the new "
-                f"account on purpose (the old history is kept, and the new account starts "
-                f"with no last rebalance, so drift decides its first one), run: "
-                f"{self._host_command} --switch-broker. Otherwise point broker back at the "
-                f"old account in config.yaml.")
-        self.broker_record = recorded
+        log.info("the history records no broker yet: it belongs to %s from now on",
+                 _broker_label(self._configured_broker()))
+        self.broker_record = {**self._configured_broker(), "since": None}
 
     def switch_broker(self) -> str:
         """Make the configured broker account the one this history belongs to, on purpose:
@@ -771,12 +782,11 @@ class DalioLite:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         with file_lock(self.state_path(RUN_LOCK), self.config.lock_timeout, "DalioLite run lock"):
             self.run_started = datetime.now(UTC)
-            self.recover_state()
+            report = self.recover_state(switching=True)
             configured = self._configured_broker()
             recorded = self._previous_status().get("broker")
             recorded = recorded if isinstance(recorded, dict) else None
-            if recorded and (recorded.get("kind"), recorded.get("account")) == \
-                    (configured["kind"], configured["account"]):
+            if report.identity == self._identity():
                 return f"the history already belongs to {_broker_label(configured)}: " \
                        "nothing to switch"
             self.broker_record = {**configured, "since": self.run_started.isoformat(),
@@ -788,7 +798,9 @@ class DalioLite:
                          "old account and stays in the history; " if last else "")
                       + "the new account starts with no last rebalance, so drift decides "
                         "its first one")
-            with self.backup_manager.changes(PointKind.RUN, f"switch of broker: {reason}",
+            with self.backup_manager.changes(PointKind.SWITCH, f"switch of broker: {reason}",
+                                             details={"identity": self._identity(),
+                                                      "switched_from": report.identity},
                                              commit_failed=self._commit_failed):
                 self._record(RunDecision("switched_broker", reason, []))
             return reason
@@ -815,11 +827,15 @@ class DalioLite:
             self.run_started = datetime.now(UTC)
             self.recover_state(dry_run=dry_run)
             try:
-                self._check_broker()
+                if self._broker_failure is not None:
+                    raise self._broker_failure
+                self._take_broker_record()
                 decision = self._decide(force)
             except BrokerError as exc:
                 if not dry_run:
+                    known = {"identity": self._identity()} if self._configured else None
                     with self.backup_manager.changes(PointKind.RUN, f"daily check: error ({exc})",
+                                                     details=known,
                                                      commit_failed=self._commit_failed):
                         self._record(RunDecision("error", str(exc), []))
                 raise
@@ -830,6 +846,7 @@ class DalioLite:
             # Every state file this run writes goes into one restore point, at the end.
             with self.backup_manager.changes(PointKind.RUN, f"daily check: {decision.outcome} "
                                                             f"({decision.reason})",
+                                             details={"identity": self._identity()},
                                              commit_failed=self._commit_failed):
                 try:
                     if decision.outcome == "rebalanced":
@@ -1012,6 +1029,13 @@ def _broker_label(record: dict[str, Any]) -> str:
     return f"{record.get('kind')} account {record.get('account')}"
 
 
+def _identity_label(identity: Any) -> str:
+    """A restore point's identity, as people say it: the paper broker, alpaca account X."""
+    if not isinstance(identity, dict):
+        return str(identity)
+    return _broker_label({"kind": identity.get("broker"), "account": identity.get("account")})
+
+
 def _on_account(last: datetime | None, broker: Any) -> datetime | None:
     """`last` if it was made on the broker account the history belongs to now: not
     before the deliberate switch to it (`since`)."""
@@ -1091,7 +1115,7 @@ def main(argv: list[str] | None = None) -> int:
             log.info("%s", bot.switch_broker())
             return EXIT_OK
         decision = bot.run_daily_check(dry_run=args.dry_run, force=args.force_rebalance)
-    except (StateUnrecoverableError, BrokerChanged) as exc:
+    except StateUnrecoverableError as exc:
         log.critical("%s", exc)
         return EXIT_REFUSED
     except BrokerError as exc:

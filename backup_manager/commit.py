@@ -18,7 +18,7 @@ from .atomic import read_state_file
 from .catalog import BackupSet, group_backups, next_stamp, sidecar_digest
 from .errors import IntegrityError, InvalidStateError, storage_error
 from .formats import SIDECAR_SUFFIX, sha256_hex, state_key, validate_content
-from .points import Entry, Point, encode_point, point_name, points_in, read_point
+from .points import CARRIED, Entry, Point, encode_point, point_name, points_in, read_point
 
 TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
 if TYPE_CHECKING:
@@ -61,11 +61,13 @@ def commit_point(folder: BackupsFolder, state_files: Iterable[Path], *, writer: 
             files[file_name] = entry
     for file_name in fresh:
         files[file_name] = None
-    if not force and newest is not None and _digests(files) == _digests(newest.files):
+    if not force and newest is not None and _digests(files) == _digests(newest.files) and \
+            all(newest.details.get(k) == v for k, v in (details or {}).items() if k in CARRIED):
         return None  # the same bytes, perhaps under a newer backup's name: no change
+    carried = {k: newest.details[k] for k in CARRIED if newest and k in newest.details}
     point = Point(max(highest, seen) + 1, folder.clock(), writer, kind, reason,
                   None if newest is None else (newest.sequence, newest.digest), files,
-                  details)
+                  {**carried, **(details or {})})
     data = encode_point(point)
     try:
         folder.store.create_object(point.name, data, before_commit=record)

@@ -47,6 +47,7 @@ class PointKind(StrEnum):
     ORDERS = "orders"            # the intent before a run's orders
     RECONCILED = "reconciled"    # orders found at the broker that no point recorded
     TAKE_OVER = "take-over"      # this writer takes the history over on purpose
+    SWITCH = "switch"            # the history moves to another identity (broker account)
 
 
 class Entry(tuple):
@@ -66,8 +67,15 @@ class Entry(tuple):
         return self[1]
 
 
+CARRIED = ("identity",)
+"""Details every point carries on from the one it follows unless it changes them: the
+host's identity (which broker account the history belongs to)."""
+
+
 class Point:
-    """One restore point, as read from its manifest (`digest` is the manifest's SHA-256)."""
+    """One restore point, as read from its manifest (`digest` is the manifest's SHA-256).
+    `details` holds what the point says besides files: the host's `identity`, what a
+    rollback rolled back from, an intent's orders."""
 
     __slots__ = ("sequence", "time", "writer", "kind", "reason", "follows", "files",
                  "details", "digest")
@@ -87,6 +95,11 @@ class Point:
 
     def entry(self, file_name: str) -> Entry | None:
         return self.files.get(file_name)
+
+    @property
+    def identity(self) -> Any:
+        """Whom the history belongs to, as the host said (None: it never said)."""
+        return self.details.get("identity")
 
     def __repr__(self) -> str:
         return f"Point({self.sequence}, {self.kind!r}, {self.time.isoformat()})"

@@ -81,6 +81,7 @@ class RefusalKind(StrEnum):
     RECORDS = "records"            # the host's records know of newer state
     UNREADABLE = "unreadable"      # a live state file cannot be read
     BACKUPS = "backups folder"     # backups/ cannot be used to install what is lost
+    IDENTITY = "identity"          # the history belongs to another broker account
 
 
 class Refusal(StateUnrecoverableError):
@@ -113,16 +114,24 @@ class HostFacts:
     `records` maps a state file's name to (a moment, why): the host's own records
     say that file existed and recorded at least that moment (None: existed, moment
     unknown). `evidence(path)` is asked about a lost file when no restore point
-    knows it. `commands` are the host's command lines, by what they do: "run" (its
-    daily check), "accept_fresh", "accept_rollback"; `backup_command` is how to run
-    this package's command line.
+    knows it. `identity` says whom the state belongs to now (for DalioLite, its
+    broker and account): every point records it, and a history recorded under
+    another one is refused until the host switches on purpose (`describe` words an
+    identity for people). `commands` are the
+    host's command lines, by what they do: "run" (its daily check), "accept_fresh",
+    "accept_rollback", "accept_identity"; `backup_command` is how to run this
+    package's command line.
     """
 
     def __init__(self, *, records: Mapping[str, tuple[datetime | None, str]] | None = None,
                  evidence: Callable[[Path], str | None] | None = None,
+                 identity: Mapping[str, Any] | None = None,
+                 describe: Callable[[Any], str] | None = None,
                  commands: Mapping[str, str] | None = None,
                  backup_command: str = "python -m backup_manager",
                  clock: Callable[[], datetime] | None = None):
+        self.identity = dict(identity) if identity is not None else None
+        self.describe = describe or _identity_text
         self.records = dict(records or {})
         self.evidence = evidence or (lambda path: None)
         self.commands = dict(commands or {})
@@ -218,6 +227,8 @@ class RecoveryReport:
         self.rolled_back = list(plan.rolled_back)
         self.unseen = dict(plan.unseen)
         self.newest_point = plan.newest.sequence if plan.newest else None
+        self.identity = plan.newest.identity if plan.newest else None
+        """Whom the history belonged to at its newest point (None: it never said)."""
         self.point: int | None = None
         self.queued: list[tuple[str, str]] = []
         self.errors: list[str] = []
@@ -234,8 +245,8 @@ class RecoveryReport:
 
 def recover(manager: BackupManager, state_files: Iterable[str | Path] | None = None, *,
             facts: HostFacts | None = None, accept_fresh: bool = False,
-            accept_rollback: bool = False, from_reachable: bool = False,
-            dry_run: bool = False,
+            accept_rollback: bool = False, accept_identity: bool = False,
+            from_reachable: bool = False, dry_run: bool = False,
             evidence: Mapping[str | Path, str] | Callable[[Path], str | None] | None = None,
             command: str | None = None, fresh_command: str | None = None
             ) -> RecoveryReport:
@@ -255,9 +266,9 @@ def recover(manager: BackupManager, state_files: Iterable[str | Path] | None = N
         facts.commands.setdefault("accept_fresh", fresh_command)
     paths = [Path(p) for p in (manager.state_files if state_files is None else state_files)]
     plan = plan_recovery(manager, paths, facts, accept_fresh=accept_fresh,
-                         accept_rollback=accept_rollback, from_reachable=from_reachable,
-                         dry_run=dry_run)
-    return apply_recovery(manager, plan, dry_run=dry_run)
+                         accept_rollback=accept_rollback, accept_identity=accept_identity,
+                         from_reachable=from_reachable, dry_run=dry_run)
+    return apply_recovery(manager, plan, dry_run=dry_run, facts=facts)
 
 
 def _evidence_function(evidence: Mapping[str | Path, str] | Callable[[Path], str | None]
@@ -294,12 +305,14 @@ HEADLINES = {
     RefusalKind.RECORDS: "the only state left is older than the host's own records",
     RefusalKind.UNREADABLE: "a state file cannot be read",
     RefusalKind.BACKUPS: "the backups folder cannot be used to recover lost state",
+    RefusalKind.IDENTITY: "this history belongs to another account than the one configured",
 }
 
 
 def plan_recovery(manager: BackupManager, paths: list[Path], facts: HostFacts, *,
                   accept_fresh: bool = False, accept_rollback: bool = False,
-                  from_reachable: bool = False, dry_run: bool = False) -> RecoveryPlan:
+                  accept_identity: bool = False, from_reachable: bool = False,
+                  dry_run: bool = False) -> RecoveryPlan:
     """Decide, changing nothing: what to install, catch up, commit, or why to refuse."""
     live = {path: LiveFile(path) for path in paths}
     history = manager.history()
@@ -323,6 +336,8 @@ def plan_recovery(manager: BackupManager, paths: list[Path], facts: HostFacts, *
     else:
         _plan_with_points(manager, plan, facts, refusals, sources, search, accept_fresh,
                           accept_rollback, from_reachable)
+    if not accept_identity:
+        _check_identity(plan, facts, refusals)
     _check_records(plan, facts, refusals)
     _check_clock(plan, facts, refusals)
     if plan.installs and plan.backups_problem:
@@ -495,6 +510,26 @@ def _created_before(path: Path, a: str, b: str) -> bool:
     return (not first.legacy, first.stamp) < (not second.legacy, second.stamp)
 
 
+def _check_identity(plan: RecoveryPlan, facts: HostFacts, refusals: _Refusals) -> None:
+    """A history recorded under another identity (another broker account) is not this
+    host's to trade on: its last rebalance, its positions are the other account's."""
+    recorded = plan.newest.identity if plan.newest is not None else None
+    if recorded is None or facts.identity is None or recorded == facts.identity:
+        return
+    refusals.add(RefusalKind.IDENTITY, "site",
+                 f"this history belongs to {facts.describe(recorded)} (restore point "
+                 f"{plan.newest.sequence}), but the configuration now points at "
+                 f"{facts.describe(facts.identity)} (point it back there, or switch)",
+                 facts.command("accept_identity", "(the host's switch command)")
+                 + "  # switch on purpose: the old history is kept")
+
+
+def _identity_text(identity: Any) -> str:
+    if isinstance(identity, Mapping):
+        return ", ".join(f"{k} {v}" for k, v in sorted(identity.items()) if v is not None)
+    return str(identity)
+
+
 def _check_records(plan: RecoveryPlan, facts: HostFacts, refusals: _Refusals) -> None:
     """An installed file older than what the host's records know of would make the host
     act on stale state: refuse."""
@@ -554,11 +589,12 @@ _SECOND = timedelta(seconds=1)
 # --- doing ----------------------------------------------------------------------------
 
 
-def apply_recovery(manager: BackupManager, plan: RecoveryPlan, *,
-                   dry_run: bool = False) -> RecoveryReport:
+def apply_recovery(manager: BackupManager, plan: RecoveryPlan, *, dry_run: bool = False,
+                   facts: HostFacts | None = None) -> RecoveryReport:
     """Carry out a plan: refuse (recording why), or install, start over, catch up and
     commit, then queue the copies targets lack. A dry run changes nothing and logs
     what it would do."""
+    facts = facts or HostFacts()
     report = RecoveryReport(plan, dry_run)
     if plan.refusal is not None:
         if not dry_run:
@@ -586,6 +622,9 @@ def apply_recovery(manager: BackupManager, plan: RecoveryPlan, *,
                PointKind.UPGRADE: "the first restore point of this history",
                PointKind.CATCH_UP: "live state no point held: " + ", ".join(
                    p.name for p in plan.catch_up)}[kind]
+        if facts.identity is not None and (plan.newest is None or
+                                           plan.newest.identity is None):
+            details["identity"] = facts.identity
         try:
             before = set(manager.store.list_names())
             point = manager.commit_point(kind, why, details=details,

@@ -76,9 +76,9 @@ def problem_lines(proc):
 
 def printed_command(proc, flag):
     """The command a refusal printed for the operator, ending with `flag`."""
-    match = re.search(rf"run: (\S+ \S+ --config \S+ {flag})", proc.stderr)
-    assert match, f"no command with {flag} in: {proc.stderr}"
-    return match[1]
+    matches = [c for c in refusal_of(proc.stderr)[2] if c.endswith(flag)]
+    assert len(matches) == 1, f"no command with {flag} in: {proc.stderr}"
+    return matches[0]
 
 
 def run_printed(command):
@@ -344,6 +344,7 @@ def test_switch_from_paper_to_alpaca(tmp_path, alpaca_server):
     refused = dalio(home)
     assert refused.returncode == 3, refused.stderr
     assert "this history belongs to the paper broker" in refused.stderr
+    assert "restore point" in refused.stderr, "the history's own record says so"
     assert f"alpaca account {alpaca_server.account_id}" in refused.stderr
     assert alpaca_server.submitted() == []
 
