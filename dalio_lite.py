@@ -14,6 +14,7 @@ rebalance recorded.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import logging
@@ -818,12 +819,21 @@ class DalioLite:
 
     # the daily check -------------------------------------------------------------------
 
+    def _run_lock(self, dry_run: bool) -> Any:
+        """The run lock. A dry run writes nothing, not even the lock file: it takes the
+        lock where a run made it, and none where no run ever did."""
+        if dry_run and not self.state_path(RUN_LOCK).exists():
+            return contextlib.nullcontext()
+        if not dry_run:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+        return file_lock(self.state_path(RUN_LOCK), self.config.lock_timeout,
+                         "DalioLite run lock")
+
     def run_daily_check(self, *, dry_run: bool = False, force: bool = False) -> RunDecision:
         """Recover state, check the broker account, decide, trade if due, record the
         outcome. Holds the run lock throughout, so a cron run and a dashboard never
         rebalance twice. A broker that fails raises BrokerError; no rebalance is recorded."""
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        with file_lock(self.state_path(RUN_LOCK), self.config.lock_timeout, "DalioLite run lock"):
+        with self._run_lock(dry_run):
             self.run_started = datetime.now(UTC)
             self.recover_state(dry_run=dry_run)
             try:
@@ -1096,6 +1106,9 @@ def main(argv: list[str] | None = None) -> int:
                      "--force-rebalance or --status")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if args.dry_run:
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_said_as_a_dry_run)
     try:
         bot = DalioLite(args.config, accept_fresh_state=args.accept_fresh_state,
                         accept_rollback=args.accept_rollback)
@@ -1126,6 +1139,14 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     log.info("done: %s", decision.outcome)
     return EXIT_OK
+
+
+def _said_as_a_dry_run(record: logging.LogRecord) -> bool:
+    """Every line a dry run logs says it is one: nothing it names was done."""
+    message = record.getMessage()
+    if not message.startswith("dry run"):
+        record.msg, record.args = f"dry run: {message}", None
+    return True
 
 
 def _output_closed() -> int:

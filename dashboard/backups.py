@@ -329,6 +329,42 @@ def show_timeline(site: Site, facts: dict) -> None:
 # --- copy queues ----------------------------------------------------------------------
 
 
+POINTS_SHOWN = 20
+
+
+def point_rows(site: Site) -> tuple[list[dict], dict[str, str]]:
+    """The history, newest first (at most POINTS_SHOWN points), and the stores it could
+    not see: one row per restore point, with where its copies are."""
+    history = site.manager.history()
+    labels = {location: store.label for location, store in site.manager.sources()}
+    rows = []
+    for number in sorted(history.locations, reverse=True)[:POINTS_SHOWN]:
+        point = history.point(number)
+        where = ", ".join(labels.get(loc, loc) for loc in history.where(number))
+        if point is None:
+            rows.append({"point": number, "time (UTC)": "-", "kind": "DAMAGED",
+                         "writer": "-", "why": history.damaged.get(number, ""),
+                         "stores": where})
+            continue
+        rows.append({"point": number, "time (UTC)": f"{point.time:%Y-%m-%d %H:%M:%S}",
+                     "kind": point.kind, "writer": point.writer, "why": point.reason,
+                     "stores": where})
+    return rows, history.unseen
+
+
+def show_points(site: Site) -> None:
+    st.subheader("Restore points")
+    rows, unseen = point_rows(site)
+    for location, why in unseen.items():
+        st.warning(f"cannot see {location}: {why}")
+    if not rows:
+        st.info("no restore points yet: the next DalioLite run commits the first")
+        return
+    st.caption("Each point names the backup of every state file at one moment; recovery "
+               "installs the newest whose backups verify, never loose files.")
+    st.dataframe(rows, hide_index=True)
+
+
 def show_copies(site: Site, facts: dict) -> None:
     st.subheader("Copy queues")
     if not facts["targets"]:
@@ -583,6 +619,7 @@ def main() -> None:
     problems = status_problems(facts, site.max_age_hours, site.command("").rstrip())
     show_health(site, facts, problems)
     show_timeline(site, facts)
+    show_points(site)
     show_copies(site, facts)
     show_checks(site, facts)
     show_restore(site, facts)
