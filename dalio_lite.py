@@ -9,6 +9,10 @@ rebalance recorded.
 
     python dalio_lite.py [--config PATH] [--dry-run] [--force-rebalance]
                          [--accept-fresh-state] [--switch-broker] [--status]
+    python dalio_lite.py [--config PATH] --schedule cron|launchd|systemd [--system]
+
+Variables of the secrets file beside config.yaml (.env, see dalio_schedule.py) that the
+environment does not set are read at start-up.
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ from backup_manager.config import (
     timeout,
     whole_number,
 )
+from dalio_schedule import ENV_FILE, PLATFORMS, load_env_file, print_schedule
 
 log = logging.getLogger("dalio_lite")
 
@@ -1099,8 +1104,18 @@ def main(argv: list[str] | None = None) -> int:
                              "account starts with no last rebalance), then exit")
     parser.add_argument("--status", action="store_true", help="print the last run and backup "
                                                               "health as JSON, then exit")
+    parser.add_argument("--schedule", choices=PLATFORMS,
+                        help="print the jobs that run this checkout on that scheduler (the "
+                             "daily check, an hourly health check, a weekly check) and where "
+                             "each goes; installs nothing; then exit")
+    parser.add_argument("--system", action="store_true",
+                        help="with --schedule systemd: system units (default: user units)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     args = parser.parse_args(argv)
+    if args.system and args.schedule != "systemd":
+        parser.error("--system goes with --schedule systemd")
+    if args.schedule:
+        return print_schedule(args.schedule, args.config, system=args.system)
     if args.switch_broker and (args.dry_run or args.force_rebalance or args.status):
         parser.error("--switch-broker only switches: run it without --dry-run, "
                      "--force-rebalance or --status")
@@ -1110,6 +1125,7 @@ def main(argv: list[str] | None = None) -> int:
         for handler in logging.getLogger().handlers:
             handler.addFilter(_said_as_a_dry_run)
     try:
+        load_env_file(Path(args.config).resolve().parent / ENV_FILE)
         bot = DalioLite(args.config, accept_fresh_state=args.accept_fresh_state,
                         accept_rollback=args.accept_rollback)
         _check_state_dir(bot.state_dir)

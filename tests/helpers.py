@@ -6,6 +6,8 @@ import http.client
 import json
 import os
 import re
+import shlex
+import shutil
 import socket
 import subprocess
 import sys
@@ -23,6 +25,26 @@ SCALE = max(1, int(os.environ.get("RELIABILITY_ITERATIONS", "1")))
 
 def scaled(n: int) -> int:
     return n * SCALE
+
+
+def with_project_python(folder):
+    """Give `folder` the virtual environment Quick start makes, at .venv/bin/python
+    (this test's interpreter, which has the dependencies)."""
+    venv_python = folder / ".venv" / "bin" / "python"
+    if not venv_python.exists():
+        venv_python.parent.mkdir(parents=True)
+        venv_python.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} "$@"\n')
+        venv_python.chmod(0o755)
+    return folder
+
+
+def fresh_checkout(folder):
+    """A copy of this checkout as a fresh clone has it: nothing .gitignore keeps out
+    (no state/, backups/, logs/, .venv/), then the Quick start's .venv."""
+    ignored = [line.strip().rstrip("/") for line in (ROOT / ".gitignore").read_text()
+               .splitlines() if line.strip() and not line.startswith("#")]
+    shutil.copytree(ROOT, folder, ignore=shutil.ignore_patterns(".git", *ignored))
+    return with_project_python(folder)
 
 
 def rebalance_doc(when: datetime | None = None, **extra) -> bytes:

@@ -13,13 +13,21 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from datetime import UTC, datetime
 
 import pytest
 import yaml
 
 from backup_manager import BackupManager
 from backup_manager.config import BACKUP_DEFAULTS
-from tests.helpers import ROOT, rebalance_doc, remote_keys
+from tests.helpers import (
+    ROOT,
+    fresh_checkout,
+    rebalance_doc,
+    refused_port,
+    remote_keys,
+    with_project_python,
+)
 
 README = (ROOT / "README.md").read_text()
 # Every file a user reads, by its path in the repository: README.md first, then docs/.
@@ -59,32 +67,12 @@ def section(text, heading):
     return text[start:start + 1 + ends[0]] if ends else text[start:]
 
 
-def with_project_python(folder):
-    """Give `folder` the virtual environment Quick start makes, at .venv/bin/python
-    (this test's interpreter, which has the dependencies)."""
-    venv_python = folder / ".venv" / "bin" / "python"
-    if not venv_python.exists():
-        venv_python.parent.mkdir(parents=True)
-        venv_python.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} "$@"\n')
-        venv_python.chmod(0o755)
-    return folder
-
-
 def run_in_shell(script, folder):
     """Run `script` as printed, through bash, in a project folder with its .venv."""
     with_project_python(folder)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run(["bash", "-c", script], cwd=folder, capture_output=True, text=True,
                           env=env, timeout=60)
-
-
-def fresh_checkout(folder):
-    """A copy of this checkout as a fresh clone has it: nothing .gitignore keeps out
-    (no state/, backups/, logs/, .venv/), then the Quick start's .venv."""
-    ignored = [line.strip().rstrip("/") for line in (ROOT / ".gitignore").read_text()
-               .splitlines() if line.strip() and not line.startswith("#")]
-    shutil.copytree(ROOT, folder, ignore=shutil.ignore_patterns(".git", *ignored))
-    return with_project_python(folder)
 
 
 # --- Quick start ----------------------------------------------------------------------
@@ -184,9 +172,24 @@ def test_the_specs_one_liner_fails_as_readme_says(state_file, project):
 
 def crontab_lines():
     """The command of every crontab line README and docs/ print (```cron blocks)."""
-    return [line.split(None, 5)[5] for text in PAGES.values()
+    return [command for text in PAGES.values()
             for block in re.findall(r"```cron\n(.*?)```", text, re.S)
-            for line in block.splitlines() if line.strip() and not line.startswith("#")]
+            for command in commands_of(block)]
+
+
+def commands_of(crontab):
+    """The commands of a crontab's lines: no comments, no NAME=value settings."""
+    return [line.split(None, 5)[5] for line in crontab.splitlines()
+            if line.strip() and not line.startswith("#") and not re.match(r"\w+=", line)]
+
+
+def scheduled_for_cron(checkout):
+    """What `.venv/bin/python dalio_lite.py --schedule cron` prints in `checkout`."""
+    proc = subprocess.run([str(checkout / ".venv" / "bin" / "python"), "dalio_lite.py",
+                           "--schedule", "cron"], cwd=checkout, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
 
 
 def only(commands, word):
@@ -211,10 +214,21 @@ def cron(command, home, **env):
 def test_every_crontab_line_is_tested():
     commands = crontab_lines()
     assert len(commands) == 4
-    for word in ("dalio_lite.py", "--max-age-hours", "--format prometheus", "drill --cloud"):
+    for word in ("dalio_lite.py", "--max-age-hours", "--format prometheus", " drill "):
         only(commands, word)
     for command in commands:
         assert "%" not in command, "cron ends a command at an unescaped %"
+
+
+def test_readmes_crontab_is_what_schedule_cron_prints(tmp_path):
+    """README prints `--schedule cron`'s output for a checkout in /opt/daliolite whose
+    interpreter is /opt/daliolite/.venv/bin/python."""
+    checkout = fresh_checkout(tmp_path / "daliolite")
+    printed = scheduled_for_cron(checkout).replace(sys.executable,
+                                                   "/opt/daliolite/.venv/bin/python")
+    assert marked("schedule", "cron") == printed.replace(str(checkout), "/opt/daliolite")
+    assert "`.venv/bin/python dalio_lite.py --schedule cron`" in section(
+        README, "### Run it every day")
 
 
 def test_crontab_lines_work_as_printed_on_a_fresh_checkout(tmp_path):
@@ -224,7 +238,7 @@ def test_crontab_lines_work_as_printed_on_a_fresh_checkout(tmp_path):
     daily = as_installed(only(commands, "dalio_lite.py"), checkout)
     for run in (1, 2):
         ran = cron(daily, tmp_path)
-        assert ran.returncode == 0, ran.stderr
+        assert (ran.returncode, ran.stdout, ran.stderr) == (0, "", ""), "nothing to mail"
         log = (checkout / "logs" / "dalio.log").read_text()
         assert log.count("INFO dalio_lite: done: ") == run, log
     assert "decision: rebalanced" in log
@@ -233,7 +247,12 @@ def test_crontab_lines_work_as_printed_on_a_fresh_checkout(tmp_path):
         newest = bm.list_backups(name)[0]
         assert newest.path.read_bytes() == (checkout / "state" / name).read_bytes()
     health = cron(as_installed(only(commands, "--max-age-hours"), checkout), tmp_path)
-    assert health.returncode == 0 and health.stdout.endswith("status: OK\n"), health
+    assert (health.returncode, health.stdout) == (0, ""), health
+    assert (checkout / "logs" / "health.log").read_text().endswith("status: OK\n")
+    weekly = cron(as_installed(only(commands, " drill "), checkout), tmp_path)
+    assert (weekly.returncode, weekly.stdout) == (0, ""), weekly
+    assert (checkout / "logs" / "weekly.log").read_text().endswith(
+        "drill: every state file can be recovered\n")
     textfile = tmp_path / "textfile"
     textfile.mkdir()
     metrics = cron(as_installed(only(commands, "--format prometheus"), checkout, textfile),
@@ -241,6 +260,20 @@ def test_crontab_lines_work_as_printed_on_a_fresh_checkout(tmp_path):
     assert metrics.returncode == 0, metrics.stderr
     assert [p.name for p in textfile.iterdir()] == ["dalio_backup.prom"]
     assert "\ndalio_backup_status_ok 1\n" in (textfile / "dalio_backup.prom").read_text()
+
+
+def test_a_failing_crontab_line_prints_its_log_for_cron_to_mail(tmp_path):
+    checkout = fresh_checkout(tmp_path / "daliolite")
+    (checkout / "state").mkdir()
+    (checkout / "state" / "last_rebalance.json").write_bytes(
+        rebalance_doc(datetime(2099, 1, 1, tzinfo=UTC)))  # ahead of the clock: it refuses
+    ran = cron(as_installed(only(crontab_lines(), "dalio_lite.py"), checkout), tmp_path)
+    assert ran.returncode == 0 and ran.stderr == ""
+    mailed = ran.stdout.splitlines()
+    assert 0 < len(mailed) <= 20 and mailed == \
+        (checkout / "logs" / "dalio.log").read_text().splitlines()[-len(mailed):]
+    assert "CRITICAL dalio_lite: refusing to trade: the last rebalance" in ran.stdout
+    assert "MAILTO=you@example.com\n" in marked("schedule", "cron")
 
 
 # --- S3 and the machine that is gone ----------------------------------------------------
@@ -262,8 +295,13 @@ def test_s3_set_up_and_machine_loss_as_readme_prints_them(tmp_path, bucket):
         ran = cron(f"cd old && {command}", tmp_path, **aws)
         assert ran.returncode == 0, (command, ran.stdout, ran.stderr)
     assert ran.stdout.strip().endswith("drill: every state file can be recovered")
-    weekly = cron(as_installed(only(crontab_lines(), "drill --cloud"), old), tmp_path, **aws)
-    assert weekly.returncode == 0, weekly.stderr
+    # README: print the jobs again; the weekly line then reads the bucket.
+    assert "print the jobs\n   again (`--schedule`): the weekly check then reads the bucket " \
+           "too" in README
+    weekly = only(commands_of(scheduled_for_cron(old)), " drill ")
+    assert " verify --cloud >> " in weekly and " drill --cloud >> " in weekly
+    ran = cron(weekly, tmp_path, **aws)
+    assert (ran.returncode, ran.stdout) == (0, ""), ran
     uploaded = remote_keys(endpoint, name)
     for file_name in STATE_FILES:
         stem = file_name.removesuffix(".json")
@@ -278,6 +316,36 @@ def test_s3_set_up_and_machine_loss_as_readme_prints_them(tmp_path, bucket):
             (old / "state" / file_name).read_bytes(), "restored, and nothing traded"
     assert "decision: rebalanced" not in again.stderr
     assert BackupManager.from_config(new / "config.yaml").list_backups("last_rebalance.json")
+
+
+def test_a_container_with_an_ephemeral_disk_as_docs_print_it(tmp_path, bucket):
+    """docs/platforms.md: every start on an empty disk restores from the bucket; the
+    job's line sends what is owed; a bucket that cannot be listed at start refuses."""
+    endpoint, name = bucket
+    line = marked("commands", "container").strip()
+    aws = {k: os.environ[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+
+    def container(folder, s3_endpoint):
+        disk = fresh_checkout(tmp_path / folder)  # the image, on a fresh disk
+        doc = yaml.safe_load((disk / "config.yaml").read_text())
+        doc["backup"].update(cloud_enabled=True, s3_bucket=name, s3_region="us-east-1",
+                             s3_endpoint_url=s3_endpoint)
+        (disk / "config.yaml").write_text(yaml.safe_dump(doc))
+        return disk, cron(f"cd {folder} && {line}", tmp_path, **aws)
+
+    first, ran = container("day1", endpoint)
+    assert ran.returncode == 0 and "decision: rebalanced" in ran.stderr, ran.stderr
+    assert ran.stdout.endswith("copied 0, pending 0\n"), ran.stdout
+    second, ran = container("day2", endpoint)  # the first container is gone, and its disk
+    assert ran.returncode == 0, ran.stderr
+    assert "decision: rebalanced" not in ran.stderr
+    for file_name in ("last_rebalance.json", "paper_account.json"):
+        assert (second / "state" / file_name).read_bytes() == \
+            (first / "state" / file_name).read_bytes()
+    unreachable, ran = container("day3", f"http://127.0.0.1:{refused_port()}")
+    assert ran.returncode == 3 and "refusing to trade" in ran.stderr, ran.stderr
+    assert "order:" not in ran.stderr
+    assert not (unreachable / "state" / "last_rebalance.json").exists()
 
 
 # --- what status reports ----------------------------------------------------------------
