@@ -272,7 +272,8 @@ def test_a_failing_crontab_line_prints_its_log_for_cron_to_mail(tmp_path):
     mailed = ran.stdout.splitlines()
     assert 0 < len(mailed) <= 20 and mailed == \
         (checkout / "logs" / "dalio.log").read_text().splitlines()[-len(mailed):]
-    assert "CRITICAL dalio_lite: refusing to trade: the last rebalance" in ran.stdout
+    assert "CRITICAL dalio_lite: refusing to trade: the state records a moment ahead" in \
+        ran.stdout
     assert "MAILTO=you@example.com\n" in marked("schedule", "cron")
 
 
@@ -297,7 +298,7 @@ def test_s3_set_up_and_machine_loss_as_readme_prints_them(tmp_path, bucket):
     assert ran.stdout.strip().endswith("drill: every state file can be recovered")
     # README: print the jobs again; the weekly line then reads the bucket.
     assert "print the jobs\n   again (`--schedule`): the weekly check then reads the bucket " \
-           "too" in README
+           "too" in PAGES["docs/recovery.md"]
     weekly = only(commands_of(scheduled_for_cron(old)), " drill ")
     assert " verify --cloud >> " in weekly and " drill --cloud >> " in weekly
     ran = cron(weekly, tmp_path, **aws)
