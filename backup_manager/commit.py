@@ -43,14 +43,15 @@ def commit_point(folder: BackupsFolder, state_files: Iterable[Path], *, writer: 
                  kind: str, reason: str, record: Callable[[str], None],
                  details: Mapping[str, Any] | None = None,
                  made: Mapping[str, tuple[str, str]] = {},
-                 fresh: Iterable[str] = (), seen: int = 0, force: bool = False
-                 ) -> Point | None:
+                 fresh: Iterable[str] = (), seen: int = 0, force: bool = False,
+                 names: list[str] | None = None) -> Point | None:
     """Commit a point of the state files as they stand; None when nothing changed since
     the newest point (unless `force`). `made` maps file names to (name, SHA-256) of
     the backup just made of them; `fresh` names files started over on purpose (entry cleared);
     `seen` is the highest number seen in any other store; `record(name)` owes the
-    point to every copy target."""
-    names = folder.store.list_names()
+    point to every copy target; `names`, a fresh listing of backups/ when the caller
+    has one (taken under the same lock hold)."""
+    names = folder.store.list_names() if names is None else names
     newest, highest = newest_local_point(folder, names)
     files: dict[str, Entry | None] = dict(newest.files) if newest else {}
     for path in state_files:

@@ -202,7 +202,7 @@ class BackupManager:
             if self._batch:
                 self._batch[-1].update(made)
             else:
-                point = self._commit_after(key, path, made)
+                point = self._commit_after(key, path, made, files)
                 if point is not None:
                     files += [point.name, point.name + SIDECAR_SUFFIX]
             backups = backups.with_backup(name[len(key.stem) + 1: len(name) - len(key.suffix)])
@@ -255,24 +255,25 @@ class BackupManager:
 
     def _commit(self, kind: str, reason: str, *, details: Mapping[str, Any] | None = None,
                 made: Mapping[str, tuple[str, str]] = {}, fresh: Iterable[str] = (),
-                force: bool = False, extra: Iterable[Path] = ()) -> Point | None:
+                force: bool = False, extra: Iterable[Path] = (),
+                names: list[str] | None = None) -> Point | None:
         from .commit import commit_point
         files = list(self.state_files)
         files += [p for p in extra if p.name not in {f.name for f in files}]
         point = commit_point(self.folder, files, writer=self.writer, kind=kind, reason=reason,
                              record=self.copier.record, details=details, made=made,
-                             fresh=fresh, seen=self.seen_sequence, force=force)
+                             fresh=fresh, seen=self.seen_sequence, force=force, names=names)
         if point is not None:
             self.seen_sequence = max(self.seen_sequence, point.sequence)
         return point
 
-    def _commit_after(self, key: StateKey, path: Path, made: Mapping[str, tuple[str, str]]
-                      ) -> Point | None:
+    def _commit_after(self, key: StateKey, path: Path, made: Mapping[str, tuple[str, str]],
+                      names: list[str]) -> Point | None:
         """The point of a bare backup. The backup is made whatever happens here: a point
         that fails is logged, and the next start-up catches it up."""
         try:
             point = self._commit(PointKind.BACKUP, f"backup of {key.file_name}", made=made,
-                                 extra=[path])
+                                 extra=[path], names=names)
             if point is not None:
                 return point  # its folder sync made the backup's names durable too
         except (BackupError, OSError) as exc:

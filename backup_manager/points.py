@@ -18,7 +18,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from .errors import IntegrityError, InvalidStateError, StoreUnreachable
-from .formats import SIDECAR_SUFFIX, fetch_verified, parse_iso_timestamp, sha256_hex
+from .formats import fetch_verified, parse_iso_timestamp, sha256_hex
 
 TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
 if TYPE_CHECKING:
@@ -220,18 +220,11 @@ def glance(data: bytes) -> tuple[datetime | None, set[str]]:
 
 def points_in(names: Iterable[str]) -> tuple[set[int], set[int]]:
     """(numbers of complete points, numbers of points without a sidecar) among `names`."""
-    numbers, sidecars = set(), set()
-    for name in names:
-        if not name.startswith(POINT_PREFIX):
-            continue
-        if name.endswith(SIDECAR_SUFFIX):
-            number = point_number(name[: -len(SIDECAR_SUFFIX)])
-            if number is not None:
-                sidecars.add(number)
-        else:
-            number = point_number(name)
-            if number is not None:
-                numbers.add(number)
+    # One scan of the joined names (NUL never occurs in a file name): a folder of ten
+    # thousand backups costs what a short one does in Python.
+    found = re.findall(r"\0" + _POINT_NAME + r"(\.sha256)?(?=\0)", "\0" + "\0".join(names) + "\0")
+    numbers = {int(n) for n, side in found if not side}
+    sidecars = {int(n) for n, side in found if side}
     return numbers & sidecars, numbers - sidecars
 
 
