@@ -324,12 +324,13 @@ def test_each_problem_is_shown_in_red(home, monkeypatch, case):
 def test_copy_queues(home):
     unmounted_mirror(home)
     at = page()
-    (queue,) = [df.value for df in at.dataframe][:1]
+    frames = [df.value for df in at.dataframe if "point" not in df.value.columns]
+    (queue,) = frames[:1]
     (row,) = queue.to_dict("records")
     assert row["target"] == str(home / "mnt" / "mirror")
     pending = manager(home).outbox.pending()
     assert row["pending"] == len(pending) > 0 and row["last success"] == "never"
-    listed = at.dataframe[1].value.to_dict("records")
+    listed = frames[1].to_dict("records")
     assert sorted(r["backup"] for r in listed) == sorted(c.name for c in pending)
     (home / "mnt" / "mirror").mkdir(parents=True)
     manager(home).sync()
