@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from common import ROOT, Stats, fill_backups, machine, print_table, ratio
@@ -91,6 +92,45 @@ class Worker:
     def close(self) -> None:
         self.proc.stdin.close()
         self.proc.wait()
+
+
+def files_floor(folder: Path, count: int):
+    """What `count` durable new files cost at least: each written to a temp file, synced,
+    renamed into place; then one folder sync. A backup is two (its bytes, its sidecar);
+    a backup with its restore point is four."""
+    folder.mkdir()
+    done = [0]
+
+    def write() -> None:
+        done[0] += 1
+        for i in range(count):
+            tmp = folder / f".t{i}"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            os.write(fd, b"x" * 900)
+            os.fsync(fd)
+            os.close(fd)
+            os.rename(tmp, folder / f"f{done[0]}-{i}")
+        fd = os.open(folder, os.O_RDONLY)
+        os.fsync(fd)
+        os.close(fd)
+
+    return write
+
+
+def bench_floor(work: Path, runs: int) -> list[list[object]]:
+    floors = {count: files_floor(work / f"floor-{count}", count) for count in (2, 4)}
+    samples: dict[int, list[float]] = {2: [], 4: []}
+    for round_ in range(runs):
+        for count in random.Random(round_).sample([2, 4], 2):
+            os.sync()
+            start = time.perf_counter()
+            floors[count]()
+            samples[count].append(time.perf_counter() - start)
+    stats = {count: Stats(values) for count, values in samples.items()}
+    return [["floor: 2 durable files (a backup: its bytes, its sidecar)", stats[2].cell(),
+             "1.00x"],
+            ["floor: 4 durable files (a backup and its restore point)", stats[4].cell(),
+             ratio(stats[4], stats[2])]]
 
 
 def bench_backups(work: Path, before: Path, runs: int) -> list[list[object]]:
@@ -181,7 +221,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="dalio-bench-points-") as tmp:
         work = Path(tmp)
         before = checkout(args.before, work / "before")
-        rows = bench_backups(work, before, args.runs)
+        rows = bench_floor(work, args.runs) + bench_backups(work, before, args.runs)
         rows += bench_lost_machine(work, max(5, args.runs // 10))
     print_table(f"The backup path with restore points against the tree before them "
                 f"({args.before}), ms (median [min-max] of {args.runs}); {machine()}",
