@@ -245,7 +245,7 @@ class History:
         self.unseen: dict[str, str] = {}
         self.damaged: dict[int, str] = {}
         self._read: dict[int, Point | None] = {}
-        self._read_from: dict[int, Store] = {}
+        self._read_from: dict[int, tuple[Store, bytes]] = {}
         self.names: dict[str, list[str]] = {}
         """Each store's whole listing (by location), read once: what a caller needs
         besides the points (copies a target lacks) is found here without asking again."""
@@ -277,8 +277,10 @@ class History:
         why = []
         for location, store in self.locations.get(sequence, ()):
             try:
-                point = read_point(store, sequence)
-                self._read_from[sequence] = store
+                name = point_name(sequence)
+                data = fetch_verified(store, name, max_bytes=MAX_POINT_BYTES)
+                point = decode_point(data, name)
+                self._read_from[sequence] = (store, data)
                 return point
             except (IntegrityError, InvalidStateError) as exc:
                 why.append(f"{store.label}: {exc}")
@@ -298,8 +300,8 @@ class History:
     def newest(self) -> Point | None:
         return next(iter(self), None)
 
-    def read_from(self, sequence: int) -> Store | None:
-        """The store whose copy of point `sequence` was read."""
+    def read_from(self, sequence: int) -> tuple[Store, bytes] | None:
+        """(the store whose copy of point `sequence` was read, the manifest's bytes)."""
         self.point(sequence)
         return self._read_from.get(sequence)
 

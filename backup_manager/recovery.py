@@ -315,10 +315,12 @@ def plan_recovery(manager: BackupManager, paths: list[Path], facts: HostFacts, *
                   dry_run: bool = False) -> RecoveryPlan:
     """Decide, changing nothing: what to install, catch up, commit, or why to refuse."""
     live = {path: LiveFile(path) for path in paths}
+    # backups/ is made (if it can be) before it is listed: on a new machine it is not
+    # there yet, and its absence is no store that cannot be seen.
+    problem = None if dry_run else _backups_problem(manager)
     history = manager.history()
     plan = RecoveryPlan(live, history)
-    if not dry_run:
-        plan.backups_problem = _backups_problem(manager)
+    plan.backups_problem = problem
     refusals = _Refusals()
     sources = list(manager.sources())
     search = Search()

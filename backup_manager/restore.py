@@ -29,14 +29,13 @@ from .errors import (
 from .folder import CORRUPT_DIR, REPLACED_DIR, BackupsFolder
 from .formats import (
     SIDECAR_SUFFIX,
-    fetch_verified,
     is_valid_content,
     parse_backup_name,
     sha256_hex,
     sidecar_text,
     state_key,
 )
-from .points import MAX_POINT_BYTES, Entry, History, Point
+from .points import Entry, History, Point
 
 TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
 if TYPE_CHECKING:
@@ -298,10 +297,12 @@ class _Desc(str):
 
 def install(folder: BackupsFolder, path: Path, chosen: Candidate, *, dry_run: bool,
             skipped: list[tuple[str, str]], rehearsal: bool = False,
-            point: Point | None = None, point_from: Store | None = None) -> RestoreResult:
+            point: Point | None = None,
+            point_from: tuple[Store, bytes] | None = None) -> RestoreResult:
     """Make `path` hold the chosen backup, keeping what it replaces. A `rehearsal`
     (drill) writes the file only: nothing in backups/ is taken, kept or put back.
-    The restore point it came from (`point`, read from `point_from`) is put back
+    The restore point it came from (`point`; `point_from`: the store it was read from
+    and its manifest's bytes) is put back
     into backups/ too when it is not there."""
     location, store, backup, data = chosen
     result = dict(name=backup.name, path=store.path(backup.name), timestamp=backup.when,
@@ -325,8 +326,9 @@ def install(folder: BackupsFolder, path: Path, chosen: Candidate, *, dry_run: bo
                 kept_as = keep_replaced(folder, path, live)
             if location != "local":
                 _put_back(folder, backup.name, data)
-            if point is not None and point_from is not None and point_from is not folder.store:
-                put_back_point(folder, point, point_from)
+            if point is not None and point_from is not None and \
+                    point_from[0] is not folder.store:
+                put_back_point(folder, point, point_from[1])
             _write_state(path, data, store, backup, durable=folder.durable)
         except OSError as exc:
             raise storage_error(exc, f"cannot restore {path}") from None
@@ -423,17 +425,11 @@ def _put_back(folder: BackupsFolder, name: str, data: bytes) -> None:
         log.error("could not put %s back into %s: %s", name, folder.root, exc)
 
 
-def put_back_point(folder: BackupsFolder, point: Point, source: Store) -> None:
-    """Copy a restore point read from another store into backups/, sidecar last."""
-    if folder.store.is_object(point.name + SIDECAR_SUFFIX):
-        return
-    try:
-        data = fetch_verified(source, point.name, max_bytes=MAX_POINT_BYTES)
-    except (IntegrityError, StoreUnreachable) as exc:
-        log.error("could not put restore point %s back into %s: %s", point.name, folder.root,
-                  exc)
-        return
-    _put_back(folder, point.name, data)
+def put_back_point(folder: BackupsFolder, point: Point, data: bytes) -> None:
+    """Copy a restore point read (and verified) from another store into backups/,
+    sidecar last."""
+    if not folder.store.is_object(point.name + SIDECAR_SUFFIX):
+        _put_back(folder, point.name, data)
 
 
 def _backup_mode(store: Store, backup: BackupName) -> int | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import shutil
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import time
 import pytest
 
 from backup_manager import BackupManager, NoValidBackupError, UnseenStoresError
-from tests.helpers import ROOT, cloud_manager, refused_port, stubbed
+from tests.helpers import ROOT, cloud_manager, count_requests, refused_port, stubbed
 
 
 def test_one_client_per_manager(project, state_file, bucket):
@@ -162,3 +163,29 @@ def test_uploads_ask_for_encryption_and_the_expected_owner(project, state_file, 
         assert headers["If-None-Match"] == "*", "never overwrite"
         assert headers["x-amz-checksum-sha256"] == base64.b64encode(
             hashlib.sha256(body).digest()).decode(), "S3 checks the bytes on arrival"
+
+
+def test_a_new_machine_recovers_from_s3_with_one_listing_and_a_get_per_object(tmp_path, bucket):
+    """Three state files and their point: one listing, then each object and its sidecar
+    read once (the point is not read again to put it back)."""
+    from backup_manager import recover
+
+    endpoint, name = bucket
+    old = tmp_path / "old"
+    (old / "state").mkdir(parents=True)
+    made = cloud_manager(endpoint, name, backup_dir=old / "backups",
+                         state_files=[old / "state" / n for n in ("a.json", "b.json")])
+    for n in ("a.json", "b.json"):
+        (old / "state" / n).write_text(json.dumps({"n": n}))
+    with made.changes("run", "two files, one point"):
+        for n in ("a.json", "b.json"):
+            made.backup_state_file(old / "state" / n)
+    new = tmp_path / "new"
+    bm = cloud_manager(endpoint, name, backup_dir=new / "backups",
+                       state_files=[new / "state" / n for n in ("a.json", "b.json")])
+    sent = count_requests(bm)
+    report = recover(bm)
+    assert sorted(p.name for p in report.restored) == ["a.json", "b.json"]
+    assert sent == ["GET"] * (1 + 2 * 3), "a listing, then the point and two backups, " \
+                                          "each with its sidecar"
+    assert (new / "backups" / "point-0000000001.json").exists(), "the point was put back"
