@@ -18,6 +18,7 @@ environment does not set are read at start-up.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import logging
@@ -31,12 +32,13 @@ from types import SimpleNamespace
 from typing import Any, Protocol
 
 from backup_manager import (
-    CLOCK_SKEW,
     BackupError,
     BackupManager,
     ConfigError,
+    HostFacts,
     InvalidStateError,
     LockTimeout,
+    PointKind,
     StateUnrecoverableError,
     atomic_write,
     file_lock,
@@ -93,14 +95,6 @@ def broker_state_files(kind: str) -> tuple[str, ...]:
     """DalioLite's state with this broker: the paper account is state only when the
     paper broker keeps it; Alpaca keeps its own account."""
     return STATE_FILES if kind == "paper" else (LAST_REBALANCE, AUTOPILOT_STATUS)
-
-
-class ClockProblem(Exception):
-    """The last rebalance is ahead of the clock: the clock or the file is wrong."""
-
-
-class BrokerChanged(Exception):
-    """The configured broker or account is not the one the history belongs to."""
 
 
 class BrokerError(Exception):
@@ -564,19 +558,23 @@ class RunDecision:
 
 class DalioLite:
     def __init__(self, config_path: str | Path = "config.yaml", *, broker: Broker | None = None,
-                 accept_fresh_state: bool = False):
+                 accept_fresh_state: bool = False, accept_rollback: bool = False):
         self.config_path = Path(config_path).resolve()
         self.config = load_config(self.config_path)
         self.state_dir = self.config.state_dir
         self.backup_manager = BackupManager(**self.config.backup)
         self.accept_fresh_state = accept_fresh_state
+        self.accept_rollback = accept_rollback
+        self._planned: dict[str, bytes | None] = {}
         self._broker = broker
         self.last_backup: str | None = None
         self.last_backup_error: str | None = None
         self.caught_up = False
         self.fresh_start: str | None = None
         self.run_started = datetime.now(UTC)
-        self.broker_record: dict[str, Any] | None = None  # set by _check_broker
+        self.broker_record: dict[str, Any] | None = None  # set by _take_broker_record
+        self._configured: dict[str, Any] | None = None
+        self._broker_failure: BrokerError | None = None
 
     def state_path(self, name: str) -> Path:
         return self.state_dir / name
@@ -606,12 +604,28 @@ class DalioLite:
             self.last_backup = backup.name
             log.info("backup written: %s", backup.name)
 
+    def _commit_failed(self, exc: Exception) -> None:
+        """The run's restore point failed (backups/ full or gone): the state is saved, so
+        record the failure where status sees it, and go on (the next start catches up)."""
+        self.last_backup_error = f"{datetime.now(UTC).isoformat()} restore point: {exc}"
+        path = self.state_path(AUTOPILOT_STATUS)
+        try:
+            doc = json.loads(read_state_file(path)[0])
+            doc["last_backup_error"] = self.last_backup_error
+            atomic_write(path, (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode(),
+                         durable=self.config.backup["durable"])
+        except (OSError, ValueError) as error:
+            log.error("cannot record the failed restore point in %s: %s", path, error)
+
     def _save_rebalance_date(self, when: datetime) -> None:
         """Record the rebalance atomically, then back it up at once (the design card's
         hook: losing this file makes DalioLite trade again)."""
         self.save_state(LAST_REBALANCE, {"timestamp": when.astimezone(UTC).isoformat()})
 
     def read_state(self, name: str) -> dict[str, Any] | None:
+        if name in self._planned:  # a dry run decides on what recovery would install
+            data = self._planned[name]
+            return None if data is None else json.loads(data)
         try:
             data = read_state_file(self.state_path(name))[0]  # a FIFO never blocks it
         except FileNotFoundError:
@@ -625,19 +639,18 @@ class DalioLite:
 
     # start-up recovery ------------------------------------------------------------------
 
-    def recover_state(self) -> list[str]:
-        """Make every configured state file valid or a first run, back up what no
-        backup holds, and return what was restored. Raises StateUnrecoverableError
-        when state existed and is lost; ClockProblem when the last rebalance is ahead."""
-        files = sorted(self.backup_manager.state_files, key=lambda p: p.name == LAST_REBALANCE)
-        report = recover(self.backup_manager, files, accept_fresh=self.accept_fresh_state,
-                         evidence=self._evidence,
-                         command=self._module_command,
-                         fresh_command=f"{sys.executable} {Path(__file__).resolve()} --config "
-                                       f"{self.config_path} --accept-fresh-state")
+    def recover_state(self, *, dry_run: bool = False, switching: bool = False) -> Any:
+        """Make every configured state file valid or a first run (the package's start-up
+        guard decides; DalioLite gives its records and its broker account), and return
+        the guard's report. Raises Refusal (a StateUnrecoverableError) when it must not
+        trade."""
+        files = self.backup_manager.state_files
+        report = recover(self.backup_manager, files, facts=self._facts(),
+                         accept_fresh=self.accept_fresh_state,
+                         accept_rollback=self.accept_rollback, accept_identity=switching,
+                         dry_run=dry_run)
         self.caught_up = report.caught_up
-        if self.state_path(LAST_REBALANCE) in report.restored:
-            self._check_restored_against_records()
+        self._planned = report.planned if dry_run else {}
         for path, moved in report.fresh.items():
             log.warning("--accept-fresh-state: %s starts over; moved aside: %s", path,
                         ", ".join(moved) or "nothing")
@@ -648,8 +661,22 @@ class DalioLite:
                                      f"{report.backups_problem}"
         for error in report.errors:
             self.last_backup_error = f"{datetime.now(UTC).isoformat()} {error}"
-        self._check_clock()
-        return [str(p) for p in report.restored]
+        return report
+
+    def _facts(self) -> HostFacts:
+        """What DalioLite's own records say, and how a person runs its commands."""
+        on_record = self._rebalance_on_record()
+        records = {} if on_record is None else {LAST_REBALANCE: (
+            on_record, f"{AUTOPILOT_STATUS} records a rebalance at {on_record.isoformat()}")}
+        host = f"{sys.executable} {Path(__file__).resolve()} --config {self.config_path}"
+        return HostFacts(records=records, evidence=self._evidence,
+                         identity=self._identity_or_none(),
+                         describe=_identity_label,
+                         backup_command=self._module_command,
+                         commands={"run": host,
+                                   "accept_fresh": f"{host} --accept-fresh-state",
+                                   "accept_rollback": f"{host} --accept-rollback",
+                                   "accept_identity": f"{host} --switch-broker"})
 
     @property
     def _module_command(self) -> str:
@@ -697,37 +724,6 @@ class DalioLite:
             return None
         return None
 
-    def _check_restored_against_records(self) -> None:
-        """A restore that fell back past the rebalance the records know of would make
-        DalioLite trade again: undo it and refuse (promise 11)."""
-        on_record = self._rebalance_on_record()
-        path = self.state_path(LAST_REBALANCE)
-        restored = self.last_rebalance()
-        if on_record is None or restored is None or restored >= on_record - timedelta(seconds=1):
-            return
-        path.unlink()  # back as it was: missing, so the next run asks again
-        raise StateUnrecoverableError(
-            f"refusing to trade: the newest valid backup of {path} says the last rebalance "
-            f"was {restored.isoformat()}, but {AUTOPILOT_STATUS} records one at "
-            f"{on_record.isoformat()}: the newer backups were lost or damaged. Check with "
-            f"'{self._module_command} verify'. If the older date is right after all, "
-            f"restore it on purpose: '{self._module_command} restore {path} --yes'; the "
-            f"next run goes on.")
-
-    def _check_clock(self) -> None:
-        try:
-            last = self.last_rebalance()
-        except (InvalidStateError, KeyError, OSError):
-            return
-        now = datetime.now(UTC)
-        if last is not None and last > now + CLOCK_SKEW:
-            raise ClockProblem(
-                f"refusing to trade: the last rebalance ({last.isoformat()}) is ahead of the "
-                f"clock ({now.isoformat()}). Either this machine's clock is behind (fix it: "
-                f"timedatectl status / NTP), or {self.state_path(LAST_REBALANCE)} is wrong "
-                f"(restore an older backup: {self._module_command} restore "
-                f"{self.state_path(LAST_REBALANCE)} --timestamp PREFIX). No state was changed.")
-
     # broker ---------------------------------------------------------------------------
 
     @property
@@ -752,30 +748,38 @@ class DalioLite:
         return f"{sys.executable} {Path(__file__).resolve()} --config {self.config_path}"
 
     def _configured_broker(self) -> dict[str, Any]:
-        """The broker and account config.yaml points at (Alpaca is asked for its account)."""
-        return {"kind": self.config.broker["kind"], "account": self.broker.account_id()}
+        """The broker and account config.yaml points at (Alpaca is asked for its account;
+        the paper broker has one account per state folder, and its file is not read)."""
+        kind = self.config.broker["kind"]
+        return {"kind": kind, "account": None if kind == "paper" else self.broker.account_id()}
 
-    def _check_broker(self) -> None:
-        """The history belongs to one broker account; a run on another one refuses. A
-        history from before DalioLite recorded its broker takes the configured one."""
-        configured = self._configured_broker()
+    def _identity(self) -> dict[str, Any]:
+        """Whom the history belongs to: every restore point records it, and the start-up
+        guard refuses a history recorded under another account (a fact, not a rule)."""
+        if self._configured is None:
+            self._configured = self._configured_broker()
+        return {"broker": self._configured["kind"], "account": self._configured["account"]}
+
+    def _identity_or_none(self) -> dict[str, Any] | None:
+        """The identity, or None when the broker cannot be asked: the run then stops at
+        its first broker call, after recovery (and records why)."""
+        try:
+            return self._identity()
+        except BrokerError as exc:
+            self._broker_failure = exc
+            return None
+
+    def _take_broker_record(self) -> None:
+        """The account's own record (when it became the history's: a last rebalance from
+        before a switch does not count for it). A history from before DalioLite recorded
+        its broker takes the configured one."""
         recorded = self._previous_status().get("broker")
-        if not isinstance(recorded, dict):
-            log.info("the history records no broker yet: it belongs to %s from now on",
-                     _broker_label(configured))
-            self.broker_record = {**configured, "since": None}
+        if isinstance(recorded, dict):
+            self.broker_record = recorded
             return
-        if (recorded.get("kind"), recorded.get("account")) != \
-                (configured["kind"], configured["account"]):
-            raise BrokerChanged(
-                f"refusing to trade: this history belongs to {_broker_label(recorded)}, but "
-                f"{self.config_path} now points at {_broker_label(configured)}; its records, "
-                f"the last rebalance among them, are the old account's. To trade on the new "
-                f"account on purpose (the old history is kept, and the new account starts "
-                f"with no last rebalance, so drift decides its first one), run: "
-                f"{self._host_command} --switch-broker. Otherwise point broker back at the "
-                f"old account in config.yaml.")
-        self.broker_record = recorded
+        log.info("the history records no broker yet: it belongs to %s from now on",
+                 _broker_label(self._configured_broker()))
+        self.broker_record = {**self._configured_broker(), "since": None}
 
     def switch_broker(self) -> str:
         """Make the configured broker account the one this history belongs to, on purpose:
@@ -784,12 +788,11 @@ class DalioLite:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         with file_lock(self.state_path(RUN_LOCK), self.config.lock_timeout, "DalioLite run lock"):
             self.run_started = datetime.now(UTC)
-            self.recover_state()
+            report = self.recover_state(switching=True)
             configured = self._configured_broker()
             recorded = self._previous_status().get("broker")
             recorded = recorded if isinstance(recorded, dict) else None
-            if recorded and (recorded.get("kind"), recorded.get("account")) == \
-                    (configured["kind"], configured["account"]):
+            if report.identity == self._identity():
                 return f"the history already belongs to {_broker_label(configured)}: " \
                        "nothing to switch"
             self.broker_record = {**configured, "since": self.run_started.isoformat(),
@@ -801,7 +804,11 @@ class DalioLite:
                          "old account and stays in the history; " if last else "")
                       + "the new account starts with no last rebalance, so drift decides "
                         "its first one")
-            self._record(RunDecision("switched_broker", reason, []), dry_run=False)
+            with self.backup_manager.changes(PointKind.SWITCH, f"switch of broker: {reason}",
+                                             details={"identity": self._identity(),
+                                                      "switched_from": report.identity},
+                                             commit_failed=self._commit_failed):
+                self._record(RunDecision("switched_broker", reason, []))
             return reason
 
     def _account_last_rebalance(self) -> datetime | None:
@@ -817,30 +824,54 @@ class DalioLite:
 
     # the daily check -------------------------------------------------------------------
 
+    def _run_lock(self, dry_run: bool) -> Any:
+        """The run lock. A dry run writes nothing, not even the lock file: it takes the
+        lock where a run made it, and none where no run ever did."""
+        if dry_run and not self.state_path(RUN_LOCK).exists():
+            return contextlib.nullcontext()
+        if not dry_run:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+        return file_lock(self.state_path(RUN_LOCK), self.config.lock_timeout,
+                         "DalioLite run lock")
+
     def run_daily_check(self, *, dry_run: bool = False, force: bool = False) -> RunDecision:
         """Recover state, check the broker account, decide, trade if due, record the
         outcome. Holds the run lock throughout, so a cron run and a dashboard never
         rebalance twice. A broker that fails raises BrokerError; no rebalance is recorded."""
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        with file_lock(self.state_path(RUN_LOCK), self.config.lock_timeout, "DalioLite run lock"):
+        with self._run_lock(dry_run):
             self.run_started = datetime.now(UTC)
+            self.recover_state(dry_run=dry_run)
             try:
-                self.recover_state()
-            except StateUnrecoverableError as exc:
-                self._record(RunDecision("refused", str(exc), []), dry_run)
-                raise
-            try:
-                self._check_broker()
+                if self._broker_failure is not None:
+                    raise self._broker_failure
+                self._take_broker_record()
                 decision = self._decide(force)
-                log.info("decision: %s (%s)", decision.outcome, decision.reason)
-                if decision.outcome == "rebalanced" and not dry_run:
-                    self._trade(decision.orders)
-                if not dry_run and isinstance(self.broker, PaperBroker):
-                    self.broker.fill_earlier_orders()
             except BrokerError as exc:
-                self._record(RunDecision("error", str(exc), []), dry_run)
+                if not dry_run:
+                    known = {"identity": self._identity()} if self._configured else None
+                    with self.backup_manager.changes(PointKind.RUN, f"daily check: error ({exc})",
+                                                     details=known,
+                                                     commit_failed=self._commit_failed):
+                        self._record(RunDecision("error", str(exc), []))
                 raise
-            self._record(decision, dry_run)
+            log.info("%sdecision: %s (%s)", "dry run: " if dry_run else "", decision.outcome,
+                     decision.reason)
+            if dry_run:
+                return decision
+            # Every state file this run writes goes into one restore point, at the end.
+            with self.backup_manager.changes(PointKind.RUN, f"daily check: {decision.outcome} "
+                                                            f"({decision.reason})",
+                                             details={"identity": self._identity()},
+                                             commit_failed=self._commit_failed):
+                try:
+                    if decision.outcome == "rebalanced":
+                        self._trade(decision.orders)
+                    if isinstance(self.broker, PaperBroker):
+                        self.broker.fill_earlier_orders()
+                except BrokerError as exc:
+                    self._record(RunDecision("error", str(exc), []))
+                    raise
+                self._record(decision)
             return decision
 
     def _decide(self, force: bool) -> RunDecision:
@@ -945,9 +976,7 @@ class DalioLite:
             log.warning("no writer id (%s): this run's orders carry a one-off one", exc)
             return os.urandom(6).hex()
 
-    def _record(self, decision: RunDecision, dry_run: bool) -> None:
-        if dry_run:
-            return
+    def _record(self, decision: RunDecision) -> None:
         last = None
         try:
             last = self.last_rebalance()
@@ -1004,14 +1033,22 @@ class DalioLite:
         problems = status_problems(
             backups, command=f"{python} -m backup_manager --config {self.config_path}",
             host_command=f"{python} {Path(__file__).resolve()} --config {self.config_path}")
-        return {"ok": not problems, "problems": problems, "autopilot": autopilot,
-                "backups": backups}
+        return {"ok": not problems, "autopilot": autopilot, "backups": backups,
+                "problems": [{"subject": p.subject, "kind": str(p.kind), "problem": p.what,
+                              "fix": p.fix} for p in problems]}
 
 
 def _broker_label(record: dict[str, Any]) -> str:
     if record.get("kind") == "paper":
         return "the paper broker"
     return f"{record.get('kind')} account {record.get('account')}"
+
+
+def _identity_label(identity: Any) -> str:
+    """A restore point's identity, as people say it: the paper broker, alpaca account X."""
+    if not isinstance(identity, dict):
+        return str(identity)
+    return _broker_label({"kind": identity.get("broker"), "account": identity.get("account")})
 
 
 def _on_account(last: datetime | None, broker: Any) -> datetime | None:
@@ -1057,6 +1094,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--accept-fresh-state", action="store_true",
                         help="start unrecoverable state files over on purpose; their damaged "
                              "backups are moved to backups/corrupt/")
+    parser.add_argument("--accept-rollback", action="store_true",
+                        help="keep live state that is older than the newest restore point (a "
+                             "restore of older state, on purpose): this run records it as a "
+                             "restore point of kind rollback and goes on")
     parser.add_argument("--switch-broker", action="store_true",
                         help="make the configured broker account the one this history "
                              "belongs to, on purpose (the old history is kept; the new "
@@ -1080,9 +1121,13 @@ def main(argv: list[str] | None = None) -> int:
                      "--force-rebalance or --status")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if args.dry_run:
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_said_as_a_dry_run)
     try:
         load_env_file(Path(args.config).resolve().parent / ENV_FILE)
-        bot = DalioLite(args.config, accept_fresh_state=args.accept_fresh_state)
+        bot = DalioLite(args.config, accept_fresh_state=args.accept_fresh_state,
+                        accept_rollback=args.accept_rollback)
         _check_state_dir(bot.state_dir)
         if args.status:
             doc = bot.status()
@@ -1099,7 +1144,7 @@ def main(argv: list[str] | None = None) -> int:
             log.info("%s", bot.switch_broker())
             return EXIT_OK
         decision = bot.run_daily_check(dry_run=args.dry_run, force=args.force_rebalance)
-    except (StateUnrecoverableError, ClockProblem, BrokerChanged) as exc:
+    except StateUnrecoverableError as exc:
         log.critical("%s", exc)
         return EXIT_REFUSED
     except BrokerError as exc:
@@ -1110,6 +1155,14 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     log.info("done: %s", decision.outcome)
     return EXIT_OK
+
+
+def _said_as_a_dry_run(record: logging.LogRecord) -> bool:
+    """Every line a dry run logs says it is one: nothing it names was done."""
+    message = record.getMessage()
+    if not message.startswith("dry run"):
+        record.msg, record.args = f"dry run: {message}", None
+    return True
 
 
 def _output_closed() -> int:

@@ -7,8 +7,8 @@
 
 Standard library only at import time; boto3 is imported when cloud backup is
 first used. Modules, in reading order (each uses only those before it):
-errors, log, formats, atomic, writer, retention, store, local, s3, catalog, outbox,
-copies, folder, restore, pruning, health, config, manager, recovery, drill,
+errors, log, formats, atomic, writer, retention, store, local, s3, catalog, points,
+outbox, copies, folder, commit, restore, pruning, health, config, manager, recovery, drill,
 metrics, console, commands, cli.
 
     errors     every error raised on purpose, one base class
@@ -20,15 +20,17 @@ metrics, console, commands, cli.
     store      the Store contract every place holding backups offers
     local, s3  the two stores: a folder, an S3 bucket
     catalog    which backups of which state file a store holds, newest first
+    points     restore points: the manifest, its chain, the history every store holds
     outbox     the durable queue of copies owed to mirrors and S3
     copies     sending what the outbox owes
     folder     backups/: its store, lock, outbox and corrupt/
-    restore    find the newest valid backup, install it, keep what it replaces
+    commit     commit a restore point of the state files as they stand
+    restore    find what a point (or a named backup) holds, install it, keep what it replaces
     pruning    the disk side of retention
     health     verify and status facts
     config     the backup: section of config.yaml
     manager    BackupManager, the thin entry point
-    recovery   the start-up guard: restore, refuse, catch up
+    recovery   the start-up guard: every rule decided first, then install, catch up, commit
     drill      rehearse recovery into a scratch folder, changing nothing live
     metrics    status facts in the Prometheus text format (status --format prometheus)
     console    what the command line prints, and how it names paths and files
@@ -51,6 +53,8 @@ from .errors import (
     NoValidBackupError,
     StateUnrecoverableError,
     StorageError,
+    StoreUnreachable,
+    UnseenStoresError,
     UploadConflict,
 )
 from .formats import (
@@ -58,18 +62,21 @@ from .formats import (
     StateKey,
     fetch_verified,
     parse_iso_timestamp,
+    register_content_time,
     register_validator,
     state_key,
     validate_content,
 )
-from .manager import BackupManager, RestorePlan
+from .manager import BackupManager, PointPlan, RestorePlan
+from .points import Entry, History, Point, PointKind
 from .retention import Decision, RetentionPolicy, plan_cleanup, plan_retention
 from .store import Store
 from .writer import writer_id
 
 # Imported on first use (PEP 562): a cron `backup` run needs none of them.
 _LAZY = {"RestoreResult": "restore", "VerifyItem": "health", "VerifyReport": "health",
-         "status_problems": "health", "RecoveryReport": "recovery", "recover": "recovery"}
+         "status_problems": "health", "RecoveryReport": "recovery", "recover": "recovery",
+         "HostFacts": "recovery", "Refusal": "recovery", "RefusalKind": "recovery"}
 
 
 def __getattr__(name: str):  # noqa: ANN202
@@ -89,6 +96,8 @@ def main(argv=None):
 
 
 __all__ = [
+    "Entry", "History", "HostFacts", "Point", "PointKind", "PointPlan", "Refusal", "RefusalKind",
+    "StoreUnreachable", "UnseenStoresError", "register_content_time",
     "CLOCK_SKEW", "BackupError", "BackupInfo", "BackupManager", "CloudError",
     "CloudUnavailable", "ConfigError", "Decision", "IntegrityError", "InvalidStateError",
     "LockTimeout", "MissingDependency", "NoValidBackupError", "RecoveryReport", "RestorePlan",

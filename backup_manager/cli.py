@@ -51,11 +51,22 @@ def _arguments_of(command: str, c: argparse.ArgumentParser) -> None:
         c.add_argument("--path-as-given", action="store_true", help=AS_GIVEN_HELP)
     if command in ("list", "verify"):
         c.add_argument("state_file", nargs="?", metavar="STATE_FILE")
+    if command == "list":
+        c.add_argument("--points", action="store_true",
+                       help="the restore points (the history) instead of backups")
     if command == "backup":
         c.add_argument("state_files", nargs="+", metavar="STATE_FILE")
     elif command == "restore":
-        c.add_argument("state_file", metavar="STATE_FILE")
-        c.add_argument("--timestamp", help="newest backup whose timestamp starts with this")
+        c.add_argument("state_file", nargs="?", metavar="STATE_FILE")
+        c.add_argument("--all", action="store_true",
+                       help="install one restore point into every state file (the newest "
+                            "whose backups all verify, unless --point or --timestamp)")
+        c.add_argument("--point", type=int, metavar="N", help="with --all: restore point N")
+        c.add_argument("--timestamp", help="newest backup (with --all: restore point) whose "
+                                           "timestamp starts with this")
+        c.add_argument("--from-reachable", action="store_true",
+                       help="install from the stores that answer even when another cannot "
+                            "be seen (it may hold newer state)")
         c.add_argument("--from", dest="source", choices=("auto", "local", "cloud"),
                        default="auto")
         c.add_argument("--dry-run", action="store_true", help="show what would happen")
@@ -83,7 +94,7 @@ def _arguments_of(command: str, c: argparse.ArgumentParser) -> None:
 HELP = {
     "list": "backups per state file",
     "backup": "back up state files now",
-    "restore": "restore a state file from its newest valid backup",
+    "restore": "restore a state file (or --all) from the newest restore point that verifies",
     "verify": "check every backup; exit 1 on any problem",
     "prune": "apply the retention plan",
     "status": "backup health for cron and monitors",

@@ -50,6 +50,10 @@ SYNC_PROGRESS_EVERY = 10  # without a terminal: one progress line per this many 
 
 def cmd_list(manager: BackupManager, args: argparse.Namespace, config: dict) -> int:
     from .health import age
+    if args.points:
+        if args.state_file:
+            raise UsageError("list --points shows the whole history: name no STATE_FILE")
+        return _list_points(manager, args, config)
     now = datetime.now(UTC)
     remote, pending = _cloud_view(manager)
     doc, lines = [], []
@@ -74,6 +78,36 @@ def cmd_list(manager: BackupManager, args: argparse.Namespace, config: dict) -> 
                                                        "STATUS", "CLOUD"])]
     emit(args, doc, lines or [f"no backups in {shown(manager.backup_dir, config)}"])
     return EXIT_OK
+
+
+def _list_points(manager: BackupManager, args: argparse.Namespace, config: dict) -> int:
+    """The history: every restore point any store holds, newest first."""
+    history = manager.history()
+    labels = {location: shown(store.label, config) for location, store in manager.sources()}
+    doc, rows = [], []
+    for number in sorted(history.locations, reverse=True):
+        point = history.point(number)
+        where = [labels.get(loc, loc) for loc in history.where(number)]
+        if point is None:
+            doc.append({"sequence": number, "damaged": history.damaged.get(number),
+                        "stores": where})
+            rows.append([number, "-", "DAMAGED", "-", "-", ", ".join(where),
+                         history.damaged.get(number, "")])
+            continue
+        doc.append({"sequence": number, "time": point.time.isoformat(), "kind": point.kind,
+                    "writer": point.writer, "reason": point.reason,
+                    "follows": point.follows[0] if point.follows else None,
+                    "files": {n: e and e.backup for n, e in point.files.items()},
+                    "details": point.details, "stores": where})
+        rows.append([number, f"{point.time:%Y-%m-%d %H:%M:%S}", point.kind, point.writer,
+                     point.follows[0] if point.follows else "-", ", ".join(where),
+                     point.reason])
+    lines = table(rows, ["POINT", "TIME (UTC)", "KIND", "WRITER", "FOLLOWS", "STORES",
+                         "WHY"]) if rows else ["no restore points yet"]
+    lines += [f"could not be seen: {labels.get(loc, loc)} ({why})"
+              for loc, why in history.unseen.items()]
+    emit(args, {"points": doc, "unseen": history.unseen}, lines)
+    return EXIT_OK if not history.unseen else EXIT_FAILED
 
 
 def _health(manager: BackupManager, info: Any) -> str:
@@ -126,25 +160,48 @@ REPLACES = {None: "nothing (the file is missing)",
 
 
 def cmd_restore(manager: BackupManager, args: argparse.Namespace, config: dict) -> int:
+    if args.all:
+        if args.state_file:
+            raise UsageError("restore --all installs every state file: name none")
+        return _restore_all(manager, args, config)
+    if args.point is not None:
+        raise UsageError("--point goes with --all; for one file use --timestamp")
+    if not args.state_file:
+        raise UsageError("restore needs a STATE_FILE, or --all")
     path = resolve(manager, args.state_file, args, config)
     name = shown(path, config)
     try:
-        planned = manager.plan_restore(path, timestamp=args.timestamp, source=args.source)
+        planned = manager.plan_restore(path, timestamp=args.timestamp, source=args.source,
+                                       from_reachable=args.from_reachable)
     except NoValidBackupError as exc:
         return fail(args, str(exc), EXIT_FAILED, state_file=name, restored=False)
     plan = manager.install_restore(planned, dry_run=True)
     facts = {"state_file": name, "backup": plan.name, "source": plan.location,
              "time": plan.timestamp.isoformat(), "replaces": plan.replaced,
-             "changed": plan.changed, "dry_run": args.dry_run, "restored": False}
+             "changed": plan.changed, "dry_run": args.dry_run, "restored": False,
+             "point": plan.point, "newest_point": plan.newest_point, "behind": plan.behind}
+    if planned.current:
+        lines = [f"{name} already holds the newest restore point's ({plan.point}) bytes: "
+                 "nothing to do"]
+        damaged = manager.entry_data(planned.newest, path.name) is None
+        if damaged:
+            lines.append(f"that point's backup {plan.name} is damaged or missing everywhere; "
+                         f"repair it from the live file: {command_prefix(args, config)} "
+                         f"backup {state_arg(path, config)}")
+        facts.update(backup_damaged=damaged)
+        emit(args, facts, lines)
+        return EXIT_OK
     lines = [f"backup:   {plan.name} ({plan.location}, {plan.timestamp:%Y-%m-%d %H:%M:%S} UTC)",
              f"replaces: {REPLACES[plan.replaced]}" if plan.changed else
              "replaces: nothing: the file already holds this backup"]
+    lines += _standing(manager, planned, plan, args, config)
     if not plan.changed or args.dry_run:
         emit(args, facts, lines + ([] if plan.changed else ["nothing to do"]))
         return EXIT_OK
     retry = f"{command_prefix(args, config)} restore {state_arg(path, config)}" + (
         f" --timestamp {args.timestamp}" if args.timestamp else "") + (
         f" --from {args.source}" if args.source != "auto" else "") + (
+        " --from-reachable" if args.from_reachable else "") + (
         " --path-as-given" if args.path_as_given else "") + " --yes"
     if plan.replaced == "valid" and not args.yes:
         if args.json or not sys.stdin.isatty():
@@ -175,6 +232,85 @@ def cmd_restore(manager: BackupManager, args: argparse.Namespace, config: dict) 
         kept = manager.backup_dir / result.kept_as
         lines.append(f"the replaced file is kept as {shown(kept, config)}; to put it back: "
                      f"cp {arg(kept)} {arg(path)}  (restore never picks it by itself)")
+    emit(args, facts, lines)
+    return EXIT_OK
+
+
+def _standing(manager: BackupManager, planned: Any, result: Any, args: argparse.Namespace,
+              config: dict) -> list[str]:
+    """Where the chosen bytes stand against the newest restore point, and what the host
+    will do about it, for a person about to install them."""
+    if result.newest_point is None:
+        return []
+    if result.point is None:
+        return ["history:  no restore point names these bytes; the next DalioLite run takes "
+                "them as new state if they are not older than the newest point "
+                f"({result.newest_point}), and refuses if they are"]
+    if not result.behind:
+        return [f"history:  the newest restore point's ({result.newest_point}) state"]
+    newest = planned.newest
+    lines = [f"history:  a ROLLBACK: restore point {result.point}, {result.behind} point(s) "
+             f"older than the newest ({newest.sequence}, {newest.time:%Y-%m-%d %H:%M} UTC)"]
+    from .formats import content_time
+    was = manager.entry_data(newest, planned.path.name)
+    now, then = content_time(planned.path.name, planned.chosen.data), \
+        content_time(planned.path.name, was) if was is not None else None
+    if now is not None and then is not None and now != then:
+        lines.append(f"          {planned.path.name} then records {now:%Y-%m-%d}, "
+                     f"{abs((then - now).days)} day(s) {'before' if now < then else 'after'} "
+                     f"the newest point's {then:%Y-%m-%d}")
+    from .config import host_facts
+    run = host_facts(config.get("hook"), config["path"]).get("run_command") \
+        if config.get("path") else None
+    ack = f"{run} --accept-rollback" if run else "the host's --accept-rollback"
+    lines.append(f"          DalioLite refuses to trade until you acknowledge it: {ack}; "
+                 f"to undo it before then: {command_prefix(args, config)} restore "
+                 f"{state_arg(planned.path, config)} --yes")
+    return lines
+
+
+def _restore_all(manager: BackupManager, args: argparse.Namespace, config: dict) -> int:
+    try:
+        plan = manager.plan_restore_all(point=args.point, timestamp=args.timestamp,
+                                        source=args.source, from_reachable=args.from_reachable)
+    except NoValidBackupError as exc:
+        return fail(args, str(exc), EXIT_FAILED, restored=False)
+    point, newest = plan.point, plan.newest
+    previews = manager.install_point(plan, dry_run=True)
+    changing = [r for r in previews if r.changed]
+    lines = [f"restore point {point.sequence} ({point.kind}, {point.time:%Y-%m-%d %H:%M:%S} "
+             f"UTC, writer {point.writer}): {point.reason}"]
+    if point.sequence != newest.sequence:
+        lines.append(f"a ROLLBACK: {newest.sequence - point.sequence} point(s) older than the "
+                     f"newest ({newest.sequence}); DalioLite refuses to trade until you "
+                     "acknowledge it with --accept-rollback")
+    for path, result in zip([p for p in manager.state_files if p.name in plan.chosen],
+                            previews, strict=True):
+        lines.append(f"  {shown(path, config)}: {result.name}"
+                     + ("" if result.changed else " (already holds it)"))
+    for name in plan.not_configured:
+        lines.append(f"  {name}: named by the point, not a configured state file: left out")
+    facts = {"point": point.sequence, "newest_point": newest.sequence, "dry_run": args.dry_run,
+             "files": {r.name: r.changed for r in previews}, "restored": False}
+    if args.dry_run or not changing:
+        emit(args, facts, lines + ([] if changing else ["nothing to do"]))
+        return EXIT_OK
+    if any(r.replaced == "valid" for r in changing) and not args.yes:
+        if args.json or not sys.stdin.isatty():
+            return fail(args, "valid state files would be replaced; refusing without "
+                              "confirmation: add --yes", EXIT_USAGE)
+        if not _confirm(f"the state files with restore point {point.sequence}", lines):
+            say("not restored")
+            return EXIT_FAILED
+        lines = []
+    try:
+        with _host_locked(config):
+            results = manager.install_point(plan)
+    except LockTimeout as exc:
+        return fail(args, f"{exc}. Nothing was restored.", EXIT_FAILED, restored=False)
+    facts.update(restored=True, kept_as=[r.kept_as for r in results if r.kept_as])
+    lines.append(f"restored restore point {point.sequence} into "
+                 f"{sum(r.changed for r in results)} state file(s)")
     emit(args, facts, lines)
     return EXIT_OK
 
@@ -248,7 +384,7 @@ def cmd_prune(manager: BackupManager, args: argparse.Namespace, config: dict) ->
 
 
 def cmd_status(manager: BackupManager, args: argparse.Namespace, config: dict) -> int:
-    from .health import split_fix, status_problems
+    from .health import status_problems
     if args.max_age_hours is not None and not args.max_age_hours > 0:
         raise UsageError(f"--max-age-hours must be a number > 0, got {args.max_age_hours}")
     from .config import host_facts
@@ -259,7 +395,7 @@ def cmd_status(manager: BackupManager, args: argparse.Namespace, config: dict) -
         manager.state_files = [Path(p) for p in host["state_files"]]
     doc = manager.status()
     doc["last_backup_error"] = host.get("last_backup_error")
-    problems = [dict(zip(("problem", "fix"), split_fix(p), strict=True))
+    problems = [{"subject": p.subject, "kind": str(p.kind), "problem": p.what, "fix": p.fix}
                 for p in status_problems(_as_shown(doc, config), args.max_age_hours,
                                          command_prefix(args, config),
                                          host.get("run_command", "the host's daily check"))]
@@ -271,7 +407,7 @@ def cmd_status(manager: BackupManager, args: argparse.Namespace, config: dict) -
 
         from .metrics import backup_bytes, exposition
 
-        sys.stdout.write(exposition(doc, [p["problem"] for p in problems],
+        sys.stdout.write(exposition(doc, [(p["kind"], p["subject"]) for p in problems],
                                     backup_bytes(manager, doc), time.time()))
         return EXIT_OK
     if args.format == "json":
@@ -286,6 +422,12 @@ def _status_lines(doc: dict[str, Any], config: dict) -> list[str]:
              f"{s['complete']}/{s['backups']}"] for s in doc["state_files"]]
     lines = table(rows, ["STATE FILE", "NEWEST VALID BACKUP", "AGE", "COMPLETE/ALL"])
     lines.append(f"disk use: {doc['disk_bytes']} bytes in {shown(doc['backup_dir'], config)}")
+    points = doc["points"]
+    if points["newest"] is not None and not points["newest_damaged"]:
+        lines.append(f"restore points: {points['count']} in backups; newest {points['newest']} "
+                     f"({points['kind']}, {points['time'][:19]} UTC, writer {points['writer']})")
+    elif points["newest"] is None:
+        lines.append("restore points: none yet (the next daily check commits the first)")
     for t in doc["targets"]:
         lines.append(f"copies to {shown(t['target'], config)}: {t['pending']} pending"
                      + (f" (oldest {age(t['oldest_pending_age_seconds'])})" if t["pending"]

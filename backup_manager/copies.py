@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
 from . import log
-from .errors import BackupError, CloudError, IntegrityError, UploadConflict
+from .errors import BackupError, IntegrityError, StoreUnreachable, UploadConflict
 from .formats import SIDECAR_SUFFIX, fetch_verified
 from .outbox import Outbox, PendingCopy
 from .retention import GRACE_PERIOD
@@ -86,7 +86,7 @@ class Copier:
         for target_id, target in self.targets.items():
             try:
                 present = set(target.list_names(""))
-            except (CloudError, OSError) as exc:
+            except StoreUnreachable as exc:
                 self.note_unreachable(target_id, exc)
                 log.error("cannot list %s: %s", target.label, exc)
                 continue
@@ -119,7 +119,7 @@ class Copier:
                          self.store.read(copy.name + SIDECAR_SUFFIX) or b"")
         except UploadConflict as exc:
             return self._failed(copy, target, str(exc), result, conflict=True)
-        except (CloudError, OSError) as exc:
+        except StoreUnreachable as exc:
             self.note_unreachable(copy.target, exc)
             return self._failed(copy, target, str(exc), result)
         self.outbox.done(copy.target, copy.name)

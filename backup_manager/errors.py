@@ -46,6 +46,11 @@ class NoValidBackupError(BackupError):
         self.unreachable = dict(unreachable or {})
 
 
+class UnseenStoresError(NoValidBackupError):
+    """Nothing was installed: a store that may hold newer state could not be seen.
+    Installing from the stores that answer is an explicit choice (from_reachable)."""
+
+
 class StateUnrecoverableError(BackupError):
     """State once existed but no valid copy can be found: the host must not trade."""
 
@@ -58,7 +63,14 @@ class StorageError(BackupError, OSError):
     """The disk refused: full, permission denied, not a folder, read-only."""
 
 
-class CloudError(BackupError):
+class StoreUnreachable(BackupError, OSError):
+    """A store (backups/, a mirror, a bucket) could not answer: it could not be listed,
+    or an object in it could not be read or written. Never "nothing there": what it
+    holds is unknown, and may be newer than what the others hold. `errno` is the
+    system's error number where there is one."""
+
+
+class CloudError(StoreUnreachable):
     """The object store refused a request; not worth retrying as it stands."""
 
 
@@ -66,12 +78,21 @@ class CloudUnavailable(CloudError):
     """The object store could not be reached or was overloaded; worth retrying later."""
 
 
-class UploadConflict(CloudError):
-    """A remote object with that key exists and holds other bytes; it is never overwritten."""
+class UploadConflict(BackupError):
+    """An object with that name exists and holds other bytes; it is never overwritten."""
 
 
 class MissingDependency(BackupError, ImportError):
     """An optional dependency is not installed; the message says what to install."""
+
+
+def unreachable(exc: OSError, doing: str) -> StoreUnreachable:
+    """A store's OSError as StoreUnreachable, keeping errno and filename."""
+    if isinstance(exc, StoreUnreachable):
+        return exc
+    err = StoreUnreachable(exc.errno, f"{doing}: {exc.strerror or exc}", exc.filename)
+    err.__cause__ = exc
+    return err
 
 
 def storage_error(exc: OSError, doing: str) -> StorageError:

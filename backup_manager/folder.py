@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from .formats import StateKey
 
 LOCK_FILE = ".lock"
+RECOVERY_RECORD = ".recovery.json"
+"""What the last start-up decided that `status` must show: its refusal, unseen stores."""
 OUTBOX_DIR = ".outbox"
 CORRUPT_DIR = "corrupt"
 REPLACED_DIR = "replaced"
@@ -55,6 +57,30 @@ class BackupsFolder:
             yield
         finally:
             lock.__exit__(None, None, None)
+
+    def recovery_record(self) -> dict | None:
+        """What the last start-up recorded (its refusal, stores it could not see); None
+        when it recorded nothing (all was well) or the record cannot be read."""
+        import json
+
+        from .atomic import read_state_file
+        try:
+            doc = json.loads(read_state_file(self.root / RECOVERY_RECORD)[0])
+        except (OSError, ValueError):
+            return None
+        return doc if isinstance(doc, dict) else None
+
+    def record_recovery(self, doc: dict | None) -> None:
+        """Replace the start-up record (None: remove it). Raises OSError."""
+        import json
+
+        from .atomic import atomic_write, unlink_quietly
+        path = self.root / RECOVERY_RECORD
+        if doc is None:
+            unlink_quietly(str(path))
+            return
+        self.store.ensure()
+        atomic_write(path, json.dumps(doc, indent=1).encode(), durable=self.durable)
 
     def keep_aside(self, sub_folder: str, key: StateKey, data: bytes, mode: int) -> str:
         """Keep `data` as a backup in a sub-folder that restore never reads from;

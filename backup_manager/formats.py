@@ -197,15 +197,19 @@ def parse_sidecar(data: bytes, name: str) -> str:
     return m[1].lower()
 
 
-def fetch_verified(store: object, name: str) -> bytes:
-    """The bytes of backup `name` in `store`, checked against its sidecar.
+def fetch_verified(store: object, name: str, *, max_bytes: int | None = None) -> bytes:
+    """The bytes of backup `name` in `store`, checked against its sidecar; with
+    `max_bytes`, never more than that is read.
 
     Raises IntegrityError whose `kind` names the problem: 'missing backup',
-    'missing sidecar', 'malformed sidecar' or 'checksum mismatch'.
+    'too large', 'missing sidecar', 'malformed sidecar' or 'checksum mismatch'.
     """
-    data = store.read(name)
+    data = store.read(name, max_bytes=max_bytes)
     if data is None:
         raise IntegrityError("missing backup", f"{name} is not in {store.label}")
+    if max_bytes is not None and len(data) > max_bytes:
+        raise IntegrityError("too large", f"{name} in {store.label} is larger than "
+                                          f"{max_bytes} bytes")
     sidecar = store.read(name + SIDECAR_SUFFIX, max_bytes=MAX_SIDECAR)
     if sidecar is None:
         raise IntegrityError("missing sidecar", f"{name} has no {SIDECAR_SUFFIX} (incomplete)")
@@ -251,6 +255,34 @@ def _check_last_rebalance(doc: object) -> None:
 
 
 register_validator("last_rebalance.json", _check_last_rebalance)
+
+ContentTime = Callable[[dict], datetime]
+"""Called with the parsed JSON of a valid state file: the moment its content records."""
+
+_CONTENT_TIMES: dict[str, ContentTime] = {
+    "last_rebalance.json": lambda doc: parse_iso_timestamp(doc["timestamp"]),
+}
+
+
+def register_content_time(file_name: str, when: ContentTime) -> None:
+    """Say which moment a state file's content records (last_rebalance.json: its
+    timestamp). Recovery takes a live file whose moment is before the newest restore
+    point's as older state (a rollback), and one ahead of the clock as a clock doubt."""
+    _CONTENT_TIMES[file_name] = when
+
+
+def content_time(file_name: str, data: bytes) -> datetime | None:
+    """The moment the valid content `data` of `file_name` records; None when no rule
+    says, or the content does not tell."""
+    rule = _CONTENT_TIMES.get(file_name)
+    if rule is None:
+        return None
+    import json
+
+    try:
+        return rule(json.loads(data))
+    except (ValueError, KeyError, TypeError, InvalidStateError):
+        return None
 
 
 def is_valid_content(file_name: str, data: bytes) -> bool:

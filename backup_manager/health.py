@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import namedtuple
 from collections.abc import Iterable, Mapping
+from enum import StrEnum
 
 from .atomic import read_state_file
 from .catalog import (
@@ -16,7 +17,7 @@ from .catalog import (
     read_valid,
     sidecar_digest,
 )
-from .errors import CloudError, IntegrityError, InvalidStateError
+from .errors import IntegrityError, InvalidStateError, StoreUnreachable
 from .folder import CORRUPT_DIR
 from .formats import (
     CLOCK_SKEW,
@@ -76,7 +77,7 @@ def verify_stores(folder: BackupsFolder, stores: Iterable[Store],
             # Only objects count: a symlink or folder in backups/ is reported apart.
             names, strays = store.scan()
             sets = group_backups(names, keys)
-        except (CloudError, OSError) as exc:
+        except StoreUnreachable as exc:
             report.items.append(VerifyItem(store.label, "", "unreachable", str(exc)))
             continue
         for backups in sets.values():
@@ -92,7 +93,7 @@ def verify_uploaded(folder: BackupsFolder, cloud: Store, target_id: str,
     pending = {c.name for c in folder.outbox.pending(target_id)}
     try:
         remote = set(cloud.list_names(""))
-    except CloudError:
+    except StoreUnreachable:
         return  # already reported as unreachable
     for backups in backup_sets(folder.store, keys).values():
         for backup in backups.complete():
@@ -117,7 +118,7 @@ def _verify_set(folder: BackupsFolder, store: Store, backups: BackupSet,
                 status = "in progress"
         except InvalidStateError as exc:
             status, detail = "invalid content", str(exc)
-        except (CloudError, OSError) as exc:
+        except StoreUnreachable as exc:
             status, detail = "unreadable", str(exc)
         report.items.append(VerifyItem(store.label, backup.name, status, detail))
     for sidecar in backups.orphan_sidecars:
@@ -203,6 +204,8 @@ def status_facts(folder: BackupsFolder, state_files: list[Path], targets: Mappin
     return {
         "backup_dir": str(folder.root),
         "disk_bytes": sum(folder.store.size(f) or 0 for f in files),
+        "points": _points_status(folder, files),
+        "recovery": folder.recovery_record(),
         "state_files": rows,
         "targets": [_target_status(folder, t_id, t, pending, now)
                     for t_id, t in targets.items()],
@@ -223,9 +226,27 @@ def unconfigured_copies(pending: list[PendingCopy], targets: Mapping[str, Store]
             for target, copies in sorted(owed.items())]
 
 
+def _points_status(folder: BackupsFolder, files: list[str]) -> dict[str, Any]:
+    """The newest restore point in backups/, and whether it reads back intact."""
+    from .points import point_name, points_in, read_point
+    complete, _ = points_in(files)
+    if not complete:
+        return {"count": 0, "newest": None, "newest_damaged": None}
+    number = max(complete)
+    try:
+        point = read_point(folder.store, number)
+    except (IntegrityError, InvalidStateError, StoreUnreachable) as exc:
+        return {"count": len(complete), "newest": number, "newest_damaged": str(exc),
+                "name": point_name(number)}
+    return {"count": len(complete), "newest": number, "newest_damaged": None,
+            "name": point.name, "time": point.time.isoformat(), "kind": point.kind,
+            "writer": point.writer, "files": {n: e and e.backup for n, e in point.files.items()}}
+
+
 def _state_status(folder: BackupsFolder, key: StateKey, backups: BackupSet | None,
                   now: datetime, path: Path | None) -> dict[str, Any]:
     backups = backups or BackupSet(key, [], set())
+    newest_complete = next(backups.complete(), None)
     newest = first_valid(folder.store, backups.complete())
     when = newest.when if newest else None
     future = []
@@ -241,6 +262,8 @@ def _state_status(folder: BackupsFolder, key: StateKey, backups: BackupSet | Non
         "backups": len(backups),
         "complete": len(backups.complete_stamps),
         "newest_valid": newest.name if newest else None,
+        "newest_damaged": newest_complete.name if newest_complete is not None and
+        newest_complete != newest else None,
         "newest_valid_time": when.isoformat() if when else None,
         "newest_valid_age_seconds": (now - when).total_seconds() if when else None,
     }
@@ -262,79 +285,159 @@ def _target_status(folder: BackupsFolder, target_id: str, target: Store,
     }
 
 
-FIX = "; fix: "
-"""Separates a problem from what fixes it in each line of `status_problems`."""
+class ProblemKind(StrEnum):
+    """What kind of thing needs a person (a stable label for alerts)."""
+
+    HOST_REFUSES = "host-refuses"
+    STORE_UNSEEN = "store-unseen"
+    NO_STATE_FILES = "no-state-files"
+    BACKUP_FAILED = "backup-failed"
+    UNSAVED = "unsaved-live-bytes"
+    STAMPED_IN_FUTURE = "stamped-in-future"
+    NO_VALID_BACKUP = "no-valid-backup"
+    NEWEST_DAMAGED = "newest-backup-damaged"
+    POINT_DAMAGED = "newest-point-damaged"
+    BACKUP_TOO_OLD = "backup-too-old"
+    COPY_CONFLICTS = "copy-conflicts"
+    NEVER_COPIED = "target-never-took-a-copy"
+    COPIES_LATE = "copies-pending-too-long"
+    UNCONFIGURED_TARGET = "copies-owed-to-unconfigured-target"
+
+
+class Problem(namedtuple("Problem", "subject kind what fix")):
+    """One thing in `status` that needs a person: its subject (a state file's name, a
+    copy target, or "site"), its kind, what is wrong, and what fixes it."""
+
+    __slots__ = ()
+
+
+SITE = "site"
 
 
 def status_problems(facts: Mapping[str, Any], max_age_hours: float | None = None,
                     command: str = "python -m backup_manager",
-                    host_command: str = "the host's daily check") -> list[str]:
-    """What in `status` facts needs a person, one line each (empty: all is well): the
-    problem, then FIX, then what fixes it. `command` is how the operator runs the
-    module's command line, `host_command` the host's daily check (fix commands start
-    with them). `unconfigured_targets`, when present, lists copies still owed to
-    targets no longer configured."""
+                    host_command: str = "the host's daily check") -> list[Problem]:
+    """What in `status` facts needs a person (empty: all is well). `command` is how the
+    operator runs the module's command line, `host_command` the host's daily check
+    (fix commands start with them). `unconfigured_targets`, when present, lists
+    copies still owed to targets no longer configured; `recovery`, what the last
+    start-up recorded (its refusal, stores it could not see)."""
     limit = max_age_hours * 3600 if max_age_hours is not None else None
-    problems = []
-    if not facts["state_files"]:
-        problems.append("no state files configured and no backups found" + FIX +
-                        "run it from the folder holding config.yaml, or pass --config "
-                        "PATH/TO/config.yaml; that file lists them under backup.state_files")
-    if facts.get("last_backup_error"):
-        problems.append(f"a backup failed and was not caught up yet: "
-                        f"{facts['last_backup_error']}" + FIX + "fix the cause it names, then "
-                        f"run the daily check: {host_command} (it backs up what no backup "
-                        "holds and clears this record)")
+    problems = _site_problems(facts, command, host_command)
     for s in facts["state_files"]:
-        path = s["path"] or f"PATH/TO/{s['state_file']}"
-        if s["live"] == LIVE_UNSAVED:
-            problems.append(f"{path} holds bytes no backup holds" + FIX +
-                            f"{command} backup {path}")
-        for name in s["stamped_in_future"]:
-            folder = facts["backup_dir"]
-            problems.append(f"{name} is stamped in the future: the clock was ahead when it "
-                            "was made, or is behind now" + FIX + "check the clock "
-                            "(timedatectl status); if it is right, move the backup aside: "
-                            f"mkdir -p {folder}/{CORRUPT_DIR} && mv {folder}/{name} "
-                            f"{folder}/{name}.sha256 {folder}/{CORRUPT_DIR}/")
-        if s["newest_valid"] is None:
-            problems.append(f"{s['state_file']} has no valid backup" + FIX +
-                            f"{command} verify says why; if the live file is valid, "
-                            f"{command} backup {path}")
-        elif limit is not None and s["newest_valid_age_seconds"] > limit:
-            problems.append(f"{s['state_file']}: newest valid backup is "
-                            f"{age(s['newest_valid_age_seconds'])} old" + FIX +
-                            "check that the DalioLite daily check still runs (cron, its "
-                            f"log); {command} backup {path} makes one now")
+        problems += _file_problems(s, facts, limit, command)
     for t in facts["targets"]:
-        if t["conflicts"]:
-            problems.append(f"{t['conflicts']} conflicting copy(ies) to {t['target']}: it "
-                            "holds other bytes under the same name, never overwritten" + FIX +
-                            f"{command} sync names them; give each machine its own "
-                            f"s3_prefix or folder, then drop them on purpose: {command} sync "
-                            f"--forget {t['target']}")
-        oldest = t["oldest_pending_age_seconds"]
-        if oldest is not None and t["last_success"] is None:
-            problems.append(f"{t['pending']} copy(ies) to {t['target']} pending and it never "
-                            "took one" + FIX + f"{command} sync shows the error; fix it "
-                            "(credentials, bucket, endpoint, a folder not mounted), then run "
-                            f"{command} sync again")
-        if limit is not None and oldest is not None and oldest > limit:
-            problems.append(f"copies to {t['target']} pending for {age(oldest)}" + FIX +
-                            f"{command} sync shows the error; fix it, then run {command} "
-                            "sync again")
+        problems += _target_problems(t, limit, command)
     for t in facts.get("unconfigured_targets", []):
-        problems.append(f"{t['pending']} copy(ies) owed to {t['target']}, which is no longer "
-                        "configured (cloud turned off, or a mirror removed)" + FIX +
-                        "configure it again and run sync, or drop them on purpose: "
-                        f"{command} sync --forget {t['target']}")
+        problems.append(Problem(
+            t["target"], ProblemKind.UNCONFIGURED_TARGET,
+            f"{t['pending']} copy(ies) owed to {t['target']}, which is no longer configured "
+            "(cloud turned off, or a mirror removed)",
+            f"configure it again and run sync, or drop them on purpose: {command} sync "
+            f"--forget {t['target']}"))
     return problems
 
 
-def split_fix(problem: str) -> tuple[str, str]:
-    """(the problem, what fixes it) of one line of status_problems."""
-    what, _, fix = problem.rpartition(FIX)
-    return (what, fix) if what else (problem, "")
+def _site_problems(facts: Mapping[str, Any], command: str, host_command: str) -> list[Problem]:
+    problems = []
+    record = facts.get("recovery") or {}
+    refused = record.get("refused")
+    if refused:
+        problems.append(Problem(SITE, ProblemKind.HOST_REFUSES,
+                                f"the host refuses to trade: {refused['headline']}: " + "; ".join(
+                                    f"{subject}: {why}" for subject, why in refused["reasons"]),
+                                "  ".join(f"{n}. {c}" for n, c in
+                                          enumerate(refused["commands"], 1))))
+    for where, why in (record.get("unseen") or {}).items():
+        problems.append(Problem(where, ProblemKind.STORE_UNSEEN,
+                                f"the last start-up could not see {where}: {why}",
+                                f"fix it (credentials, endpoint, a folder not mounted); "
+                                f"{command} sync and the next run check it again"))
+    if not facts["state_files"]:
+        problems.append(Problem(SITE, ProblemKind.NO_STATE_FILES,
+                                "no state files configured and no backups found",
+                                "run it from the folder holding config.yaml, or pass --config "
+                                "PATH/TO/config.yaml; that file lists them under "
+                                "backup.state_files"))
+    if facts.get("last_backup_error"):
+        problems.append(Problem(SITE, ProblemKind.BACKUP_FAILED,
+                                "a backup failed and was not caught up yet: "
+                                f"{facts['last_backup_error']}",
+                                f"fix the cause it names, then run the daily check: "
+                                f"{host_command} (it backs up what no backup holds and clears "
+                                "this record)"))
+    points = facts.get("points") or {}
+    if points.get("newest_damaged"):
+        problems.append(Problem(SITE, ProblemKind.POINT_DAMAGED,
+                                f"the newest restore point {points.get('name')} does not read "
+                                f"back intact: {points['newest_damaged']}",
+                                f"{command} verify; the next daily check commits a new point "
+                                f"({host_command})"))
+    return problems
+
+
+def _file_problems(s: Mapping[str, Any], facts: Mapping[str, Any], limit: float | None,
+                   command: str) -> list[Problem]:
+    name = s["state_file"]
+    path = s["path"] or f"PATH/TO/{name}"
+    problems = []
+    if s["live"] == LIVE_UNSAVED:
+        problems.append(Problem(name, ProblemKind.UNSAVED, f"{path} holds bytes no backup holds",
+                                f"{command} backup {path}"))
+    for backup in s["stamped_in_future"]:
+        folder = facts["backup_dir"]
+        problems.append(Problem(
+            name, ProblemKind.STAMPED_IN_FUTURE,
+            f"{backup} is stamped in the future: the clock was ahead when it was made, or is "
+            "behind now", "check the clock (timedatectl status); if it is right, move the "
+            f"backup aside: mkdir -p {folder}/{CORRUPT_DIR} && mv {folder}/{backup} "
+            f"{folder}/{backup}.sha256 {folder}/{CORRUPT_DIR}/"))
+    if s.get("newest_damaged"):
+        problems.append(Problem(
+            name, ProblemKind.NEWEST_DAMAGED,
+            f"the newest backup of {name}, {s['newest_damaged']}, does not match its sidecar or "
+            f"is invalid; the newest valid one is {s['newest_valid'] or 'none'}",
+            f"{command} verify says why; " + (
+                f"the live file is valid: {command} backup {path}" if s["live"] not in
+                ("missing", "invalid", "unreadable", None) else
+                f"{command} restore {path} --dry-run shows what a restore would install")))
+    if s["newest_valid"] is None:
+        fix = f"{command} verify says why" + (
+            f"; the live file is valid: {command} backup {path}" if s["live"] not in
+            ("missing", "invalid", "unreadable", None) else "")
+        problems.append(Problem(name, ProblemKind.NO_VALID_BACKUP,
+                                f"{name} has no valid backup", fix))
+    elif limit is not None and s["newest_valid_age_seconds"] > limit:
+        problems.append(Problem(
+            name, ProblemKind.BACKUP_TOO_OLD,
+            f"{name}: newest valid backup is {age(s['newest_valid_age_seconds'])} old",
+            "check that the DalioLite daily check still runs (cron, its log); "
+            f"{command} backup {path} makes one now"))
+    return problems
+
+
+def _target_problems(t: Mapping[str, Any], limit: float | None, command: str) -> list[Problem]:
+    problems = []
+    target = t["target"]
+    if t["conflicts"]:
+        problems.append(Problem(
+            target, ProblemKind.COPY_CONFLICTS,
+            f"{t['conflicts']} conflicting copy(ies) to {target}: it holds other bytes under "
+            "the same name, never overwritten",
+            f"{command} sync names them; give each machine its own s3_prefix or folder, then "
+            f"drop them on purpose: {command} sync --forget {target}"))
+    oldest = t["oldest_pending_age_seconds"]
+    if oldest is not None and t["last_success"] is None:
+        problems.append(Problem(
+            target, ProblemKind.NEVER_COPIED,
+            f"{t['pending']} copy(ies) to {target} pending and it never took one",
+            f"{command} sync shows the error; fix it (credentials, bucket, endpoint, a folder "
+            f"not mounted), then run {command} sync again"))
+    if limit is not None and oldest is not None and oldest > limit:
+        problems.append(Problem(
+            target, ProblemKind.COPIES_LATE, f"copies to {target} pending for {age(oldest)}",
+            f"{command} sync shows the error; fix it, then run {command} sync again"))
+    return problems
 
 
 def age(seconds: float | None) -> str:

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from .atomic import fsync_dir, publish_new, unlink_quietly, write_temp
-from .errors import UploadConflict
+from .errors import UploadConflict, unreachable
 from .formats import SIDECAR_SUFFIX, format_backup_name, sha256_hex, sidecar_text
 from .store import Store
 
@@ -46,8 +46,11 @@ class LocalStore(Store):
         that is gone means a drive that is not mounted, not a folder to make."""
         if self.root.is_dir():
             return
-        self._check_absent()
-        self.root.mkdir(mode=0o700, exist_ok=True)
+        try:
+            self._check_absent()
+            self.root.mkdir(mode=0o700, exist_ok=True)
+        except OSError as exc:
+            raise unreachable(exc, f"cannot make {self.root}") from None
 
     def path(self, name: str) -> Path:
         return self.root / name
@@ -55,21 +58,28 @@ class LocalStore(Store):
     def scan(self) -> tuple[list[str], list[str]]:
         files, others = [], []
         try:
-            with os.scandir(self.root) as entries:
-                for entry in entries:
-                    (files if entry.is_file(follow_symlinks=False) else others).append(entry.name)
-        except FileNotFoundError:
-            self._check_absent()
+            try:
+                with os.scandir(self.root) as entries:
+                    for entry in entries:
+                        (files if entry.is_file(follow_symlinks=False) else others).append(
+                            entry.name)
+            except FileNotFoundError:
+                self._check_absent()
+        except OSError as exc:
+            raise unreachable(exc, f"cannot list {self.root}") from None
         return files, others
 
     def list_names(self, prefix: str = "") -> list[str]:
         # listdir, not scan(): no per-entry objects. A symlink or folder listed here is
         # no object all the same: read() refuses it.
         try:
-            names = os.listdir(self.root)
-        except FileNotFoundError:
-            self._check_absent()
-            return []
+            try:
+                names = os.listdir(self.root)
+            except FileNotFoundError:
+                self._check_absent()
+                return []
+        except OSError as exc:
+            raise unreachable(exc, f"cannot list {self.root}") from None
         return [n for n in names if n.startswith(prefix)] if prefix else names
 
     def _check_absent(self) -> None:
@@ -86,12 +96,15 @@ class LocalStore(Store):
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 return None  # a symlink is never a backup
-            raise
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
-            return None
-        with os.fdopen(fd, "rb") as f:
-            return f.read() if max_bytes is None else f.read(max_bytes + 1)
+            raise unreachable(exc, f"cannot read {name} in {self.root}") from None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                return None
+            with os.fdopen(fd, "rb") as f:
+                return f.read() if max_bytes is None else f.read(max_bytes + 1)
+        except OSError as exc:
+            raise unreachable(exc, f"cannot read {name} in {self.root}") from None
 
     def write(self, name: str, data: bytes, *, mode: int = 0o600) -> None:
         existing = self.read(name)
@@ -99,24 +112,33 @@ class LocalStore(Store):
             if existing == data:
                 return
             raise UploadConflict(f"{self.root / name} exists with other content; not overwritten")
-        tmp = write_temp(self.root, name, data, mode=mode, durable=self.durable)
         try:
-            publish_new(tmp, os.fspath(self.root / name))
-        except FileExistsError:
-            os.unlink(tmp)
-            raise UploadConflict(f"{self.root / name} appeared while writing; not overwritten") \
-                from None
-        if self.durable:
-            fsync_dir(self.root)
+            tmp = write_temp(self.root, name, data, mode=mode, durable=self.durable)
+            try:
+                publish_new(tmp, os.fspath(self.root / name))
+            except FileExistsError:
+                os.unlink(tmp)
+                if self.read(name) == data:
+                    return  # another writer put the same bytes there: done
+                raise UploadConflict(f"{self.root / name} appeared while writing; not "
+                                     "overwritten") from None
+            if self.durable:
+                fsync_dir(self.root)
+        except UploadConflict:
+            raise
+        except OSError as exc:
+            raise unreachable(exc, f"cannot write {name} in {self.root}") from None
 
     def create_backup(self, stem: str, suffix: str, data: bytes, mode: int,
-                      when: datetime, before_commit: Callable[[str], None] | None = None
-                      ) -> str:
+                      when: datetime, before_commit: Callable[[str], None] | None = None,
+                      *, sync_folder: bool = True) -> str:
         """Write a new backup and then its sidecar (the commit marker); return its name.
 
         The name is taken exclusively: on a clash with any other writer, thread or
         process, it moves to the next free microsecond. `before_commit(name)` runs
         once the name is taken and before the sidecar makes the backup complete.
+        With sync_folder=False the caller syncs the folder (after the restore point
+        that names this backup, so one folder sync makes both names durable).
         """
         first = format_backup_name(stem, suffix, when)
         tmp = write_temp(self.root, first, data, mode=mode, durable=self.durable)
@@ -125,7 +147,29 @@ class LocalStore(Store):
         except BaseException:
             unlink_quietly(tmp)
             raise
-        # Sidecar last: a crash before this line leaves an incomplete backup, never a
+        self._commit(name, data, mode, before_commit, sync_folder)
+        return name
+
+    def create_object(self, name: str, data: bytes,
+                      before_commit: Callable[[str], None] | None = None) -> None:
+        """Write a new object under exactly `name`, then its sidecar; FileExistsError
+        when the name is taken (by any writer: the create is exclusive)."""
+        tmp = write_temp(self.root, name, data, durable=self.durable)
+        try:
+            publish_new(tmp, os.fspath(self.root / name))
+        except BaseException:
+            unlink_quietly(tmp)
+            raise
+        self._commit(name, data, 0o600, before_commit, True)
+
+    def sync(self) -> None:
+        """Make every name written so far durable (the folder sync), when durable."""
+        if self.durable:
+            fsync_dir(self.root)
+
+    def _commit(self, name: str, data: bytes, mode: int,
+                before_commit: Callable[[str], None] | None, sync_folder: bool) -> None:
+        # Sidecar last: a crash before this line leaves an incomplete object, never a
         # sidecar vouching for bytes that are not on disk.
         sidecar = name + SIDECAR_SUFFIX
         try:
@@ -138,15 +182,14 @@ class LocalStore(Store):
             except BaseException:
                 unlink_quietly(side_tmp)
                 raise
-            if self.durable:
+            if self.durable and sync_folder:
                 fsync_dir(self.root)
         except BaseException:
-            # A backup that may not survive a power cut is no backup: the caller is told
+            # An object that may not survive a power cut is no object: the caller is told
             # it failed, so it must not be there. Sidecar first, as in prune.
             unlink_quietly(os.fspath(self.root / sidecar))
             unlink_quietly(os.fspath(self.root / name))
             raise
-        return name
 
     def _publish_unique(self, tmp: str, stem: str, suffix: str, when: datetime) -> str:
         for step in range(_MAX_NAME_CLASHES):

@@ -28,17 +28,20 @@ def backup_bytes(manager: BackupManager, facts: Mapping[str, Any]) -> dict[str, 
             for s in facts["state_files"]}
 
 
-def exposition(facts: Mapping[str, Any], problems: Iterable[str],
+def exposition(facts: Mapping[str, Any], problems: Iterable[tuple[str, str]],
                sizes: Mapping[str, int] | None = None, now: float | None = None) -> str:
     """The exposition text of `facts` (BackupManager.status(), plus what the host
-    recorded) and `problems` (status_problems of those facts); `sizes` from
+    recorded) and `problems` ((kind, subject) of each of status_problems); `sizes` from
     backup_bytes(); `now` (unix seconds) stamps when the facts were gathered."""
-    problems = list(dict.fromkeys(problems))  # one series per distinct line
+    problems = list(dict.fromkeys(problems))  # one series per kind and subject
     out = _Writer()
     out.gauge("status_ok", "1 when status finds nothing that needs a person, else 0",
               [({}, 0 if problems else 1)])
-    out.gauge("problem", "1 for each problem status reports, the problem as its label",
-              [({"problem": p}, 1) for p in problems])
+    # Labels that never carry counts, ages or times: an alert on a series stays one
+    # alert while the problem lasts (status --json gives the words).
+    out.gauge("problem", "1 for each kind of problem status reports, by subject (a state "
+              "file, a copy target, or site)",
+              [({"kind": kind, "subject": subject}, 1) for kind, subject in problems])
     if now is not None:
         out.gauge("status_timestamp_seconds", "When these facts were gathered (unix time)",
                   [({}, now)])

@@ -3,9 +3,10 @@
 A backup is removed sidecar first, so an interrupted prune leaves an
 incomplete backup, never a sidecar vouching for nothing. Never removed: the
 newest backup that verifies, one still owed to a copy target, one stamped
-ahead of the clock (a clock problem for a person to look at). Each mirror is
-planned from its own listing, so a mirror that missed the newer copies keeps
-its own newest.
+ahead of the clock (a clock problem for a person to look at), one that a kept
+restore point names. Restore points are planned by the same rules, by the time
+in each manifest; the newest is always kept. Each mirror is planned from its
+own listing, so a mirror that missed the newer copies keeps its own newest.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from . import log
 from .catalog import BackupSet, first_valid, group_backups, sidecar_time
 from .errors import BackupError
 from .formats import CLOCK_SKEW, SIDECAR_SUFFIX, TEMP_MARK
+from .points import MAX_POINT_BYTES, POINT_PREFIX, glance, point_name, point_number, points_in
 from .retention import Decision, RetentionPolicy, plan_cleanup, plan_retention
 
 TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
@@ -54,13 +56,48 @@ def prune_backups(folder: BackupsFolder, mirrors: Mapping[str, LocalStore],
         if removals_only and len(backups.complete_stamps) <= policy.keep_last:
             continue  # keep_last alone keeps them all: no need for their times
         plan += _plan_set(folder.store, backups, policy, waiting, now, known_good)
-    plan += plan_cleanup(_leftovers(folder, files, sets, key), now)
+    plan = _with_points(folder.store, files, plan, policy, waiting, now,
+                        points_too=key is None or removals_only)
+    plan += plan_cleanup(_leftovers(folder.store, files, sets, key), now)
     if not dry_run:
         _apply(plan, folder.store)
     for target_id, mirror in mirrors.items():
         owed = {c.name for c in pending if c.target == target_id}
         plan += _prune_mirror(mirror, policy, key, owed, now, dry_run, removals_only)
     return plan
+
+
+def _with_points(store: LocalStore, files: list[str], plan: list[Decision],
+                 policy: RetentionPolicy, waiting: set[str], now: datetime, *,
+                 points_too: bool) -> list[Decision]:
+    """`plan` with every backup that a kept restore point names kept, plus the plan of
+    the points themselves when `points_too` (a prune of one state file leaves the
+    points, which belong to every state file, to the next full prune)."""
+    removing = [d for d in plan if not d.keep]
+    complete, _ = points_in(files)
+    if not complete or not (removing or (points_too and len(complete) > policy.keep_last)):
+        return plan  # nothing to protect, and keep_last alone keeps every point
+    glanced = {}
+    for number in complete:
+        name = point_name(number)
+        data = store.read(name, max_bytes=MAX_POINT_BYTES)
+        if data is not None:
+            glanced[name] = glance(data)
+    newest = point_name(max(complete))
+    protect = {name: "waiting for upload" for name in waiting & glanced.keys()}
+    protect[newest] = "newest restore point"
+    records = [(name, when) for name, (when, _) in glanced.items() if when is not None]
+    points = plan_retention(records, policy, protect, now=now, what="restore point")
+    kept = {d.name for d in points if d.keep} | {n for n, (when, _) in glanced.items()
+                                                 if when is None}
+    named = {}
+    for name in sorted(kept):
+        for backup in glanced[name][1]:
+            named.setdefault(backup, name)
+    plan = [d if d.keep or d.name not in named else
+            d._replace(keep=True, reasons=(f"named by kept restore point {named[d.name]}",))
+            for d in plan]
+    return plan + points if points_too else plan
 
 
 def _prune_mirror(mirror: LocalStore, policy: RetentionPolicy, key: StateKey | None,
@@ -73,6 +110,9 @@ def _prune_mirror(mirror: LocalStore, policy: RetentionPolicy, key: StateKey | N
         for backups in sets.values():
             if not (removals_only and len(backups.complete_stamps) <= policy.keep_last):
                 plan += _plan_set(mirror, backups, policy, owed, now, None)
+        plan = _with_points(mirror, mirror.list_names(POINT_PREFIX) if plan or key is None
+                            else [], plan, policy, owed, now,
+                            points_too=key is None or removals_only)
         if not dry_run:
             _apply(plan, mirror)
     except (OSError, BackupError) as exc:
@@ -96,18 +136,24 @@ def _plan_set(store: LocalStore, backups: BackupSet, policy: RetentionPolicy,
     return plan_retention(records, policy, protect, now=now)
 
 
-def _leftovers(folder: BackupsFolder, files: list[str], sets: Mapping[StateKey, BackupSet],
+def _leftovers(store: LocalStore, files: list[str], sets: Mapping[StateKey, BackupSet],
                key: StateKey | None) -> list[tuple[str, str, datetime | None, datetime]]:
     found: list[tuple[str, str, datetime | None]] = []
     for backups in sets.values():
         found += [(b.name, "incomplete backup", b.when) for b in backups.incomplete()]
         found += [(s, "orphan sidecar", sidecar_time(s)) for s in backups.orphan_sidecars]
+    if key is None:
+        complete, incomplete = points_in(files)
+        found += [(point_name(n), "incomplete restore point", None) for n in incomplete]
+        found += [(f, "orphan sidecar", None) for f in files if f.endswith(SIDECAR_SUFFIX)
+                  and (point_number(f[: -len(SIDECAR_SUFFIX)]) or 0) > 0
+                  and f[: -len(SIDECAR_SUFFIX)] not in files]
     temp_start = "." + (key.stem + "_" if key else "")
     found += [(f, "temp file", None) for f in files
               if TEMP_MARK in f and f.startswith(temp_start)]
     leftovers = []
     for name, kind, when in found:
-        mtime = folder.store.mtime(name)
+        mtime = store.mtime(name)
         if mtime is not None:
             leftovers.append((name, kind, when, datetime.fromtimestamp(mtime, UTC)))
     return leftovers

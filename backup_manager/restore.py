@@ -18,24 +18,44 @@ from pathlib import Path
 
 from . import log
 from .atomic import atomic_write, file_mode, fsync_dir, read_state_file
-from .catalog import BackupSet, backup_holding, backups_of, read_valid
-from .errors import CloudError, IntegrityError, InvalidStateError, UploadConflict, storage_error
+from .catalog import BackupSet, backups_of, read_valid, sidecar_digest
+from .errors import (
+    IntegrityError,
+    InvalidStateError,
+    StoreUnreachable,
+    UploadConflict,
+    storage_error,
+)
 from .folder import CORRUPT_DIR, REPLACED_DIR, BackupsFolder
-from .formats import SIDECAR_SUFFIX, is_valid_content, sha256_hex, sidecar_text, state_key
+from .formats import (
+    SIDECAR_SUFFIX,
+    is_valid_content,
+    parse_backup_name,
+    sha256_hex,
+    sidecar_text,
+    state_key,
+)
+from .points import Entry, History, Point
 
 TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
 if TYPE_CHECKING:
+    from typing import Any
+
     from .formats import BackupName, StateKey
     from .store import Store
 
 _FIELDS = "name path timestamp size complete location"
 
 
-class RestoreResult(namedtuple("RestoreResult", _FIELDS + " changed replaced kept_as skipped",
-                               defaults=("local", True, None, None, ()))):
+class RestoreResult(namedtuple("RestoreResult", _FIELDS + " changed replaced kept_as skipped "
+                               "point newest_point behind",
+                               defaults=("local", True, None, None, (), None, None, None))):
     """The backup restore chose (BackupInfo's fields), and what it did: `changed` is False
     when the file already held it; `replaced` is None, "valid" or "invalid"; `kept_as`
-    is where the replaced file went; `skipped` lists (backup, why) passed over."""
+    is where the replaced file went; `skipped` lists (backup, why) passed over.
+    Where it stands in the history: `point`, the number of the restore point it
+    comes from (None: no point names these bytes); `newest_point`; `behind`, how
+    many points older than the newest it is (0: the newest point's own bytes)."""
 
     __slots__ = ()
 
@@ -60,9 +80,20 @@ class Search:
         self.unreachable_ids: dict[str, str] = {}
 
     def cannot_ask(self, location: str, store: Store, why: str) -> None:
+        """The store could not be listed: it is not asked again in this search."""
         self.tried.append((store.label, why))
         self.unreachable.setdefault(store.label, why)
         self.unreachable_ids.setdefault(location, why)
+
+    def cannot_read(self, location: str, store: Store, name: str, why: str) -> None:
+        """An object could not be read: the store cannot be fully seen. A bucket that
+        failed once is not asked again (each try may cost a timeout); a folder is
+        still asked for its other objects."""
+        if store.path(name) is None:
+            self.cannot_ask(location, store, why)
+            return
+        self.tried.append((f"{store.label}/{name}", why))
+        self.unreachable.setdefault(store.label, why)
 
     def summary(self) -> str:
         if not self.tried:
@@ -85,7 +116,7 @@ def find_newest_valid(sources: Iterable[tuple[str, Store]], key: StateKey, prefi
             continue
         try:
             backups = backups_of(store, key)
-        except (CloudError, OSError) as exc:
+        except StoreUnreachable as exc:
             search.cannot_ask(location, store, f"cannot list: {exc}")
             continue
         if not backups:
@@ -97,13 +128,141 @@ def find_newest_valid(sources: Iterable[tuple[str, Store]], key: StateKey, prefi
         search.found += 1
         try:
             return Candidate(location, store, backup, read_valid(store, backup))
-        except (IntegrityError, InvalidStateError, OSError) as exc:
-            # One unreadable file is one bad backup: the older ones may be fine.
+        except StoreUnreachable as exc:
+            search.cannot_read(location, store, backup.name, f"cannot read {backup.name}: {exc}")
+        except (IntegrityError, InvalidStateError) as exc:
+            # One bad backup: the older ones may be fine.
             log.warning("skipping backup %s in %s: %s", backup.name, store.label, exc)
             search.tried.append((f"{store.label}/{backup.name}", str(exc)))
-        except CloudError as exc:
-            search.cannot_ask(location, store, f"cannot read {backup.name}: {exc}")
     return None
+
+
+def fetch_entry(sources: Iterable[tuple[str, Store]], key: StateKey, entry: Entry,
+                search: Search) -> Candidate | None:
+    """The bytes a point's entry names, verified, from the first store holding them:
+    the named backup, or else any backup of the same file with the same SHA-256 (a
+    repaired copy). None when no store holds them."""
+    sources = list(sources)
+    for location, store in sources:
+        if location in search.unreachable_ids:
+            continue
+        backup = parse_backup_name(entry.backup, *key)
+        found = _verified(location, store, backup, entry, search) if backup else None
+        if found is not None:
+            return found
+    for location, store in sources:
+        if location in search.unreachable_ids:
+            continue
+        try:
+            names = [b for b in backups_of(store, key).complete() if b.name != entry.backup]
+        except StoreUnreachable as exc:
+            search.cannot_ask(location, store, f"cannot list: {exc}")
+            continue
+        for backup in names:
+            if sidecar_digest(store, backup.name) == entry.sha256:
+                found = _verified(location, store, backup, entry, search)
+                if found is not None:
+                    return found
+    return None
+
+
+def _verified(location: str, store: Store, backup: BackupName, entry: Entry,
+              search: Search) -> Candidate | None:
+    try:
+        data = read_valid(store, backup)
+    except StoreUnreachable as exc:
+        search.cannot_read(location, store, backup.name, f"cannot read {backup.name}: {exc}")
+        return None
+    except (IntegrityError, InvalidStateError) as exc:
+        if getattr(exc, "kind", "") != "missing backup":  # one store without it is no news
+            log.warning("skipping backup %s in %s: %s", backup.name, store.label, exc)
+            search.tried.append((f"{store.label}/{backup.name}", str(exc)))
+        return None
+    if sha256_hex(data) != entry.sha256:
+        search.tried.append((f"{store.label}/{backup.name}",
+                             "holds other bytes than the restore point records"))
+        return None
+    return Candidate(location, store, backup, data)
+
+
+def standing(plan: Any, result: RestoreResult | None) -> RestoreResult:
+    """`result` with where its bytes stand against the newest restore point; for a plan
+    whose live file already holds the newest point's bytes, the "nothing to do" result."""
+    newest, point = plan.newest, plan.point
+    if result is None:
+        entry = newest.entry(plan.path.name)
+        return RestoreResult(entry.backup, None, newest.time, None, True, "live",
+                             changed=False, point=newest.sequence,
+                             newest_point=newest.sequence, behind=0)
+    behind = None
+    if point is not None and newest is not None:
+        entry = newest.entry(plan.path.name)
+        same = entry is not None and plan.chosen is not None and \
+            entry.sha256 == sha256_hex(plan.chosen.data)
+        behind = 0 if same else newest.sequence - point.sequence
+    return result._replace(point=point.sequence if point else None,
+                           newest_point=newest.sequence if newest else None, behind=behind)
+
+
+def point_naming(history: History, key: StateKey, digest: str) -> Point | None:
+    """The newest restore point whose entry for `key` holds bytes with `digest`."""
+    for point in history:
+        entry = point.entry(key.file_name)
+        if entry is not None and entry.sha256 == digest:
+            return point
+    return None
+
+
+def find_in_points(history: History, sources: list[tuple[str, Store]], key: StateKey,
+                   search: Search) -> tuple[Candidate, Point] | None:
+    """The newest point's entry for one state file whose bytes verify somewhere, and
+    that point; older points are tried when a newer entry is damaged everywhere."""
+    for point in history:
+        entry = point.entry(key.file_name)
+        if entry is None:
+            continue
+        search.found += 1
+        tried = len(search.tried)
+        chosen = fetch_entry(sources, key, entry, search)
+        if chosen is not None:
+            return chosen, point
+        if len(search.tried) == tried:  # no damaged copy said why: say it
+            search.tried.append((f"restore point {point.sequence}",
+                                 f"no store holds {entry.backup}"))
+    return None
+
+
+def installable_point(history: History, sources: list[tuple[str, Store]],
+                      file_names: Iterable[str], search: Search, *,
+                      sequence: int | None = None, prefix: str | None = None
+                      ) -> tuple[Point, dict[str, Candidate]] | None:
+    """The newest point (numbered `sequence`, or made at a time starting with
+    `prefix`) whose entries for `file_names` all verify, with their bytes."""
+    file_names = list(file_names)
+    for point in history:
+        if sequence is not None and point.sequence != sequence:
+            continue
+        if prefix is not None and not point_stamp(point).startswith(prefix):
+            continue
+        chosen = {}
+        for file_name in file_names:
+            entry = point.entry(file_name)
+            if entry is None:
+                continue
+            found = fetch_entry(sources, state_key(file_name), entry, search)
+            if found is None:
+                search.tried.append((f"restore point {point.sequence}",
+                                     f"no store holds the bytes of {entry.backup}"))
+                break
+            chosen[file_name] = found
+        else:
+            return point, chosen
+    return None
+
+
+def point_stamp(point: Point) -> str:
+    """A point's time as a backup's timestamp part, for --timestamp prefixes."""
+    return f"{point.time:%Y-%m-%d_%H-%M-%S}.{point.time:%f}Z"
 
 
 def _nothing_found(store: Store) -> str:
@@ -137,9 +296,14 @@ class _Desc(str):
 
 
 def install(folder: BackupsFolder, path: Path, chosen: Candidate, *, dry_run: bool,
-            skipped: list[tuple[str, str]], rehearsal: bool = False) -> RestoreResult:
+            skipped: list[tuple[str, str]], rehearsal: bool = False,
+            point: Point | None = None,
+            point_from: tuple[Store, bytes] | None = None) -> RestoreResult:
     """Make `path` hold the chosen backup, keeping what it replaces. A `rehearsal`
-    (drill) writes the file only: nothing in backups/ is taken, kept or put back."""
+    (drill) writes the file only: nothing in backups/ is taken, kept or put back.
+    The restore point it came from (`point`; `point_from`: the store it was read from
+    and its manifest's bytes) is put back
+    into backups/ too when it is not there."""
     location, store, backup, data = chosen
     result = dict(name=backup.name, path=store.path(backup.name), timestamp=backup.when,
                   size=len(data), complete=True, location=location, skipped=tuple(skipped))
@@ -162,6 +326,9 @@ def install(folder: BackupsFolder, path: Path, chosen: Candidate, *, dry_run: bo
                 kept_as = keep_replaced(folder, path, live)
             if location != "local":
                 _put_back(folder, backup.name, data)
+            if point is not None and point_from is not None and \
+                    point_from[0] is not folder.store:
+                put_back_point(folder, point, point_from[1])
             _write_state(path, data, store, backup, durable=folder.durable)
         except OSError as exc:
             raise storage_error(exc, f"cannot restore {path}") from None
@@ -178,13 +345,27 @@ def keep_replaced(folder: BackupsFolder, path: Path, live: bytes) -> str | None:
         kept = folder.keep_aside(CORRUPT_DIR, key, live, file_mode(path))
         log.warning("kept the invalid %s as %s", path, kept)
         return kept
-    held_by = backup_holding(folder.store, key, sha256_hex(live))
+    held_by = verified_holder(folder.store, key, live)
     if held_by is not None:
         log.info("the replaced %s is held by backup %s", path, held_by)
         return None
     kept = folder.keep_aside(REPLACED_DIR, key, live, file_mode(path))
     log.warning("kept the replaced %s as %s", path, kept)
     return kept
+
+
+def verified_holder(store: Store, key: StateKey, data: bytes) -> str | None:
+    """The newest complete backup of `key` in `store` whose bytes are exactly `data`
+    (read and compared: a sidecar alone proves nothing about damaged bytes)."""
+    digest = sha256_hex(data)
+    for backup in backups_of(store, key).complete():
+        if sidecar_digest(store, backup.name) == digest:
+            try:
+                if store.read(backup.name) == data:
+                    return backup.name
+            except StoreUnreachable:
+                return None
+    return None
 
 
 def _write_state(path: Path, data: bytes, store: Store, backup: BackupName, *,
@@ -242,6 +423,13 @@ def _put_back(folder: BackupsFolder, name: str, data: bytes) -> None:
         folder.store.write(name + SIDECAR_SUFFIX, sidecar_text(sha256_hex(data), name))
     except (UploadConflict, OSError) as exc:
         log.error("could not put %s back into %s: %s", name, folder.root, exc)
+
+
+def put_back_point(folder: BackupsFolder, point: Point, data: bytes) -> None:
+    """Copy a restore point read (and verified) from another store into backups/,
+    sidecar last."""
+    if not folder.store.is_object(point.name + SIDECAR_SUFFIX):
+        _put_back(folder, point.name, data)
 
 
 def _backup_mode(store: Store, backup: BackupName) -> int | None:

@@ -45,8 +45,10 @@ def plan_retention(
     policy: RetentionPolicy,
     protect: Mapping[str, str] | None = None,
     now: datetime | None = None,
+    what: str = "backup",
 ) -> list[Decision]:
-    """Decide keep/remove for the complete backups of one state file, newest first.
+    """Decide keep/remove for the complete backups of one state file (or the restore
+    points, `what` names which for the reasons), newest first.
 
     `records` are (name, aware time) pairs. `protect` maps names that must stay
     whatever the rules say to the reason (the newest valid backup, a pending
@@ -81,20 +83,20 @@ def plan_retention(
         if reasons:
             plan.append(Decision(name, when, True, tuple(reasons)))
         else:
-            plan.append(Decision(name, when, False, _why_removed(policy, day, newest_of_day,
-                                                                 days, when < cutoff)))
+            plan.append(Decision(name, when, False, _why_removed(
+                policy, day, newest_of_day, when < cutoff, what)))
     return plan
 
 
-def _why_removed(policy: RetentionPolicy, day: object, newest_of_day: bool, day_rank: int,
-                 too_old: bool) -> tuple[str, str]:
+def _why_removed(policy: RetentionPolicy, day: object, newest_of_day: bool, too_old: bool,
+                 what: str) -> tuple[str, str]:
     if too_old:
-        why = (f"older than retention_days={policy.retention_days} before the newest backup "
+        why = (f"older than retention_days={policy.retention_days} before the newest {what} "
                f"(or now, if earlier)")
     elif not newest_of_day:
-        why = f"a newer backup of {day} is kept"
+        why = f"a newer {what} of {day} is kept"
     else:
-        why = f"{day} is beyond the {policy.keep_daily} most recent days with backups"
+        why = f"{day} is beyond the {policy.keep_daily} most recent days with {what}s"
     return why, f"not among the {policy.keep_last} newest"
 
 

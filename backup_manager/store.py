@@ -18,8 +18,9 @@ if TYPE_CHECKING:
 class Store:
     """The contract; LocalStore and S3Store implement it.
 
-    Errors: a store that cannot be reached raises OSError (a folder) or CloudError
-    (a bucket); callers must treat that as "cannot see", never as "empty".
+    Errors: a store that cannot answer raises StoreUnreachable (CloudError for a
+    bucket); callers must treat that as "cannot see", never as "empty". A write
+    that finds other bytes under the name raises UploadConflict.
     """
 
     @property
@@ -31,7 +32,7 @@ class Store:
         """Names starting with `prefix`, in no particular order, hidden ones included;
         [] when the store is empty, or is a folder not made yet inside a parent that
         exists. A folder may list a folder or symlink, which read() then refuses; S3
-        lists no key that is not a plain name. Raises OSError or CloudError when the
+        lists no key that is not a plain name. Raises StoreUnreachable when the
         store cannot be listed (a folder whose parent is missing: not mounted)."""
         raise NotImplementedError
 
@@ -44,7 +45,7 @@ class Store:
         """The object's bytes; None if it does not exist (or is no regular file). With
         `max_bytes`, at most max_bytes + 1 bytes, so a caller sees that it is larger.
         Raises IntegrityError (kind 'checksum mismatch') when the store itself finds
-        the bytes damaged, OSError or CloudError when it cannot be read."""
+        the bytes damaged, StoreUnreachable when it cannot be read."""
         raise NotImplementedError
 
     def write(self, name: str, data: bytes) -> None:
@@ -53,7 +54,7 @@ class Store:
         raise NotImplementedError
 
     def prepare(self) -> None:
-        """Make the store ready to receive writes; raises OSError when it cannot be
+        """Make the store ready to receive writes; raises StoreUnreachable when it cannot be
         (a mirror folder whose parent is missing: a drive not mounted)."""
         raise NotImplementedError
 

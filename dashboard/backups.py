@@ -56,10 +56,10 @@ from backup_manager.config import (
     status_hook,
 )
 from backup_manager.drill import drill
-from backup_manager.health import LIVE_BACKED_UP, LIVE_OLDER, LIVE_UNKNOWN, age, split_fix
+from backup_manager.health import LIVE_BACKED_UP, LIVE_OLDER, LIVE_UNKNOWN, age
 
 RUN_LOCK = "dalio_lite.lock"  # DalioLite holds it (in state.dir) around a daily check
-NEWEST = "the newest valid backup (what an automatic restore picks)"
+NEWEST = "the newest restore point's (what an automatic restore installs)"
 COPY_ORDER = ["local", "mirror", "cloud"]
 COPY_COLOURS = ["#1f77b4", "#2ca02c", "#ff7f0e"]
 # Headers a reverse proxy adds to what it forwards (nginx, Apache, Caddy, Traefik).
@@ -177,7 +177,7 @@ def file_health(site: Site, row: dict) -> tuple[str, list[str], str]:
     PROBLEM about it (its fix is status's); amber: no problem, but its live file is
     not what its newest backup holds (missing, invalid, restored to an older backup:
     the next DalioLite run sees to it); green: all is well."""
-    problems = [split_fix(p) for p in status_problems(
+    problems = [(p.what, p.fix) for p in status_problems(
         {"backup_dir": str(site.manager.backup_dir), "state_files": [row], "targets": []},
         site.max_age_hours, site.command("").rstrip())]
     if problems:
@@ -221,7 +221,7 @@ def show_health(site: Site, facts: dict, problems: list[str]) -> None:
             else:
                 st.warning(text, icon=":material/warning:")
     for problem in problems:
-        what, fix = split_fix(problem)
+        what, fix = problem.what, problem.fix
         if what not in mine:  # about the site: copies, the host's record, no state files
             st.error(f"**site**: {plain(what)}. **Fix:** `{fix}`", icon=":material/error:")
     st.caption(f"config {site.config_path} · backups {facts['backup_dir']} · "
@@ -327,6 +327,42 @@ def show_timeline(site: Site, facts: dict) -> None:
 
 
 # --- copy queues ----------------------------------------------------------------------
+
+
+POINTS_SHOWN = 20
+
+
+def point_rows(site: Site) -> tuple[list[dict], dict[str, str]]:
+    """The history, newest first (at most POINTS_SHOWN points), and the stores it could
+    not see: one row per restore point, with where its copies are."""
+    history = site.manager.history()
+    labels = {location: store.label for location, store in site.manager.sources()}
+    rows = []
+    for number in sorted(history.locations, reverse=True)[:POINTS_SHOWN]:
+        point = history.point(number)
+        where = ", ".join(labels.get(loc, loc) for loc in history.where(number))
+        if point is None:
+            rows.append({"point": number, "time (UTC)": "-", "kind": "DAMAGED",
+                         "writer": "-", "why": history.damaged.get(number, ""),
+                         "stores": where})
+            continue
+        rows.append({"point": number, "time (UTC)": f"{point.time:%Y-%m-%d %H:%M:%S}",
+                     "kind": point.kind, "writer": point.writer, "why": point.reason,
+                     "stores": where})
+    return rows, history.unseen
+
+
+def show_points(site: Site) -> None:
+    st.subheader("Restore points")
+    rows, unseen = point_rows(site)
+    for location, why in unseen.items():
+        st.warning(f"cannot see {location}: {why}")
+    if not rows:
+        st.info("no restore points yet: the next DalioLite run commits the first")
+        return
+    st.caption("Each point names the backup of every state file at one moment; recovery "
+               "installs the newest whose backups verify, never loose files.")
+    st.dataframe(rows, hide_index=True)
 
 
 def show_copies(site: Site, facts: dict) -> None:
@@ -459,6 +495,16 @@ def show_restore(site: Site, facts: dict) -> None:
         st.error(f"cannot plan a restore of {path}: {exc}")
         show_outcome()
         return
+    if plan.current:
+        st.markdown(f"`{path}` already holds the newest restore point's "
+                    f"({preview.point}) state: nothing to restore")
+        show_outcome()
+        return
+    if preview.behind:
+        st.warning(f"A rollback: this is restore point {preview.point}, {preview.behind} "
+                   f"point(s) older than the newest ({preview.newest_point}). DalioLite "
+                   "refuses to trade until the rollback is acknowledged on its command line "
+                   "(--accept-rollback); restoring the newest again before then undoes it.")
     installs, replaces = st.columns(2)
     with installs:
         st.markdown(f"**Installs** `{preview.name}` from {preview.location}, made "
@@ -526,9 +572,10 @@ def restore(site: Site, path: Path, stamp: str | None, shown: str) -> None:
             return outcome("error", f"Not restored: cannot take DalioLite's run lock: {exc}")
         try:
             plan = site.manager.plan_restore(path, timestamp=stamp)
-            if plan.chosen.backup.name != shown:
+            now_chosen = plan.chosen.backup.name if plan.chosen is not None else None
+            if now_chosen != shown:
                 return outcome("error", f"Not restored: the backups changed since the page "
-                                        f"showed {shown} (now {plan.chosen.backup.name}); "
+                                        f"showed {shown} (now {now_chosen or 'nothing'}); "
                                         "look again and confirm.")
             result = site.manager.install_restore(plan)  # takes the backups folder's lock
         except (BackupError, OSError) as exc:
@@ -572,6 +619,7 @@ def main() -> None:
     problems = status_problems(facts, site.max_age_hours, site.command("").rstrip())
     show_health(site, facts, problems)
     show_timeline(site, facts)
+    show_points(site)
     show_copies(site, facts)
     show_checks(site, facts)
     show_restore(site, facts)

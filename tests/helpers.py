@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
+import re
 import shlex
 import shutil
 import socket
@@ -12,6 +14,7 @@ import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -212,3 +215,95 @@ def run_bot(home: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(ROOT / "dalio_lite.py"), "--config",
                            str(home / "config.yaml")], capture_output=True, text=True,
                           timeout=120)
+
+
+# --- refusals ----------------------------------------------------------------------
+
+
+def refusal_of(stderr: str) -> tuple[str, list[str], list[str]]:
+    """(headline, reason lines, commands) of the refusal a run logged: the numbered
+    commands without their '  # why' comments, ready to run."""
+    lines = stderr.splitlines()
+    start = next(i for i, line in enumerate(lines) if "refusing to trade: " in line)
+    headline = lines[start].split("refusing to trade: ", 1)[1]
+    reasons, commands = [], []
+    for line in lines[start + 1:]:
+        if line.startswith("Details:"):
+            break
+        numbered = re.match(r"  \d+\. (.*)", line)
+        if numbered:
+            commands.append(numbered[1].split("  # ")[0])
+        elif line.startswith("  ") and not commands:
+            reasons.append(line.strip())
+    return headline, reasons, commands
+
+
+# --- an S3 endpoint that misbehaves ---------------------------------------------------
+
+
+SLOW_DOWN = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
+             b"<Message>Please reduce your request rate.</Message></Error>")
+
+
+class FaultProxy:
+    """HTTP proxy to an S3 endpoint that injects faults on request."""
+
+    def __init__(self, upstream_port):
+        self.fail_503 = 0
+        self.reads_503 = False  # every GET and HEAD answered 503: writes still go through
+        self.drop = 0
+        self.delay = 0.0
+        self.requests = 0
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def handle_one(self):
+                proxy.requests += 1
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                if proxy.drop > 0:
+                    proxy.drop -= 1
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    self.close_connection = True
+                    return
+                if proxy.fail_503 > 0 or (proxy.reads_503 and self.command in ("GET", "HEAD")):
+                    proxy.fail_503 = max(0, proxy.fail_503 - 1)
+                    self.send_response(503)
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(SLOW_DOWN)))
+                    self.end_headers()
+                    self.wfile.write(SLOW_DOWN)
+                    return
+                time.sleep(proxy.delay)
+                conn = http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=30)
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+                conn.request(self.command, self.path, body=body, headers=headers)
+                reply = conn.getresponse()
+                data = reply.read()
+                self.send_response(reply.status)
+                for key, value in reply.getheaders():
+                    if key.lower() not in ("content-length", "transfer-encoding", "connection",
+                                           "server", "date"):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+                conn.close()
+
+            do_GET = do_PUT = do_HEAD = do_POST = do_DELETE = handle_one
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from tests.fake_alpaca import KEYS_ENV
-from tests.helpers import ROOT, refused_port
+from tests.helpers import ROOT, refusal_of, refused_port
 
 pytest.importorskip("alpaca.trading.client")
 
@@ -76,9 +76,9 @@ def problem_lines(proc):
 
 def printed_command(proc, flag):
     """The command a refusal printed for the operator, ending with `flag`."""
-    match = re.search(rf"run: (\S+ \S+ --config \S+ {flag})", proc.stderr)
-    assert match, f"no command with {flag} in: {proc.stderr}"
-    return match[1]
+    matches = [c for c in refusal_of(proc.stderr)[2] if c.endswith(flag)]
+    assert len(matches) == 1, f"no command with {flag} in: {proc.stderr}"
+    return matches[0]
 
 
 def run_printed(command):
@@ -290,10 +290,11 @@ def test_a_refusal_on_the_alpaca_broker_offers_commands_that_work(tmp_path, alpa
         backup.write_bytes(backup.read_bytes()[:-3])
     refused = dalio(home)
     assert refused.returncode == 3, refused.stderr
-    (line,) = problem_lines(refused)
-    assert "last_rebalance.json cannot be recovered" in line
-    assert "paper_account" not in line
-    fresh = re.search(r"start over on purpose with '([^']+)'", refused.stderr)[1]
+    headline, reasons, commands = refusal_of(refused.stderr)
+    assert [r.split(":")[0] for r in reasons] == [str(home / "state" / "last_rebalance.json")]
+    assert "paper_account" not in refused.stderr.split("refusing to trade")[1]
+    (fresh,) = [c for c in commands if c.endswith("--accept-fresh-state")]
+    assert not any(" restore " in c for c in commands), "every backup is damaged: no restore"
     done = run_printed(fresh)
     assert done.returncode == 0, done.stderr
     assert len(alpaca_server.submitted()) == 4, "the account is balanced: drift decides"
@@ -343,6 +344,7 @@ def test_switch_from_paper_to_alpaca(tmp_path, alpaca_server):
     refused = dalio(home)
     assert refused.returncode == 3, refused.stderr
     assert "this history belongs to the paper broker" in refused.stderr
+    assert "restore point" in refused.stderr, "the history's own record says so"
     assert f"alpaca account {alpaca_server.account_id}" in refused.stderr
     assert alpaca_server.submitted() == []
 

@@ -98,7 +98,7 @@ def copies_of_each_backup(home, bucket):
     return Counter({
         "local": sum(len(BackupManager(home / "backups").list_backups(n)) for n in STATE_FILES),
         "mirror": sum(len(BackupManager(home / "mirror").list_backups(n)) for n in STATE_FILES),
-        "cloud": sum(not k.endswith(".sha256") for k in keys)})
+        "cloud": sum(not k.endswith(".sha256") and "/point-" not in k for k in keys)})
 
 
 @contextmanager

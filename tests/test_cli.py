@@ -105,7 +105,11 @@ def test_json_prune_dry_run_gives_the_plan_and_deletes_nothing(healthy):
     assert code == 0 and doc["dry_run"] is True
     newest_first = [p.name for p in reversed(backup_files(healthy, "last_rebalance"))]
     plan = {d["name"]: (d["keep"], d["reasons"]) for d in doc["decisions"]}
-    assert sorted(plan) == sorted(newest_first + [backup_files(healthy, "paper_account")[0].name])
+    points = sorted(p.name for p in (healthy / "backups").glob("point-*.json"))
+    assert sorted(plan) == sorted(newest_first + points +
+                                  [backup_files(healthy, "paper_account")[0].name])
+    assert [plan[n][0] for n in points] == [False] * (len(points) - 10) + [True] * 10, \
+        "restore points by the same rules: keep_last 10"
     assert [plan[n][0] for n in newest_first] == [True] * 10 + [False] * 3, "keep_last: 10"
     assert plan[newest_first[0]][1][0] == "keep_last: 1 of the 10 newest"
     assert "newest valid backup" in plan[newest_first[0]][1]
@@ -183,12 +187,13 @@ def test_json_sync_counts_copies(healthy):
     assert (code, doc["copied"], doc["pending"]) == (1, 0, 0), "the drive is not mounted"
     assert doc["errors"] and all("not mounted" in e for e in doc["errors"])
     drive.mkdir()
-    assert cli_json(healthy, "sync") == (0, {"copied": 2, "pending": 0, "errors": [],
-                                          "unconfigured_targets": []})
+    points = sorted(p.name for p in (healthy / "backups").glob("point-*.json"))
+    assert cli_json(healthy, "sync") == (0, {"copied": 2 + len(points), "pending": 0,
+                                          "errors": [], "unconfigured_targets": []})
     assert sorted(p.name for p in mirror.iterdir()) == sorted(
-        n for stem in ("last_rebalance", "paper_account")
-        for n in (backup_files(healthy, stem)[0].name, backup_files(healthy, stem)[0].name
-                  + ".sha256"))
+        n for name in [backup_files(healthy, stem)[0].name for stem in
+                       ("last_rebalance", "paper_account")] + points
+        for n in (name, name + ".sha256"))
     assert cli_json(healthy, "sync") == (0, {"copied": 0, "pending": 0, "errors": [],
                                           "unconfigured_targets": []})
 
@@ -228,12 +233,14 @@ def test_verify_and_status_name_the_damaged_file(healthy):
 
 def test_drill_fails_only_when_a_file_cannot_be_recovered(healthy):
     newest = sorted((healthy / "backups").glob("last_rebalance_*.json"))[-1]
-    older = rebalance_doc(n="older")
+    # Another backup holding the same bytes (a repair, a copy back from a mirror): the
+    # newest restore point's state is still there when the backup it names is damaged.
+    same = newest.read_bytes()
     name = format_backup_name("last_rebalance", ".json",
                               datetime.now(UTC) - timedelta(days=1))
-    (healthy / "backups" / name).write_bytes(older)
+    (healthy / "backups" / name).write_bytes(same)
     (healthy / "backups" / (name + ".sha256")).write_text(
-        f"{hashlib.sha256(older).hexdigest()}  {name}\n")
+        f"{hashlib.sha256(same).hexdigest()}  {name}\n")
     newest.write_bytes(b"{}")
     partly = cli(healthy, "drill")
     assert partly.returncode == 0, partly.stdout + partly.stderr
@@ -342,14 +349,14 @@ def test_status_max_age_flags_an_old_pending_upload(project, state_file):
     proc = cli(project, "--json", "status", "--max-age-hours", "0.0002")
     assert proc.returncode == 1
     doc = json.loads(proc.stdout)
-    assert doc["targets"][0]["pending"] == 1
+    assert doc["targets"][0]["pending"] == 2, "the backup and its restore point"
     assert doc["targets"][0]["oldest_pending_age_seconds"] >= 1.0
     assert any("pending for" in p["problem"] and "sync" in p["fix"] for p in doc["problems"])
     human = cli(project, "status")
-    assert "1 pending" in human.stdout and human.returncode == 1
+    assert "2 pending" in human.stdout and human.returncode == 1
     assert "never took one" in human.stdout, "a target that never took a copy is a problem"
     sync = cli(project, "sync")
-    assert sync.returncode == 1 and "pending 1" in sync.stdout
+    assert sync.returncode == 1 and "pending 2" in sync.stdout
 
 
 def test_status_shows_host_backup_error_through_the_status_hook(healthy):
@@ -395,7 +402,8 @@ def test_sync_shows_progress_for_many(project, state_file, bucket):
                  s3_endpoint_url=endpoint)
     proc = cli(project, "sync")
     assert proc.returncode == 0, proc.stderr
-    assert "sync: 5/5 copies tried" in proc.stderr and "copied 5, pending 0" in proc.stdout
+    # Five backups and their five restore points.
+    assert "sync: 10/10 copies tried" in proc.stderr and "copied 10, pending 0" in proc.stdout
     assert cli(project, "verify", "--cloud").returncode == 0
 
 

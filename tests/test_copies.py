@@ -13,6 +13,7 @@ import boto3
 
 from backup_manager import BackupManager
 from backup_manager.copies import Copier
+from backup_manager.errors import unreachable
 from backup_manager.formats import format_backup_name
 from backup_manager.local import LocalStore
 from backup_manager.outbox import Outbox
@@ -31,9 +32,12 @@ def test_backup_uploads_backup_then_sidecar_with_verified_checksum(project, stat
     bm = cloud_manager(endpoint, name)
     sent = count_requests(bm)
     path = bm.backup_state_file(state_file)
-    assert sent == ["PUT", "PUT"], "exactly two PUTs: no HEAD, no LIST, no extra client"
+    assert sent == ["PUT"] * 4, "exactly four PUTs (the backup and its restore point, each " \
+        "with its sidecar): no HEAD, no LIST, no extra client"
     keys = remote_keys(endpoint, name)
-    assert keys == [f"dalio-lite-backups/{path.name}", f"dalio-lite-backups/{path.name}.sha256"]
+    assert keys == [f"dalio-lite-backups/{path.name}", f"dalio-lite-backups/{path.name}.sha256",
+                    "dalio-lite-backups/point-0000000001.json",
+                    "dalio-lite-backups/point-0000000001.json.sha256"]
     client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
     head = client.head_object(Bucket=name, Key=keys[0], ChecksumMode="ENABLED")
     sidecar_hex = path.with_name(path.name + ".sha256").read_text().split()[0]
@@ -50,10 +54,12 @@ def test_sync_uploads_queue_and_backups_made_while_cloud_was_off(project, state_
     assert {i.status for i in report.problems} == {"not uploaded"}
     progress = []
     result = bm.sync(progress=lambda done, total: progress.append((done, total)))
-    assert result.copied == 3 and result.pending == 0
-    assert progress[-1] == (3, 3)
+    # Three backups of the same bytes: one restore point (the others changed nothing).
+    assert result.copied == 4 and result.pending == 0
+    assert progress[-1] == (4, 4)
     assert remote_keys(endpoint, name) == sorted(
-        f"dalio-lite-backups/{n}{side}" for n in made for side in ("", ".sha256"))
+        f"dalio-lite-backups/{n}{side}" for n in [*made, "point-0000000001.json"]
+        for side in ("", ".sha256"))
     assert bm.verify(cloud=True).ok
     sent = count_requests(bm)
     again = bm.sync()
@@ -69,7 +75,8 @@ def test_refused_endpoint_is_asked_once_per_run(project, state_file, credentials
         assert bm.backup_state_file(project / "state" / name) is not None
     assert sent == ["PUT"], "one attempt, then the cloud is not asked again in this run"
     target = bm.status()["targets"][0]
-    assert target["pending"] == 3 and "Could not connect" in target["last_error"]
+    assert target["pending"] == 6, "three backups and their three restore points wait"
+    assert "Could not connect" in target["last_error"]
 
 
 def test_conflicting_remote_object_is_never_overwritten_nor_retried(project, state_file,
@@ -81,15 +88,21 @@ def test_conflicting_remote_object_is_never_overwritten_nor_retried(project, sta
                           http_status_code=412)
     other = base64.b64encode(hashlib.sha256(b"other").digest()).decode()
     stub.add_response("head_object", {"ChecksumSHA256": other, "ContentLength": 5})
+    stub.add_response("put_object", {})  # the restore point
+    stub.add_response("put_object", {})  # and its sidecar
     path = bm.backup_state_file(state_file)
     stub.assert_no_pending_responses()
     stub.deactivate()
-    (pending,) = bm.outbox.pending("s3")
-    assert pending.conflict and pending.name == path.name
+    (pending,) = [c for c in bm.outbox.pending("s3") if c.conflict]
+    assert pending.name == path.name
     target = bm.status()["targets"][0]
     assert target["conflicts"] == 1 and "other content" in target["last_error"]
     sent = count_requests(bm)
-    assert bm.sync().copied == 0 and sent == ["GET"], "sync only lists; conflicts wait"
+    # The stubbed PUTs of the restore point reached no server: sync sends it for real.
+    # The conflicting backup waits: it is never sent again.
+    assert bm.sync().copied == 1 and sent == ["GET", "PUT", "PUT"], \
+        "sync lists, sends the point and its sidecar; the conflict waits"
+    assert [c.name for c in bm.outbox.pending("s3")] == [path.name]
 
 
 def test_mirror_gets_every_backup_and_serves_restore(project, state_file):
@@ -113,9 +126,9 @@ def test_unmounted_mirror_is_queued_and_never_fails_backup(project, state_file, 
     assert bm.backup_state_file(state_file).exists()
     assert not mirror.exists(), "a missing parent is a drive not mounted: never created"
     assert "not mounted" in caplog.text
-    assert bm.status()["targets"][0]["pending"] == 1
+    assert bm.status()["targets"][0]["pending"] == 2, "the backup and its restore point"
     (project / "not-mounted").mkdir()
-    assert bm.sync().copied == 1
+    assert bm.sync().copied == 2
     assert list(mirror.glob("last_rebalance_*.json"))
 
 
@@ -198,8 +211,9 @@ def test_a_backup_that_cannot_be_read_fails_its_copy(tmp_path):
     copier = Copier(LocalStore(not_a_folder), outbox, {"m": LocalStore(tmp_path / "mirror")})
     outbox.add("m", "a_2026-03-01_12-00-00.000000Z.json")
     result = copier.drain()
-    unreadable = NotADirectoryError(errno.ENOTDIR, "Not a directory",
-                                    str(not_a_folder / "a_2026-03-01_12-00-00.000000Z.json"))
+    unreadable = unreachable(NotADirectoryError(
+        errno.ENOTDIR, "Not a directory", str(not_a_folder / "a_2026-03-01_12-00-00.000000Z.json")),
+        f"cannot read a_2026-03-01_12-00-00.000000Z.json in {not_a_folder}")
     assert result.errors == [f"{tmp_path / 'mirror'}/a_2026-03-01_12-00-00.000000Z.json: "
                              f"cannot read the local backup: {unreadable}"]
     assert result.pending == 1 and outbox.pending()[0].attempts == 1
@@ -211,9 +225,10 @@ def test_sync_goes_on_past_a_target_it_cannot_list_and_says_why(project, state_f
     bm = BackupManager(mirror_dirs=[unmounted, project / "usb"])
     lost, good = bm.mirrors
     result = bm.sync()
-    missing = FileNotFoundError(errno.ENOENT, "the folder's parent is missing (not mounted?)",
-                                str(unmounted.parent))
-    assert (result.copied, result.pending) == (1, 0)
+    missing = unreachable(FileNotFoundError(
+        errno.ENOENT, "the folder's parent is missing (not mounted?)", str(unmounted.parent)),
+        f"cannot list {unmounted}")
+    assert (result.copied, result.pending) == (2, 0), "the backup and its restore point"
     assert result.errors == [f"{lost}: {missing}"]
     assert (project / "usb" / made).read_bytes() == state_file.read_bytes()
 

@@ -121,8 +121,12 @@ def test_lost_state_with_damaged_backups_refuses_to_trade(home):
     assert orders_in(refused) == []
     assert (home / "state" / "paper_account.json").read_bytes() == account
     assert "refusing to trade" in refused.stderr
-    assert "restore" in refused.stderr and "--accept-fresh-state" in refused.stderr
-    assert status(home)["outcome"] == "refused"
+    # Every backup of it is damaged: no restore can work, so none is offered.
+    assert "verify" in refused.stderr and "--accept-fresh-state" in refused.stderr
+    assert "backup_manager --config" in refused.stderr and " restore /" not in refused.stderr
+    assert status(home)["outcome"] == "rebalanced", "a refusal writes no state"
+    record = json.loads((home / "backups" / ".recovery.json").read_text())
+    assert record["refused"]["kind"] == "damaged"
 
 
 def test_everything_deleted_and_damaged_refuses(home):

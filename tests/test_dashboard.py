@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from backup_manager import BackupManager
+from backup_manager import BackupManager, StateUnrecoverableError
 from backup_manager.formats import format_backup_name
 from tests.helpers import ROOT, rebalance_doc
 
@@ -177,7 +177,7 @@ def test_healthy_site(home):
                                      "title": "backup time (UTC)", "scale": {"type": "utc"}}
     assert spec["encoding"]["color"]["field"] == "copy"
     assert any("no mirror folder or S3 bucket configured" in t for t in alerts(at, "info"))
-    assert any("already holds this backup" in m.value for m in at.markdown)
+    assert any("already holds the newest restore point" in m.value for m in at.markdown)
     assert "restore_button" not in [b.key for b in at.button], "nothing to restore"
     at.selectbox(key="restore_file").select("paper_account.json").run()
     older = manager(home).list_backups("paper_account.json")[-1].name
@@ -185,6 +185,35 @@ def test_healthy_site(home):
     assert not at.exception
     assert any(f"**Installs** `{older}`" in m.value for m in at.markdown)
     assert snapshot(home) == before, "showing the page and a restore plan writes nothing"
+
+
+def test_the_history_is_shown_as_restore_points(home):
+    daily_run(home)
+    daily_run(home)
+    at = page()
+    (table,) = [d for d in at.dataframe if "point" in d.value.columns]
+    rows = table.value.to_dict("records")
+    history = manager(home).history()
+    assert [r["point"] for r in rows] == sorted(history.locations, reverse=True)
+    newest = history.newest()
+    assert (rows[0]["kind"], rows[0]["writer"], rows[0]["why"]) == (
+        newest.kind, newest.writer, newest.reason)
+    assert rows[0]["stores"] == str(home / "backups")
+
+
+def test_a_refusing_host_is_red_with_its_commands(home):
+    from dalio_lite import DalioLite
+
+    daily_run(home)
+    (home / "state" / "last_rebalance.json").unlink()
+    for backup in (home / "backups").glob("last_rebalance_*.json"):
+        backup.write_bytes(b"{}")
+    with pytest.raises(StateUnrecoverableError):
+        DalioLite(home / "config.yaml").run_daily_check()
+    at = page()
+    assert banner(at).startswith("status: PROBLEM")
+    (line,) = [t for t in alerts(at, "error") if "refuses to trade" in t]
+    assert "no store holds those bytes intact" in line and "--accept-fresh-state" in line
 
 
 def no_state_files(home):
@@ -295,12 +324,13 @@ def test_each_problem_is_shown_in_red(home, monkeypatch, case):
 def test_copy_queues(home):
     unmounted_mirror(home)
     at = page()
-    (queue,) = [df.value for df in at.dataframe][:1]
+    frames = [df.value for df in at.dataframe if "point" not in df.value.columns]
+    (queue,) = frames[:1]
     (row,) = queue.to_dict("records")
     assert row["target"] == str(home / "mnt" / "mirror")
     pending = manager(home).outbox.pending()
     assert row["pending"] == len(pending) > 0 and row["last success"] == "never"
-    listed = at.dataframe[1].value.to_dict("records")
+    listed = frames[1].to_dict("records")
     assert sorted(r["backup"] for r in listed) == sorted(c.name for c in pending)
     (home / "mnt" / "mirror").mkdir(parents=True)
     manager(home).sync()

@@ -186,19 +186,37 @@ def test_durable_false_skips_every_sync(state_file, disk_calls):
         "durable: false is the user's choice of speed over durability"
 
 
-def test_a_backup_syncs_its_bytes_its_sidecar_and_its_folder_once_each(state_file, project,
-                                                                       disk_calls):
+def test_a_backup_syncs_its_bytes_its_sidecar_its_point_and_its_folder_once_each(
+        state_file, project, disk_calls):
     bm = BackupManager(clock=lambda: WHEN)
     bm.backup_state_file(state_file)  # the first backup also makes backups/ and syncs it
     state_file.write_bytes(rebalance_doc(n="next"))
     disk_calls.clear()
     path = bm.backup_state_file(state_file)
     sidecar = path.with_name(path.name + ".sha256")
-    assert [op for op, _ in disk_calls] == ["sync", "name", "sync", "name", "sync"], \
-        "three syncs per backup, no more (no fsync besides F_FULLFSYNC)"
+    point = project / "backups" / "point-0000000002.json"
+    assert [op for op, _ in disk_calls] == ["sync", "name"] * 4 + ["sync"], \
+        "five syncs per backup and its point, no more (no fsync besides F_FULLFSYNC)"
+    # The backup is committed before the point that names it; one folder sync, last,
+    # makes every new name durable.
     in_order(disk_calls,
              ("sync", temp_of(path)), ("name", path),
              ("sync", temp_of(sidecar)), ("name", sidecar),
+             ("sync", temp_of(point)), ("name", point),
+             ("sync", temp_of(point.with_name(point.name + ".sha256"))),
+             ("name", point.with_name(point.name + ".sha256")),
+             ("sync", project / "backups"))
+
+
+def test_a_backup_of_unchanged_bytes_makes_no_point_and_still_syncs_its_folder(
+        state_file, project, disk_calls):
+    bm = BackupManager(clock=lambda: WHEN)
+    bm.backup_state_file(state_file)
+    disk_calls.clear()
+    path = bm.backup_state_file(state_file)
+    assert not (project / "backups" / "point-0000000002.json").exists()
+    assert [op for op, _ in disk_calls] == ["sync", "name", "sync", "name", "sync"]
+    in_order(disk_calls, ("name", path.with_name(path.name + ".sha256")),
              ("sync", project / "backups"))
 
 

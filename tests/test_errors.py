@@ -70,7 +70,12 @@ def test_errors_are_also_the_builtin_exceptions_callers_expect():
     assert issubclass(LockTimeout, TimeoutError)
     assert issubclass(MissingDependency, ImportError)
     assert issubclass(errors.CloudUnavailable, errors.CloudError)
-    assert issubclass(errors.UploadConflict, errors.CloudError)
+    # One "cannot see" for every store, the system's errno kept for a folder:
+    assert issubclass(errors.CloudError, errors.StoreUnreachable)
+    assert issubclass(errors.StoreUnreachable, OSError)
+    # A write conflict is no "cannot see": the store answered.
+    assert not issubclass(errors.UploadConflict, errors.StoreUnreachable)
+    assert issubclass(errors.UnseenStoresError, errors.NoValidBackupError)
 
 
 MISSING = {

@@ -11,11 +11,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from backup_manager import BackupManager, CloudError, StateKey
+from backup_manager.errors import unreachable
 from backup_manager.formats import format_backup_name
 from backup_manager.health import (
     VerifyReport,
     age,
-    split_fix,
     status_problems,
     verify_stores,
     verify_uploaded,
@@ -80,15 +80,18 @@ def test_status_facts_give_the_newest_valid_backup_and_what_is_owed(project, sta
                     "newest_valid": older.name, "newest_valid_time": now.isoformat(),
                     "newest_valid_age_seconds": 3 * 3600.0, "stamped_in_future": [],
                     "path": str(state_file), "live": "backed up",
-                    "live_detail": mine["live_detail"]}
+                    "live_detail": mine["live_detail"], "newest_damaged": mine["live_detail"]}
     assert mine["live_detail"] != older.name, "the damaged newest holds the live bytes"
+    kinds = [p.kind for p in status_problems(facts)]
+    assert "newest-backup-damaged" in kinds, "a damaged newest backup is never healthy"
     assert theirs["live"] == "missing"
     assert (theirs["state_file"], theirs["backups"], theirs["newest_valid"]) == (
         "never.json", 0, None)
     folder = project / "backups"
     assert facts["disk_bytes"] == sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
     (target,) = facts["targets"]
-    assert (target["target"], target["pending"], target["conflicts"]) == (str(mirror), 2, 0)
+    # Two backups and their two restore points.
+    assert (target["target"], target["pending"], target["conflicts"]) == (str(mirror), 4, 0)
     assert "not mounted" in target["last_error"] and target["last_success"] is None
 
 
@@ -144,11 +147,11 @@ def test_status_problems_name_what_needs_a_person(case):
     problems = status_problems(facts, max_age_hours)
     with_error = status_problems({**facts, "last_backup_error": "2026-02-17 disk full"},
                                  max_age_hours)
-    assert [split_fix(p)[0] for p in with_error if p not in problems] == [
+    assert [p.what for p in with_error if p not in problems] == [
         "a backup failed and was not caught up yet: 2026-02-17 disk full"]
     assert len(problems) == len(expected), problems
     for line, start in zip(problems, expected, strict=True):
-        assert line.startswith(start), line
+        assert line.what.startswith(start), line
 
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -176,8 +179,9 @@ def test_verify_reports_each_store_and_goes_on_past_one_it_cannot_list(project):
     bm = BackupManager(mirror_dirs=[unmounted, good], clock=lambda: NOW)
     (project / "state" / "a.json").write_text("{}")
     name = bm.backup_state_file(project / "state" / "a.json").name
-    missing = FileNotFoundError(errno.ENOENT, "the folder's parent is missing (not mounted?)",
-                                str(unmounted.parent))
+    missing = unreachable(FileNotFoundError(
+        errno.ENOENT, "the folder's parent is missing (not mounted?)", str(unmounted.parent)),
+        f"cannot list {unmounted}")
     assert items(bm.verify()) == [("backups", name, "ok", ""),
                                   (str(unmounted), "", "unreachable", str(missing)),
                                   (str(good), name, "ok", "")]
@@ -282,21 +286,28 @@ def test_status_gives_the_newest_valid_backup_of_each_configured_file(project):
     backups = project / "backups"
     disk = sum(p.stat().st_size for p in backups.iterdir() if p.is_file())
     assert (backups / ".lock").stat().st_size == 0
-    assert bm.status() == {
+    facts = bm.status()
+    point = facts.pop("points")
+    assert facts == {
         "backup_dir": "backups",
         "disk_bytes": disk,
+        "recovery": None,
         "state_files": [
             {"stamped_in_future": [], "state_file": "last_rebalance.json", "backups": 1,
              "complete": 1, "newest_valid": name, "newest_valid_time": NOW.isoformat(),
              "newest_valid_age_seconds": 90.0, "path": "state/last_rebalance.json",
-             "live": "backed up", "live_detail": name},
+             "live": "backed up", "live_detail": name, "newest_damaged": None},
             {"stamped_in_future": [], "state_file": "other.json", "backups": 0,
              "complete": 0, "newest_valid": None, "newest_valid_time": None,
              "newest_valid_age_seconds": None, "path": "state/other.json",
-             "live": "missing", "live_detail": ""}],
+             "live": "missing", "live_detail": "", "newest_damaged": None}],
         "targets": [],
         "unconfigured_targets": [],
     }
+    assert point == {"count": 1, "newest": 1, "newest_damaged": None,
+                     "name": "point-0000000001.json", "time": NOW.isoformat(),
+                     "kind": "backup", "writer": bm.writer,
+                     "files": {"last_rebalance.json": name}}
 
 
 def test_status_without_configured_files_covers_every_file_with_backups(project):
@@ -324,11 +335,11 @@ def test_status_gives_each_copy_target_its_queue(project):
     bm.backup_state_file("state/a.json")
     (target,) = bm.status()["targets"]
     assert (target["target"], target["pending"], target["conflicts"], target["last_success"]) \
-        == (str(mirror), 1, 0, None)
+        == (str(mirror), 2, 0, None), "the backup and its restore point"
     assert 0 <= target["oldest_pending_age_seconds"] < 60
     assert "not mounted" in target["last_error"]
     nas.mkdir()
-    assert bm.sync().copied == 1
+    assert bm.sync().copied == 2
     (target,) = bm.status()["targets"]
     assert (target["pending"], target["oldest_pending_age_seconds"], target["last_error"]) == (
         0, None, None)
@@ -366,7 +377,7 @@ CONFLICTS = ("2 conflicting copy(ies) to s3://bucket/prefix: it holds other byte
 
 
 def problems_of(facts, max_age_hours=None):
-    return [split_fix(p)[0] for p in status_problems(facts, max_age_hours)]
+    return [p.what for p in status_problems(facts, max_age_hours)]
 
 
 def test_status_problems_with_a_maximum_age():

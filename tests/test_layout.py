@@ -39,3 +39,28 @@ def test_modules_import_only_modules_before_them():
         later = set(order[order.index(name):])
         wrong = imported_modules(PACKAGE / f"{name}.py") & later
         assert not wrong, f"{name} imports {sorted(wrong)}, which come after it"
+
+
+RECOVERY_CALLS = {"restore", "restore_from_backup", "plan_restore", "install_restore",
+                  "restore_all", "install_point", "quarantine", "unlink", "remove", "rename",
+                  "replace", "rmtree"}
+
+
+def test_the_host_holds_no_recovery_rule_of_its_own():
+    """DalioLite's start-up is one call to the package's guard and a report of what it
+    decided: the host gives facts (its records, its broker account, its commands), never
+    installs, deletes or moves a state file, and never refuses on its own."""
+    tree = ast.parse((ROOT / "dalio_lite.py").read_text())
+    calls = [node.func for node in ast.walk(tree) if isinstance(node, ast.Call)]
+    methods = {f.attr for f in calls if isinstance(f, ast.Attribute)}
+    functions = {f.id for f in calls if isinstance(f, ast.Name)}
+    assert not methods & RECOVERY_CALLS, f"the host restores or moves files itself: " \
+                                         f"{sorted(methods & RECOVERY_CALLS)}"
+    assert "recover" in functions, "the start-up is the guard's"
+    raised = {ast.unparse(node.exc).split("(")[0] for node in ast.walk(tree)
+              if isinstance(node, ast.Raise) and node.exc is not None}
+    assert not raised & {"StateUnrecoverableError", "Refusal", "ClockProblem",
+                         "BrokerChanged"}, f"the host refuses on its own: {raised}"
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                and node.module == "backup_manager" for alias in node.names}
+    assert "CLOCK_SKEW" not in imported, "the clock rule is the guard's"

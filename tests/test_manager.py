@@ -59,7 +59,9 @@ def test_200_backups_in_a_tight_loop_are_distinct_and_verify(state_file, project
     sidecars = sorted(p.name for p in (project / "backups").glob("*.sha256"))
     check = subprocess.run(["sha256sum", "-c", *sidecars], cwd=project / "backups",
                            capture_output=True, text=True)
-    assert check.returncode == 0 and check.stdout.count(": OK") == 200
+    assert check.returncode == 0
+    assert check.stdout.count(".json: OK") == 400, "200 backups and their 200 restore points"
+    assert check.stdout.count("point-") == 200
 
 
 def test_same_instant_clock_moves_to_next_microsecond(state_file, project):

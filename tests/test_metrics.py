@@ -39,8 +39,9 @@ def scrape(folder, *options):
     families = {f.name: f for f in text_string_to_metric_families(proc.stdout)}
     doc = json.loads(cli(folder, *options, "--json", "status").stdout)
     check_conventions(families, proc.stdout)
-    assert problems(families) == [p["problem"] for p in doc["problems"]], \
-        "one series per problem status reports"
+    assert problems(families) == list(dict.fromkeys(
+        (p["kind"], p["subject"]) for p in doc["problems"])), \
+        "one series per kind and subject of the problems status reports"
     assert value(families, "dalio_backup_status_ok") == (0 if doc["problems"] else 1)
     return families, doc
 
@@ -70,7 +71,9 @@ def value(families, name, **labels):
 def problems(families):
     found = [s for s in families["dalio_backup_problem"].samples]
     assert all(s.value == 1 for s in found)
-    return [s.labels["problem"] for s in found]
+    assert all(set(s.labels) == {"kind", "subject"} for s in found), \
+        "stable labels only: no counts, ages or times that would make an alert flap"
+    return [(s.labels["kind"], s.labels["subject"]) for s in found]
 
 
 def write_config(folder, **backup):
@@ -120,12 +123,12 @@ def test_healthy_folder(project, state_file):
 
 def test_no_backups(project, state_file):
     families, _ = scrape(project)
-    assert problems(families) == ["no state files configured and no backups found"]
+    assert problems(families) == [("no-state-files", "site")]
     assert samples(families, "dalio_backup_newest_valid_timestamp_seconds") == {}
     write_config(project, state_files=["state/last_rebalance.json"])
     families, doc = scrape(project)
     this = {"state_file": "last_rebalance.json"}
-    assert "last_rebalance.json has no valid backup" in problems(families)
+    assert ("no-valid-backup", "last_rebalance.json") in problems(families)
     assert value(families, "dalio_backup_backups", **this) == 0
     assert value(families, "dalio_backup_bytes", **this) == 0
     assert samples(families, "dalio_backup_newest_valid_timestamp_seconds") == {}, \
@@ -141,13 +144,13 @@ def test_pending_copies(project, state_file):
     families, doc = scrape(project)
     (target,) = doc["targets"]
     mirror = {"target": target["target"]}
-    assert value(families, "dalio_backup_copies_pending", **mirror) == 1
+    assert value(families, "dalio_backup_copies_pending", **mirror) == 2  # the backup, its point
     assert value(families, "dalio_backup_oldest_pending_copy_age_seconds", **mirror) == \
         pytest.approx(target["oldest_pending_age_seconds"], abs=60)
     assert value(families, "dalio_backup_oldest_pending_copy_age_seconds", **mirror) >= 0
     assert samples(families, "dalio_backup_copy_last_success_timestamp_seconds") == {}, \
         "never took a copy: no time"
-    assert any("never took one" in p for p in problems(families))
+    assert any(kind == "target-never-took-a-copy" for kind, _ in problems(families))
     assert value(families, "dalio_backup_status_ok") == 0
 
     (project / "unmounted").mkdir()
@@ -163,13 +166,15 @@ def test_backup_stamped_in_the_future(project, state_file):
     assert cli(project, "backup", "state/last_rebalance.json").returncode == 0
     ahead = datetime.now(UTC) + timedelta(days=3)
     name = plant(project, "last_rebalance", ahead, rebalance_doc(n="ahead"))
-    families, _ = scrape(project)
+    families, doc = scrape(project)
+    assert any(p["problem"].startswith(f"{name} is stamped in the future")
+               for p in doc["problems"]), "the words are in status --json, not in labels"
     this = {"state_file": "last_rebalance.json"}
     assert value(families, "dalio_backup_future_stamped_backups", **this) == 1
     assert value(families, "dalio_backup_newest_valid_timestamp_seconds", **this) == \
         pytest.approx(ahead.timestamp(), abs=1e-6)
     assert value(families, "dalio_backup_newest_valid_age_seconds", **this) < 0
-    assert any(p.startswith(f"{name} is stamped in the future") for p in problems(families))
+    assert ("stamped-in-future", "last_rebalance.json") in problems(families)
     assert value(families, "dalio_backup_status_ok") == 0
 
 
@@ -191,7 +196,8 @@ def test_label_values_are_escaped(project):
     families, _ = scrape(project)
     assert value(families, "dalio_backup_backups", state_file=odd) == 1
     facts = BackupManager(project / "backups").status()
-    lines = ['a "quoted" problem', "back\\slash", "two\nlines", "ünïcode"]
+    subjects = ['a "quoted" file', "back\\slash", "two\nlines", "ünïcode"]
+    lines = [("no-valid-backup", subject) for subject in subjects]
     text = exposition(facts, lines, None, 1.5)
     parsed = {f.name: f for f in text_string_to_metric_families(text)}
     assert problems(parsed) == lines

@@ -136,7 +136,7 @@ def test_a_configured_file_is_named_by_its_path_or_file_name(bot, elsewhere, unt
         "list": "state/last_rebalance.json: 1 backup(s) in backups\n",
         "verify": "checked 1 file(s): all ok\n",
         # the bot's live file, not a missing one in the working directory:
-        "restore": "replaces: nothing: the file already holds this backup\n",
+        "restore": "state/last_rebalance.json already holds the newest restore point's",
         "backup": "state/last_rebalance.json: last_rebalance_"}
     for command, text in expected.items():
         proc = cli(elsewhere, command, given, *(["--dry-run"] if command == "restore" else []),
@@ -204,22 +204,26 @@ def test_copies_owed_to_a_removed_mirror_are_a_problem_until_forgotten(bot, else
     (line,) = [ln for ln in lines if ln.startswith("PROBLEM") and "no longer configured" in ln]
     target = line.split(" owed to ")[1].split(",")[0]
     assert target.startswith("mirror-")
-    assert line == f"PROBLEM: 3 copy(ies) owed to {target}, which is no longer configured " \
+    # Three backups and their three restore points.
+    assert line == f"PROBLEM: 6 copy(ies) owed to {target}, which is no longer configured " \
                    "(cloud turned off, or a mirror removed)"
     fix = lines[lines.index(line) + 1]
     assert fix.startswith("  fix: ") and fix.endswith(f"sync --forget {target}")
 
     sync = cli(elsewhere, "sync", config=config)
     assert sync.returncode == 1
-    assert f"3 of them owed to {target}, which is no longer configured" in sync.stdout
+    assert f"6 of them owed to {target}, which is no longer configured" in sync.stdout
     pruned = cli(elsewhere, "prune", "--dry-run", config=config)
     assert "waiting for upload" not in pruned.stdout, "nothing waits for a target that is gone"
     assert prune_plan(pruned)[owed[0].name][0] == "would remove"
 
     forget = run_printed(fix.split("drop them on purpose: ")[1], elsewhere)
     assert forget.returncode == 0, forget.stderr
-    assert forget.stdout == f"forgot 3 copy(ies) owed to {target} (no longer configured): " \
-                            + ", ".join(p.name for p in owed) + "\n"
+    assert forget.stdout.startswith(f"forgot 6 copy(ies) owed to {target} (no longer "
+                                    "configured): ")
+    forgotten = forget.stdout.strip().split(": ", 1)[1].split(", ")
+    assert sorted(forgotten) == sorted([p.name for p in owed] +
+                                       [f"point-{n:010d}.json" for n in (2, 3, 4)])
     after = cli(elsewhere, "status", config=config)
     assert after.returncode == 0 and after.stdout.endswith("status: OK\n"), after.stdout
     assert cli(elsewhere, "sync", config=config).returncode == 0
@@ -342,8 +346,9 @@ def test_sync_progress_without_a_terminal_is_whole_lines_that_agree_with_the_cou
     failed = cli(elsewhere, "sync", config=bot / "config.yaml")
     assert failed.returncode == 1 and "\r" not in failed.stderr
     lines, copied, pending = progress_and_counts(failed)
-    assert (copied, pending) == (0, 12)
-    assert lines == ["sync: 10/12 copies tried", "sync: 12/12 copies tried"]
+    assert (copied, pending) == (0, 24), "12 backups and their 12 restore points"
+    assert lines == ["sync: 10/24 copies tried", "sync: 20/24 copies tried",
+                     "sync: 24/24 copies tried"]
     drive.mkdir()  # mounted: now every complete backup the mirror lacks is sent
     done = cli(elsewhere, "sync", config=bot / "config.yaml")
     assert done.returncode == 0, done.stderr
@@ -401,7 +406,8 @@ def test_status_shows_each_problem_with_a_fix_that_works(bot, elsewhere, untouch
                   "state/last_rebalance.json"
     doc = json.loads(cli(elsewhere, "--json", "status", config=config).stdout)
     assert doc["ok"] is False and doc["problems"] == [
-        {"problem": "state/last_rebalance.json holds bytes no backup holds", "fix": fix}]
+        {"subject": "last_rebalance.json", "kind": "unsaved-live-bytes",
+         "problem": "state/last_rebalance.json holds bytes no backup holds", "fix": fix}]
     assert run_printed(fix, elsewhere).returncode == 0
     assert cli(elsewhere, "status", config=config).stdout.endswith("status: OK\n")
 
@@ -425,9 +431,11 @@ def test_dalio_status_shows_problems_with_their_fix(bot, untouched):
     (bot / "state" / "paper_account.json").write_text('{"cash": 1.0, "positions": {}}')
     doc = json.loads(dalio(bot, "--status").stdout)
     (problem,) = doc["problems"]
-    assert problem == (f"{bot / 'state' / 'paper_account.json'} holds bytes no backup holds; "
-                       f"fix: {sys.executable} -m backup_manager --config {bot / 'config.yaml'} "
-                       f"backup {bot / 'state' / 'paper_account.json'}")
+    assert problem == {
+        "subject": "paper_account.json", "kind": "unsaved-live-bytes",
+        "problem": f"{bot / 'state' / 'paper_account.json'} holds bytes no backup holds",
+        "fix": f"{sys.executable} -m backup_manager --config {bot / 'config.yaml'} "
+               f"backup {bot / 'state' / 'paper_account.json'}"}
 
 
 # --- 7. a reader that closes the pipe early -----------------------------------------------

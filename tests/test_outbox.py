@@ -30,13 +30,15 @@ def test_server_down_queues_then_drains_without_loss_or_duplicates(project, stat
         state_file.write_bytes(rebalance_doc(n=i))
         made.append(down.backup_state_file(state_file).name)
     status = down.status()["targets"][0]
-    assert status["pending"] == 3 and status["last_error"]
+    assert status["pending"] == 6 and status["last_error"], "3 backups and their 3 points"
     endpoint.start()
     later = cloud_manager(endpoint.url, "restartable")
     state_file.write_bytes(rebalance_doc(n="after"))
     made.append(later.backup_state_file(state_file).name)
     keys = remote_keys(endpoint.url, "restartable")
-    expected = sorted(f"dalio-lite-backups/{n}{s}" for n in made for s in ("", ".sha256"))
+    points = [f"point-{n:010d}.json" for n in range(1, 6)]
+    expected = sorted(f"dalio-lite-backups/{n}{s}" for n in made + points
+                      for s in ("", ".sha256"))
     assert keys == expected
     assert later.status()["targets"][0]["pending"] == 0
     assert later.verify(cloud=True).ok
@@ -47,7 +49,7 @@ def test_silent_endpoint_times_out_and_queues(project, state_file, silent_endpoi
     path = bm.backup_state_file(state_file)
     assert path.exists()
     assert "queued for retry" in caplog.text and "timeout" in caplog.text.lower()
-    assert bm.status()["targets"][0]["pending"] == 1
+    assert bm.status()["targets"][0]["pending"] == 2, "the backup and its restore point"
 
 
 def test_unreachable_cloud_with_valid_local_state_runs(tmp_path, bucket):

@@ -50,8 +50,11 @@ def test_prune_logs_each_removal_with_its_reasons_in_words(project, state_file, 
     older = backups_of(project / "backups")[0]
     caplog.set_level(logging.INFO, logger="backup_manager")
     BackupManager(keep_last=1, keep_daily=0, clock=lambda: NOW).prune()
+    # The older restore point goes by the same rules, and with it what kept the backup.
     assert caplog.messages == [f"pruned {older} from backups: a newer backup of "
-                               f"{NOW.date()} is kept; not among the 1 newest"]
+                               f"{NOW.date()} is kept; not among the 1 newest",
+                               "pruned point-0000000001.json from backups: a newer restore "
+                               f"point of {NOW.date()} is kept; not among the 1 newest"]
 
 
 @pytest.mark.parametrize("leftover_age", ["fresh", "stale"])

@@ -272,7 +272,8 @@ def test_a_failing_crontab_line_prints_its_log_for_cron_to_mail(tmp_path):
     mailed = ran.stdout.splitlines()
     assert 0 < len(mailed) <= 20 and mailed == \
         (checkout / "logs" / "dalio.log").read_text().splitlines()[-len(mailed):]
-    assert "CRITICAL dalio_lite: refusing to trade: the last rebalance" in ran.stdout
+    assert "CRITICAL dalio_lite: refusing to trade: the state records a moment ahead" in \
+        ran.stdout
     assert "MAILTO=you@example.com\n" in marked("schedule", "cron")
 
 
@@ -297,7 +298,7 @@ def test_s3_set_up_and_machine_loss_as_readme_prints_them(tmp_path, bucket):
     assert ran.stdout.strip().endswith("drill: every state file can be recovered")
     # README: print the jobs again; the weekly line then reads the bucket.
     assert "print the jobs\n   again (`--schedule`): the weekly check then reads the bucket " \
-           "too" in README
+           "too" in PAGES["docs/recovery.md"]
     weekly = only(commands_of(scheduled_for_cron(old)), " drill ")
     assert " verify --cloud >> " in weekly and " drill --cloud >> " in weekly
     ran = cron(weekly, tmp_path, **aws)
@@ -354,6 +355,7 @@ def test_a_container_with_an_ephemeral_disk_as_docs_print_it(tmp_path, bucket):
 def test_readme_explains_every_problem_status_can_print():
     """Each rule of status_problems, made to fire, has its row in "What status reports"."""
     from backup_manager import status_problems
+    from backup_manager.health import ProblemKind
 
     rows = [line for line in section(README, "### What `status` reports").splitlines()
             if line.startswith("| `")]
@@ -368,11 +370,16 @@ def test_readme_explains_every_problem_status_can_print():
                           "last_error": "x"}],
              "unconfigured_targets": [{"target": "s3", "pending": 3,
                                        "oldest_pending_age_seconds": 1.0}]}
+    stale["newest_damaged"] = "x_2026-01-01_00-00-00.000000Z.json"
+    facts["recovery"] = {"refused": {"headline": "h", "reasons": [["x.json", "lost"]],
+                                     "commands": ["c"]}, "unseen": {"s3": "503"}}
+    facts["points"] = {"newest_damaged": "checksum mismatch", "name": "point-0000000002.json"}
     problems = status_problems(facts, max_age_hours=1) + status_problems(
         {**facts, "state_files": []})
+    assert {p.kind for p in problems} == set(ProblemKind), "every kind is made to fire"
     explained = set()
     for problem in problems:
-        what = problem.split("; fix: ")[0]
+        what = problem.what
         matching = [row for row in rows if _row_matches(row, what)]
         assert matching, f"README lacks: {what}"
         explained.update(matching)

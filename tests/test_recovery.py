@@ -12,7 +12,13 @@ import sys
 
 import pytest
 
-from backup_manager import BackupManager, RecoveryReport, StateUnrecoverableError, recover
+from backup_manager import (
+    BackupManager,
+    RecoveryReport,
+    Refusal,
+    StateUnrecoverableError,
+    recover,
+)
 from tests.helpers import ROOT, rebalance_doc
 
 STATE_NAMES = ("last_rebalance.json", "paper_account.json", "autopilot_status.json")
@@ -102,7 +108,7 @@ def test_evidence_mapping_refuses_and_names_the_commands(project):
     assert "refusing to trade" in message
     assert "the host traded" in message, "the evidence is not named"
     assert f"{command} verify" in message
-    assert f"{command} restore" in message
+    assert f"{command} restore" not in message, "nothing to restore: only what can work"
     assert "accept_fresh" in message or "--accept-fresh-state" in message
     assert not path.exists()
 
@@ -134,7 +140,7 @@ def test_damaged_backups_are_evidence(project, state_file):
     made = bm.backup_state_file(state_file)
     made.write_bytes(made.read_bytes()[:-2])
     state_file.unlink()
-    with pytest.raises(StateUnrecoverableError, match="none is valid"):
+    with pytest.raises(StateUnrecoverableError, match="no store holds those bytes intact"):
         recover(bm, [state_file])
     assert not state_file.exists()
 
@@ -174,9 +180,9 @@ def test_accept_fresh_keeps_an_invalid_file_without_backups_under_corrupt(projec
     assert kept == [b"not json at all"], "a fresh start deleted the invalid file"
 
 
-def test_a_refusal_still_catches_up_the_files_it_could_keep(project, paths):
-    """Promise 10: a valid live file that no backup holds is backed up at the next
-    start, even when another state file is lost and recover() refuses."""
+def test_a_refusal_leaves_everything_as_it_found_it(project, paths):
+    """Promise 11: a refusing run makes no backup and no point, installs nothing: the
+    valid files it could keep are caught up by the first run that does not refuse."""
     bm = BackupManager()
     account, status, rebalance = paths[1], paths[2], paths[0]
     account.write_bytes(contents(account.name, 7))  # written during an outage
@@ -184,9 +190,18 @@ def test_a_refusal_still_catches_up_the_files_it_could_keep(project, paths):
     with pytest.raises(StateUnrecoverableError):
         recover(bm, [account, status, rebalance],
                 evidence={"last_rebalance.json": "the host traded"})
+    backups = project / "backups"
+    assert sorted(p.name for p in backups.iterdir()) == [".lock", ".recovery.json"], \
+        "only the lock and the record of the refusal"
+    record = json.loads((backups / ".recovery.json").read_text())
+    assert record["refused"]["reasons"] == [
+        [str(rebalance), "the host traded; no restore point records it"]] or \
+        "the host traded" in record["refused"]["reasons"][0][1]
+    report = recover(bm, [account, status, rebalance])
     for path in (account, status):
-        assert path.read_bytes() in holders(bm, path), \
-            f"{path.name} is still held by no backup after the refusal"
+        assert path.read_bytes() in holders(bm, path)
+        assert path in report.backed_up
+    assert not (backups / ".recovery.json").exists(), "a run that does not refuse clears it"
 
 
 # --- stores that cannot be used ---------------------------------------------------------
@@ -205,7 +220,7 @@ def test_backups_folder_that_is_a_file_is_reported_and_changes_nothing(project, 
 def test_backups_folder_that_is_a_file_is_evidence_for_a_lost_file(project):
     (project / "backups").write_text("not a folder")
     path = project / "state" / "last_rebalance.json"
-    with pytest.raises(StateUnrecoverableError, match="could not be read"):
+    with pytest.raises(StateUnrecoverableError, match="backups cannot be seen"):
         recover(BackupManager(), [path])
 
 
@@ -215,7 +230,7 @@ def test_mirror_that_cannot_be_listed_is_evidence_for_a_lost_file(project, mirro
     if mirror == "a file":
         where.write_text("not a folder")
     path = project / "state" / "last_rebalance.json"
-    with pytest.raises(StateUnrecoverableError, match="could not be read"):
+    with pytest.raises(StateUnrecoverableError, match=f"{where} cannot be seen"):
         recover(BackupManager(mirror_dirs=[where]), [path])
     assert not path.exists()
 
@@ -245,7 +260,12 @@ def test_catch_up_records_a_deliberate_restore_as_the_newest_backup(project, sta
     done = cli(project, "restore", "state/last_rebalance.json", "--timestamp", stamp, "--yes")
     assert done.returncode == 0, done.stdout + done.stderr
     assert state_file.read_bytes() == older
-    report = recover(bm, [state_file])
+    # Older than the newest restore point: a rollback, refused until acknowledged.
+    with pytest.raises(Refusal) as refused:
+        recover(bm, [state_file])
+    assert refused.value.kind == "rollback"
+    assert state_file.read_bytes() == older, "a refusal never rolls the file forward"
+    report = recover(bm, [state_file], accept_rollback=True)
     assert state_file in report.backed_up, "the restored state was not recorded as newest"
     assert newest_backup_bytes(bm, state_file) == older
     assert state_file.read_bytes() == older, "recovery rolled the deliberate restore back"
@@ -270,7 +290,7 @@ def test_catch_up_queues_and_sends_copies_a_mirror_lacks_listing_it_once(project
 
         store.list_names = counted
     report = recover(bm, paths)
-    assert len(report.queued) == 3
+    assert len(report.queued) == 4, "each file's newest backup and the newest point"
     assert len(listings) <= 1, f"the mirror was listed {len(listings)} times: {listings}"
     for path in paths:
         newest = bm.list_backups(path)[0]
@@ -295,7 +315,7 @@ def test_mirror_away_at_one_start_gets_its_copies_at_the_next(project, paths):
     (project / "drive").mkdir()
     bm = BackupManager(mirror_dirs=[away])
     report = recover(bm, paths)
-    assert len(report.queued) == 3
+    assert len(report.queued) == 4, "each file's newest backup and the newest point"
     for path in paths:
         newest = bm.list_backups(path)[0]
         assert (away / newest.name).read_bytes() == newest.path.read_bytes()

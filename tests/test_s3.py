@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import shutil
 import subprocess
 import sys
@@ -12,8 +13,8 @@ import time
 
 import pytest
 
-from backup_manager import BackupManager, NoValidBackupError
-from tests.helpers import ROOT, cloud_manager, refused_port, stubbed
+from backup_manager import BackupManager, NoValidBackupError, UnseenStoresError
+from tests.helpers import ROOT, cloud_manager, count_requests, refused_port, stubbed
 
 
 def test_one_client_per_manager(project, state_file, bucket):
@@ -53,7 +54,8 @@ def test_backup_against_a_silent_endpoint_returns_with_default_timeouts(project,
     assert path.read_bytes() == state_file.read_bytes()
     assert bm.verify().ok, "the local backup and its sidecar are complete"
     target = bm.status()["targets"][0]
-    assert target["pending"] == 1 and "timeout" in target["last_error"].lower()
+    assert target["pending"] == 2, "the backup and its restore point wait"
+    assert "timeout" in target["last_error"].lower()
     assert elapsed < 15, f"a hung endpoint held the backup call for {elapsed:.0f} s"
 
 
@@ -86,10 +88,12 @@ def test_put_faults_are_logged_and_queued_never_raised(project, state_file, buck
     path = bm.backup_state_file(state_file)
     assert path.exists()
     assert expected in caplog.text
-    (pending,) = bm.outbox.pending("s3")
+    (pending,) = [c for c in bm.outbox.pending("s3") if c.attempts]
     assert pending.name == path.name and expected in pending.last_error
+    assert [c.name for c in bm.outbox.pending("s3")] == [path.name, "point-0000000001.json"], \
+        "after the failure the target is not asked again: its restore point waits too"
     stub.deactivate()
-    assert bm.sync().copied == 1
+    assert bm.sync().copied == 2
 
 
 def test_412_with_equal_checksum_counts_as_done(project, state_file, bucket):
@@ -109,7 +113,14 @@ def test_missing_boto3_names_what_to_install(project, state_file, monkeypatch):
     error = bm.status()["targets"][0]["last_error"]
     assert "pip install 'daliolite[s3]'" in error
     state_file.unlink()
-    assert bm.restore_from_backup(state_file), "local restore needs no boto3"
+    # The bucket cannot be asked (no boto3): it may hold newer state, so nothing is
+    # installed unless the operator says so. Restoring from backups/ needs no boto3.
+    assert not bm.restore_from_backup(state_file)
+    assert not state_file.exists()
+    with pytest.raises(UnseenStoresError, match=r"daliolite\[s3\]"):
+        bm.restore(state_file)
+    assert bm.restore(state_file, from_reachable=True).location == "local"
+    assert bm.restore(state_file, source="local").changed is False
     shutil.rmtree(project / "backups")
     state_file.unlink()
     with pytest.raises(NoValidBackupError) as info:
@@ -141,12 +152,40 @@ def test_uploads_ask_for_encryption_and_the_expected_owner(project, state_file, 
 
     bm.cloud.client.meta.events.register("before-send.s3.PutObject", headers_of)
     path = bm.backup_state_file(state_file)
-    assert len(sent) == 2, "the backup and its sidecar"
-    for headers, body in zip(sent, (path.read_bytes(), (path.parent / (path.name + ".sha256"))
-                                    .read_bytes()), strict=True):
+    point = path.parent / "point-0000000001.json"
+    assert len(sent) == 4, "the backup and its restore point, each with its sidecar"
+    for headers, body in zip(sent, [f.read_bytes() for f in (
+            path, path.parent / (path.name + ".sha256"), point,
+            point.parent / (point.name + ".sha256"))], strict=True):
         assert headers["x-amz-server-side-encryption"] == sse
         assert headers.get("x-amz-server-side-encryption-aws-kms-key-id") == kms_key
         assert headers["x-amz-expected-bucket-owner"] == "123456789012"
         assert headers["If-None-Match"] == "*", "never overwrite"
         assert headers["x-amz-checksum-sha256"] == base64.b64encode(
             hashlib.sha256(body).digest()).decode(), "S3 checks the bytes on arrival"
+
+
+def test_a_new_machine_recovers_from_s3_with_one_listing_and_a_get_per_object(tmp_path, bucket):
+    """Three state files and their point: one listing, then each object and its sidecar
+    read once (the point is not read again to put it back)."""
+    from backup_manager import recover
+
+    endpoint, name = bucket
+    old = tmp_path / "old"
+    (old / "state").mkdir(parents=True)
+    made = cloud_manager(endpoint, name, backup_dir=old / "backups",
+                         state_files=[old / "state" / n for n in ("a.json", "b.json")])
+    for n in ("a.json", "b.json"):
+        (old / "state" / n).write_text(json.dumps({"n": n}))
+    with made.changes("run", "two files, one point"):
+        for n in ("a.json", "b.json"):
+            made.backup_state_file(old / "state" / n)
+    new = tmp_path / "new"
+    bm = cloud_manager(endpoint, name, backup_dir=new / "backups",
+                       state_files=[new / "state" / n for n in ("a.json", "b.json")])
+    sent = count_requests(bm)
+    report = recover(bm)
+    assert sorted(p.name for p in report.restored) == ["a.json", "b.json"]
+    assert sent == ["GET"] * (1 + 2 * 3), "a listing, then the point and two backups, " \
+                                          "each with its sidecar"
+    assert (new / "backups" / "point-0000000001.json").exists(), "the point was put back"

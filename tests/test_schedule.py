@@ -205,7 +205,7 @@ def test_a_failed_launchd_job_writes_a_line_and_posts_a_notification(checkout, u
     notified = recording("osascript", tmp_path / "bin")
     assert as_launchd_runs(jobs["com.daliolite.daily"], user_home, path=tmp_path / "bin") == 3
     log = checkout / "logs" / "dalio.log"
-    assert "refusing to trade: the last rebalance" in log.read_text()
+    assert "refusing to trade: the state records a moment ahead" in log.read_text()
     (line,) = (checkout / "logs" / "failures.log").read_text().splitlines()
     assert re.fullmatch(
         rf"\S+Z DalioLite daily check failed \(exit 3: {re.escape(sys.executable)} .*\); "

@@ -14,7 +14,13 @@ import time
 
 import pytest
 
-from backup_manager import CloudError, CloudUnavailable, IntegrityError, UploadConflict
+from backup_manager import (
+    CloudError,
+    CloudUnavailable,
+    IntegrityError,
+    StoreUnreachable,
+    UploadConflict,
+)
 from backup_manager.local import LocalStore
 from backup_manager.s3 import S3Store
 from tests.helpers import FAST, refused_port
@@ -186,11 +192,11 @@ def test_nested_and_escaping_keys_are_never_listed_s3(bucket):
 
 def folder_is_a_regular_file(request, tmp_path):
     (tmp_path / "store").write_bytes(b"a file where the folder belongs")
-    return LocalStore(tmp_path / "store"), OSError, errno.ENOTDIR
+    return LocalStore(tmp_path / "store"), StoreUnreachable, errno.ENOTDIR
 
 
 def parent_is_missing(request, tmp_path):
-    return LocalStore(tmp_path / "not-mounted" / "store"), OSError, errno.ENOENT
+    return LocalStore(tmp_path / "not-mounted" / "store"), StoreUnreachable, errno.ENOENT
 
 
 def endpoint_refuses_connections(request, tmp_path):
@@ -307,7 +313,7 @@ def test_read_of_an_unreadable_local_object_raises_oserror(tmp_path, monkeypatch
         return real_open(path, *args, **kwargs)
 
     monkeypatch.setattr(os, "open", failing_open)
-    with pytest.raises(OSError) as info:
+    with pytest.raises(StoreUnreachable) as info:
         store.read(NAME)
     assert info.value.errno == errno.EIO, "an I/O error is never 'missing'"
     assert store.read("other.json") == b"{}"

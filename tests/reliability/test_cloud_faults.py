@@ -5,85 +5,17 @@ the endpoint is back; nothing is duplicated or corrupted remotely."""
 
 from __future__ import annotations
 
-import http.client
-import socket
+import os
 import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urlsplit
 
 import boto3
 import pytest
 
 from backup_manager import BackupManager
-from tests.helpers import Endpoint, rebalance_doc, scaled
-
-SLOW_DOWN = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
-             b"<Message>Please reduce your request rate.</Message></Error>")
-
-
-class FaultProxy:
-    """HTTP proxy to an S3 endpoint that injects faults on request."""
-
-    def __init__(self, upstream_port):
-        self.fail_503 = 0
-        self.drop = 0
-        self.delay = 0.0
-        self.requests = 0
-        proxy = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def handle_one(self):
-                proxy.requests += 1
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else None
-                if proxy.drop > 0:
-                    proxy.drop -= 1
-                    self.connection.shutdown(socket.SHUT_RDWR)
-                    self.close_connection = True
-                    return
-                if proxy.fail_503 > 0:
-                    proxy.fail_503 -= 1
-                    self.send_response(503)
-                    self.send_header("Content-Type", "application/xml")
-                    self.send_header("Content-Length", str(len(SLOW_DOWN)))
-                    self.end_headers()
-                    self.wfile.write(SLOW_DOWN)
-                    return
-                time.sleep(proxy.delay)
-                conn = http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=30)
-                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
-                conn.request(self.command, self.path, body=body, headers=headers)
-                reply = conn.getresponse()
-                data = reply.read()
-                self.send_response(reply.status)
-                for key, value in reply.getheaders():
-                    if key.lower() not in ("content-length", "transfer-encoding", "connection",
-                                           "server", "date"):
-                        self.send_header(key, value)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
-                conn.close()
-
-            do_GET = do_PUT = do_HEAD = do_POST = do_DELETE = handle_one
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+from tests.helpers import Endpoint, FaultProxy, rebalance_doc, scaled
 
 
 @pytest.fixture
@@ -187,12 +119,19 @@ def assert_uploaded_once(puts, made):
     assert sorted(settled) == expected_keys(made)
 
 
+def with_point(path):
+    """A backup and the restore point its call committed: both are copies owed."""
+    from backup_manager.points import point_name, points_in
+
+    return [path, path.parent / point_name(max(points_in(os.listdir(path.parent))[0]))]
+
+
 def backups_through(server, state_file, count, before=None, puts=None):
     made = []
     for i in range(count):
         state_file.write_bytes(rebalance_doc(n=i, at=time.time()))
         bm = manager(server, puts)
-        made.append(bm.backup_state_file(state_file))
+        made += with_point(bm.backup_state_file(state_file))
         if before:
             before(i)
     return made
@@ -266,11 +205,12 @@ def test_kill_server_during_an_upload(project, state_file, upstream, report, put
     bm.cloud.client.meta.events.register("before-send.s3.PutObject", stop_on_put)
     path = bm.backup_state_file(state_file)
     assert path.exists()
-    assert bm.status()["targets"][0]["pending"] == 1
+    made = with_point(path)
+    assert bm.status()["targets"][0]["pending"] == 2, "the backup and its restore point"
     upstream.start()
-    assert sync_sends_each_owed_copy_once(puts, [path], upstream, upstream) == [path]
-    assert remote_backups(upstream) == expected_keys([path])
-    assert_uploaded_once(puts, [path])
+    assert sync_sends_each_owed_copy_once(puts, made, upstream, upstream) == made
+    assert remote_backups(upstream) == expected_keys(made)
+    assert_uploaded_once(puts, made)
     assert manager(upstream).verify(cloud=True).ok
     report("server stopped while a PUT was in flight: local backup kept, upload queued, "
            "uploaded once after restart")

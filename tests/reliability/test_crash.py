@@ -75,7 +75,7 @@ def assert_consistent(folder, state_name="last_rebalance.json", stem="last_rebal
     store = bm.store
     names, _ = store.scan()
     for name in names:
-        assert not name.startswith(".") or name in (".lock",) or ".tmp-" in name
+        assert not name.startswith(".") or name in (".lock", ".writer") or ".tmp-" in name
     listed = bm.list_backups(state)
     assert all(".tmp-" not in b.name for b in listed)
     verified = 0

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from backup_manager import BackupManager, StorageError, fetch_verified
+from backup_manager import BackupManager, StorageError, UnseenStoresError, fetch_verified
 from tests.helpers import ROOT, rebalance_doc, scaled, two_backups
 
 FAULT_POINTS = ["write", "fsync", "replace", "link", "open"]
@@ -223,7 +223,13 @@ def test_unreadable_sidecar_falls_back(project, state_file):
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(os, "open", refusing_open)
-        assert bm.restore_from_backup(state_file)
+        # An object that cannot be read is a store that cannot be seen: it may hold the
+        # newest state, so nothing is installed unless the operator says so.
+        assert not bm.restore_from_backup(state_file)
+        assert not state_file.exists()
+        with pytest.raises(UnseenStoresError, match="Permission denied"):
+            bm.restore(state_file)
+        assert bm.restore(state_file, from_reachable=True).changed
     assert state_file.read_bytes() == older
     assert [i.status for i in BackupManager().verify().problems] == []
 

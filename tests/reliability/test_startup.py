@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from backup_manager import BackupManager
-from tests.helpers import ROOT
+from tests.helpers import ROOT, refusal_of
 from tests.reliability.procs import needs_faketime
 
 STATE_FILES = ("last_rebalance.json", "paper_account.json", "autopilot_status.json")
@@ -291,6 +291,12 @@ def test_clock_behind_with_the_file_lost_restores_it_and_refuses(home):
     late = run(home, faketime=["-f", "-2h"])
     assert late.returncode == 3, late.stderr
     assert orders_in(late) == []
+    # A refusing run installs nothing (promise 11): the next run, on a right clock,
+    # faces the same loss and restores it.
+    assert not state(home, "last_rebalance.json").exists()
+    right = run(home)
+    assert right.returncode == 0, right.stderr
+    assert orders_in(right) == []
     assert state(home, "last_rebalance.json").read_bytes() == original
 
 
@@ -463,14 +469,19 @@ def test_host_records_are_evidence_then_accept_fresh_starts_over(home, make_evid
     named = make_evidence(home)
     state(home, "last_rebalance.json").unlink()
     drop_backups(home, "last_rebalance")
+    for point in (home / "backups").glob("point-*"):  # a folder from before restore points
+        point.unlink()
     move_prices(home)
     refused = run(home)
     assert refused.returncode == 3, refused.stderr
     assert orders_in(refused) == []
     assert not state(home, "last_rebalance.json").exists()
     assert named in refused.stderr, f"the evidence ({named}) is not named"
-    assert f"python -m backup_manager --config {home / 'config.yaml'}" in refused.stderr
-    assert "restore" in refused.stderr and "--accept-fresh-state" in refused.stderr
+    _, _, commands = refusal_of(refused.stderr)
+    assert any(c.endswith(f"python -m backup_manager --config {home / 'config.yaml'} verify")
+               for c in commands)
+    assert any(c.endswith("--accept-fresh-state") for c in commands)
+    assert not any(" restore " in c for c in commands), "no backup is left to restore"
 
     fresh = run(home, "--accept-fresh-state")
     assert fresh.returncode == 0, fresh.stderr
@@ -480,17 +491,33 @@ def test_host_records_are_evidence_then_accept_fresh_starts_over(home, make_evid
 
 
 def test_refusal_says_exactly_what_to_run_for_the_lost_file(home):
-    """Promise 8: "says exactly what to run" (README: '... restore
-    state/last_rebalance.json --yes'), not a placeholder to fill in."""
+    """Promise 8: "says exactly what to run", commands that work in that situation, not
+    placeholders: the lost file's newest point is damaged, an older point holds an
+    older state; the restore printed installs it, and the run after it refuses until
+    the rollback is acknowledged."""
     first_run(home)
+    older_bytes = state(home, "last_rebalance.json").read_bytes()
+    later = {"timestamp": datetime.now(UTC).isoformat()}
+    state(home, "last_rebalance.json").write_text(json.dumps(later))  # a newer rebalance
+    assert run(home).returncode == 0  # caught up into a restore point of its own
+    newest = BackupManager(home / "backups").list_backups(state(home, "last_rebalance.json"))[0]
+    newest.path.write_bytes(newest.path.read_bytes()[:-3])  # bit rot
     state(home, "last_rebalance.json").unlink()
-    drop_backups(home, "last_rebalance")
     refused = run(home)
     assert refused.returncode == 3, refused.stderr
+    headline, reasons, commands = refusal_of(refused.stderr)
+    assert "held by no store" in headline
     path = state(home, "last_rebalance.json")
-    assert f"restore {path} --yes" in refused.stderr or \
-        "restore state/last_rebalance.json --yes" in refused.stderr, (
-            "the restore command does not name the lost file:\n" + refused.stderr[-1500:])
+    (restore,) = [c for c in commands if " restore " in c]
+    assert restore.endswith(f"restore {path} --yes"), restore
+    done = subprocess.run(restore, shell=True, cwd=home.parent, capture_output=True,
+                          text=True, env=_env(), timeout=TIMEOUT)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert path.read_bytes() == older_bytes
+    assert "ROLLBACK" in done.stdout
+    again = run(home)
+    assert again.returncode == 3 and "older than the newest restore point" in again.stderr
+    assert orders_in(again) == []
 
 
 def test_a_refusal_does_not_erase_its_own_evidence(home):
@@ -545,18 +572,24 @@ def test_fallback_to_an_older_backup_the_records_contradict_does_not_trade(home)
         "and traded inside min_days_between:\n" + "\n".join(orders_in(again)))
 
 
-def test_refused_run_still_backs_up_valid_state_no_backup_holds(home):
-    """Promise 10: the newest backup equals the live file after every run, a refused one
-    too; the valid files must not wait for a person to fix the lost one."""
+def test_a_refused_run_changes_nothing_and_the_next_good_run_catches_up(home):
+    """Promise 11: a refusing run writes no backup, no point, no state; once the doubt is
+    settled (here a deliberate fresh start), every valid file is held again."""
     first_run(home)
     drop_backups(home, "paper_account")  # e.g. deleted by hand
     state(home, "last_rebalance.json").unlink()
     drop_backups(home, "last_rebalance")
+    before = sorted(p.name for p in (home / "backups").iterdir())
+    state_before = {n: state(home, n).read_bytes() for n in STATE_FILES[1:]}
     refused = run(home)
     assert refused.returncode == 3, refused.stderr
+    assert sorted(p.name for p in (home / "backups").iterdir()) == sorted(
+        [*before, ".recovery.json"]), "a refused run wrote nothing but its record"
+    assert {n: state(home, n).read_bytes() for n in STATE_FILES[1:]} == state_before
+    fresh = run(home, "--accept-fresh-state")
+    assert fresh.returncode == 0, fresh.stderr
     live = state(home, "paper_account.json").read_bytes()
-    assert live in complete_backups(home, "paper_account.json"), \
-        "after a refused run paper_account.json is still held by no backup"
+    assert live in complete_backups(home, "paper_account.json")
 
 
 # --- 10. a drop-in host in the original's style -------------------------------------------
@@ -603,12 +636,13 @@ def save_rebalance_date(bm, now=None):
 
 def main(argv):
     bm = BackupManager(backup_dir="backups", retention_days=30, cloud_enabled=False)
+    if argv[:1] == ["legacy-save"]:  # the host before the package was dropped in
+        save_rebalance_date(bm, datetime.fromisoformat(argv[1]))
+        return
     report = recover(bm, ["state/last_rebalance.json"])
     print("start-up:", "restored" if report.restored else
           "first run" if report.first_run else "kept")
-    if argv[:1] == ["legacy-save"]:
-        save_rebalance_date(bm, datetime.fromisoformat(argv[1]))
-    elif argv[:1] == ["save"]:
+    if argv[:1] == ["save"]:
         save_rebalance_date(bm)
 
 
@@ -645,7 +679,7 @@ def test_drop_in_host_in_the_original_style(tmp_path):
 
     older = (datetime.now() - timedelta(days=3)).replace(microsecond=0)
     newer = older + timedelta(days=1)
-    assert "first run" in python("host.py", "legacy-save", older.isoformat())
+    python("host.py", "legacy-save", older.isoformat())
     python("host.py", "legacy-save", newer.isoformat())
     stamps = [f"{t:%Y-%m-%d_%H-%M-%S}" for t in (older, newer)]
     legacy = [site / "backups" / f"last_rebalance_{s}.json" for s in stamps]
@@ -690,12 +724,13 @@ _KILLED_IN_CATCH_UP = '''
 import os, signal, sys
 from dalio_lite import DalioLite
 bot = DalioLite(sys.argv[1])
-real = bot.backup_manager.backup_state_file
-def backup_then_die(path):
-    made = real(path)
+store = bot.backup_manager.store
+real = store.create_backup
+def backup_then_die(*args, **kwargs):
+    made = real(*args, **kwargs)
     os.kill(os.getpid(), signal.SIGKILL)  # killed between two steps of the catch-up
     return made
-bot.backup_manager.backup_state_file = backup_then_die
+store.create_backup = backup_then_die
 bot.run_daily_check()
 '''
 
@@ -774,20 +809,27 @@ def test_status_sees_unsaved_live_bytes_whatever_keys_are_left_out(home, change,
 
 
 def test_operator_restore_of_an_older_rebalance_is_kept_and_recorded(home):
+    """Older state is installed on purpose, acknowledged on the host's command line, and
+    then honoured and recorded: first a hand-written rebalance date 40 days back, then a
+    restore of the first run's (recent) one, which an older point holds."""
     first_run(home)
-    older = {"timestamp": (datetime.now(UTC) - timedelta(days=40)).isoformat()}
-    state(home, "last_rebalance.json").write_text(json.dumps(older))
-    assert run(home, "--dry-run").returncode == 0  # catches the hand-written file up
     first_stamp = BackupManager(home / "backups").list_backups(
         state(home, "last_rebalance.json"))[-1].name[len("last_rebalance_"):-len(".json")]
+    older = {"timestamp": (datetime.now(UTC) - timedelta(days=40)).isoformat()}
+    state(home, "last_rebalance.json").write_text(json.dumps(older))
+    refused = run(home)
+    assert refused.returncode == 3 and "day(s) before" in refused.stderr, refused.stderr
+    assert run(home, "--accept-rollback").returncode == 0
     current = state(home, "last_rebalance.json").read_bytes()
     back = backup_cli(home, "restore", str(state(home, "last_rebalance.json")),
                       "--timestamp", first_stamp, "--yes")
     assert back.returncode == 0, back.stdout + back.stderr
     restored = state(home, "last_rebalance.json").read_bytes()
     assert restored != current
-    done = run(home)
+    assert run(home).returncode == 3, "the restore of an older point is a rollback too"
+    done = run(home, "--accept-rollback")
     assert done.returncode == 0, done.stderr
     assert orders_in(done) == [], "the restored (recent) rebalance was not honoured"
     assert state(home, "last_rebalance.json").read_bytes() == restored
     assert_every_file_backed_up(home)
+    assert run(home).returncode == 0, "acknowledged once, the rollback is the history"
