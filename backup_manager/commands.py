@@ -438,7 +438,15 @@ def _status_lines(doc: dict[str, Any], config: dict) -> list[str]:
         lines.append(f"copies to {t['target']} (no longer configured): {t['pending']} pending")
     if doc["last_backup_error"]:
         lines.append(f"last backup error recorded by DalioLite: {doc['last_backup_error']}")
+    refused = (doc.get("recovery") or {}).get("refused")
     for p in doc["problems"]:
+        if p["kind"] == "host-refuses" and refused:
+            # The refusal's own shape: its headline, a reason a line, numbered commands.
+            lines.append(f"PROBLEM: the host refuses to trade: {refused['headline']}")
+            lines += [f"  {subject}: {why}" for subject, why in refused["reasons"]]
+            lines.append("  fix, one of:")
+            lines += [f"    {n}. {c}" for n, c in enumerate(refused["commands"], 1)]
+            continue
         lines += [f"PROBLEM: {p['problem']}", f"  fix: {p['fix']}"]
     lines.append("status: OK" if doc["ok"] else f"status: PROBLEM ({len(doc['problems'])})")
     return lines

@@ -220,8 +220,18 @@ def show_health(site: Site, facts: dict, problems: list[str]) -> None:
                 st.error(text, icon=":material/error:")
             else:
                 st.warning(text, icon=":material/warning:")
+    refused = (facts.get("recovery") or {}).get("refused")
     for problem in problems:
         what, fix = problem.what, problem.fix
+        if problem.kind == "host-refuses" and refused:
+            # The refusal's own shape: its headline, a reason a line, numbered commands.
+            st.error("\n".join(
+                [f"**DalioLite refuses to trade**: {plain(refused['headline'])}", ""]
+                + [f"- {plain(subject)}: {plain(why)}" for subject, why in refused["reasons"]]
+                + ["", "**Fix**, one of:", ""]
+                + [f"{n}. `{c}`" for n, c in enumerate(refused["commands"], 1)]),
+                icon=":material/error:")
+            continue
         if what not in mine:  # about the site: copies, the host's record, no state files
             st.error(f"**site**: {plain(what)}. **Fix:** `{fix}`", icon=":material/error:")
     st.caption(f"config {site.config_path} · backups {facts['backup_dir']} · "

@@ -325,3 +325,31 @@ def test_a_new_machine_gets_all_three_files_from_one_moment(tmp_path, home, moto
         assert state(new, name).read_bytes() == point[name], f"{name} from another moment"
     assert f"from backup {unnamed.name}" not in done.stderr
     assert orders_in(done) == []
+
+
+def test_a_refusal_has_one_shape_and_every_command_it_prints_runs(tmp_path, home):
+    """Item 1 of "The operator's path, round two": a headline, one line per file, then
+    numbered commands that each work in that situation; the same in `status`."""
+    two_rebalances(home)
+    newest_backup(home).write_bytes(b"{}")
+    state(home).unlink()
+    refused = run(home)
+    assert refused.returncode == 3
+    headline, reasons, commands = refusal_of(refused.stderr)
+    assert headline == "the newest restore point's state is held by no store"
+    assert len(reasons) == 1 and reasons[0].startswith(str(state(home)))
+    assert len(commands) >= 3 and max(map(len, refused.stderr.splitlines())) < 400
+    shown = cli(home, "status").stdout.splitlines()
+    start = shown.index(f"PROBLEM: the host refuses to trade: {headline}")
+    assert shown[start + 1].strip() == reasons[0]
+    assert shown[start + 2].strip() == "fix, one of:"
+    listed = shown[start + 3:start + 3 + len(commands)]
+    assert [line.split(". ", 1)[1].split("  # ")[0] for line in listed] == commands
+    for n, command in enumerate(commands):
+        site = tmp_path / f"site-{n}"
+        shutil.copytree(home.parent, site)  # each command on its own copy of the site
+        local = command.replace(str(home.parent), str(site))
+        done = subprocess.run(local, shell=True, cwd=site, capture_output=True, text=True,
+                              env=_env(), timeout=TIMEOUT)
+        assert done.returncode != 2 and "Traceback" not in done.stderr, (command, done.stderr)
+        assert "usage:" not in done.stderr, command
