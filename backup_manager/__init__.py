@@ -8,7 +8,7 @@
 Standard library only at import time; boto3 is imported when cloud backup is
 first used. Modules, in reading order (each uses only those before it):
 errors, log, formats, atomic, writer, retention, store, local, s3, catalog, points,
-outbox, copies, folder, commit, restore, pruning, health, config, manager, recovery, drill,
+outbox, copies, folder, commit, restore, pruning, health, config, manager, recovery, intents, drill,
 metrics, console, commands, cli.
 
     errors     every error raised on purpose, one base class
@@ -31,6 +31,7 @@ metrics, console, commands, cli.
     config     the backup: section of config.yaml
     manager    BackupManager, the thin entry point
     recovery   the start-up guard: every rule decided first, then install, catch up, commit
+    intents    orders are placed once: an intent before orders, settled before deciding
     drill      rehearse recovery into a scratch folder, changing nothing live
     metrics    status facts in the Prometheus text format (status --format prometheus)
     console    what the command line prints, and how it names paths and files
@@ -56,6 +57,7 @@ from .errors import (
     StoreUnreachable,
     UnseenStoresError,
     UploadConflict,
+    WriterConflict,
 )
 from .formats import (
     CLOCK_SKEW,
@@ -76,7 +78,9 @@ from .writer import writer_id
 # Imported on first use (PEP 562): a cron `backup` run needs none of them.
 _LAZY = {"RestoreResult": "restore", "VerifyItem": "health", "VerifyReport": "health",
          "status_problems": "health", "RecoveryReport": "recovery", "recover": "recovery",
-         "HostFacts": "recovery", "Refusal": "recovery", "RefusalKind": "recovery"}
+         "HostFacts": "recovery", "Refusal": "recovery", "RefusalKind": "recovery",
+         "OrderFact": "intents", "Settlement": "intents", "settle": "intents",
+         "unrecorded": "intents"}
 
 
 def __getattr__(name: str):  # noqa: ANN202
@@ -96,7 +100,8 @@ def main(argv=None):
 
 
 __all__ = [
-    "Entry", "History", "HostFacts", "Point", "PointKind", "PointPlan", "Refusal", "RefusalKind",
+    "Entry", "History", "HostFacts", "OrderFact", "Point", "Settlement", "WriterConflict",
+    "settle", "unrecorded", "PointKind", "PointPlan", "Refusal", "RefusalKind",
     "StoreUnreachable", "UnseenStoresError", "register_content_time",
     "CLOCK_SKEW", "BackupError", "BackupInfo", "BackupManager", "CloudError",
     "CloudUnavailable", "ConfigError", "Decision", "IntegrityError", "InvalidStateError",
