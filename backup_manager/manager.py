@@ -30,6 +30,7 @@ from .copies import CLOUD_TARGET, Copier, SyncResult
 from .errors import (
     BackupError,
     ConfigError,
+    IntentNotCommitted,
     NoValidBackupError,
     StoreUnreachable,
     UnseenStoresError,
@@ -277,6 +278,10 @@ class BackupManager:
         except WriterConflict as exc:
             self._record_claim_refused(exc)
             raise
+        except (BackupError, OSError) as exc:
+            raise IntentNotCommitted(f"the intent before orders could not be committed in "
+                                     f"{self.backup_dir} ({exc}): no order was placed; fix "
+                                     "the backups folder and run again") from exc
         self.copier.send_owed()
         return point, unfenced
 
