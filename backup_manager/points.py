@@ -246,6 +246,7 @@ class History:
         self.damaged: dict[int, str] = {}
         self._read: dict[int, Point | None] = {}
         self._read_from: dict[int, tuple[Store, bytes]] = {}
+        self._known: dict[tuple[int, str], str] = {}  # (number, location) -> digest read
         self.names: dict[str, list[str]] = {}
         """Each store's whole listing (by location), read once: what a caller needs
         besides the points (copies a target lacks) is found here without asking again."""
@@ -281,6 +282,7 @@ class History:
                 data = fetch_verified(store, name, max_bytes=MAX_POINT_BYTES)
                 point = decode_point(data, name)
                 self._read_from[sequence] = (store, data)
+                self._known[(sequence, location)] = point.digest
                 return point
             except (IntegrityError, InvalidStateError) as exc:
                 why.append(f"{store.label}: {exc}")
@@ -332,6 +334,9 @@ class History:
         """The SHA-256 each store's copy of point `sequence` records (its sidecar)."""
         found = {}
         for location, store in self.locations.get(sequence, ()):
+            if (sequence, location) in self._known:  # read already: no second request
+                found[location] = self._known[(sequence, location)]
+                continue
             try:
                 sidecar = store.read(point_name(sequence) + SIDECAR_SUFFIX, max_bytes=4096)
             except StoreUnreachable as exc:
