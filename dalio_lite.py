@@ -596,13 +596,15 @@ class RunDecision:
 
 class DalioLite:
     def __init__(self, config_path: str | Path = "config.yaml", *, broker: Broker | None = None,
-                 accept_fresh_state: bool = False, accept_rollback: bool = False):
+                 accept_fresh_state: bool = False, accept_rollback: bool = False,
+                 take_over: bool = False):
         self.config_path = Path(config_path).resolve()
         self.config = load_config(self.config_path)
         self.state_dir = self.config.state_dir
         self.backup_manager = BackupManager(**self.config.backup)
         self.accept_fresh_state = accept_fresh_state
         self.accept_rollback = accept_rollback
+        self.take_over = take_over
         self._planned: dict[str, bytes | None] = {}
         self._broker = broker
         self.last_backup: str | None = None
@@ -688,7 +690,7 @@ class DalioLite:
         report = recover(self.backup_manager, files, facts=self._facts(),
                          accept_fresh=self.accept_fresh_state,
                          accept_rollback=self.accept_rollback, accept_identity=switching,
-                         dry_run=dry_run)
+                         accept_takeover=self.take_over, dry_run=dry_run)
         self.caught_up = report.caught_up
         self._planned = report.planned if dry_run else {}
         for path, moved in report.fresh.items():
@@ -716,7 +718,8 @@ class DalioLite:
                          commands={"run": host,
                                    "accept_fresh": f"{host} --accept-fresh-state",
                                    "accept_rollback": f"{host} --accept-rollback",
-                                   "accept_identity": f"{host} --switch-broker"})
+                                   "accept_identity": f"{host} --switch-broker",
+                                   "accept_takeover": f"{host} --take-over"})
 
     @property
     def _module_command(self) -> str:
@@ -969,7 +972,9 @@ class DalioLite:
         if settlement is not None and not settlement.void:
             # An earlier run's rebalance, under way when it was stopped: finish it with what
             # is still needed (open orders count as filled), never by replaying its orders.
-            orders, _ = self._plan_orders()
+            planned, _ = self._plan_orders()
+            still = settlement.unplaced_symbols
+            orders = [o for o in planned if o.symbol in still]
             return RunDecision("rebalanced", "finishing the rebalance of restore point(s) "
                                + ", ".join(map(str, settlement.sequences)), orders)
         last = self._account_last_rebalance()
@@ -1220,6 +1225,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="keep live state that is older than the newest restore point (a "
                              "restore of older state, on purpose): this run records it as a "
                              "restore point of kind rollback and goes on")
+    parser.add_argument("--take-over", action="store_true",
+                        help="this machine's state becomes the newest restore point of the "
+                             "history, on purpose, after another machine wrote to it (or a "
+                             "cloned disk forked it); the other machine then refuses")
     parser.add_argument("--switch-broker", action="store_true",
                         help="make the configured broker account the one this history "
                              "belongs to, on purpose (the old history is kept; the new "
@@ -1249,7 +1258,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         load_env_file(Path(args.config).resolve().parent / ENV_FILE)
         bot = DalioLite(args.config, accept_fresh_state=args.accept_fresh_state,
-                        accept_rollback=args.accept_rollback)
+                        accept_rollback=args.accept_rollback, take_over=args.take_over)
         _check_state_dir(bot.state_dir)
         if args.status:
             doc = bot.status()

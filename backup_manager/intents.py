@@ -78,6 +78,14 @@ class Settlement:
         return not self.placed
 
     @property
+    def unplaced_symbols(self) -> set[str]:
+        """The symbols none of whose orders the broker holds: all a run finishing this
+        rebalance may still order (an order found, whatever became of it, had its turn)."""
+        found = {f.client_order_id for f in self.placed + self.rejected}
+        done = {o.get("symbol") for o in self.orders if o.get("client_order_id") in found}
+        return {o.get("symbol") for o in self.orders} - done
+
+    @property
     def sequences(self) -> list[int]:
         return [p.sequence for p in self.intents]
 

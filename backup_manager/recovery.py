@@ -395,6 +395,19 @@ def _check_writers(manager: BackupManager, plan: RecoveryPlan, facts: HostFacts,
     me = known_writer_id(manager.backup_dir)
     if newest.writer == me:
         return
+    if newest.kind == PointKind.ORDERS:
+        # Another machine's intent that nothing follows may be in flight: settling it
+        # here would race that machine's own orders.
+        refusals.add(RefusalKind.WRITER, "site",
+                     f"writer {newest.writer} committed restore point {newest.sequence} "
+                     f"({newest.time:%Y-%m-%d %H:%M} UTC) to place "
+                     f"{len(newest.details.get('orders', ()))} order(s) and has not recorded "
+                     "what they did; that machine may be placing them now",
+                     facts.command("run", "(the host's daily run)") +
+                     "  # later, once that machine has recorded its rebalance",
+                     facts.command("accept_takeover", "(the host's take-over command)") +
+                     "  # that machine is gone: this one settles its orders")
+        return
     differs = [p for p, lf in plan.live.items() if lf.status == "valid" and
                (newest.entry(p.name) is None or newest.entry(p.name).sha256 != lf.digest)]
     if differs:
