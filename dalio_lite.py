@@ -888,6 +888,9 @@ class DalioLite:
             report = self.recover_state(dry_run=dry_run)
             try:
                 if self._broker_failure is not None:
+                    # An earlier run's intent open: the refusal names its orders.
+                    settle(self.backup_manager, report.history, self._ask_broker,
+                           self._facts(), dry_run=dry_run)
                     raise self._broker_failure
                 self._take_broker_record()
                 settlement = settle(self.backup_manager, report.history, self._ask_broker,
@@ -931,6 +934,8 @@ class DalioLite:
     def _ask_broker(self, client_order_id: str) -> OrderFact | None:
         """What the broker holds under a client order id (raises BrokerError when it
         cannot be asked): a fact for the package's settling rules."""
+        if self._broker_failure is not None:
+            raise self._broker_failure
         found = self.broker.get_order_by_client_id(client_order_id)
         if found is None:
             return None

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 
 from . import log
+from .health import order_text
 from .points import History, Point, open_intents, recorded_orders
 from .recovery import HostFacts, Refusal, RefusalKind
 
@@ -120,7 +121,7 @@ def settle(manager: BackupManager, history: History,
                     "broker cannot be asked",
                     [(f"restore point {intent.sequence}",
                       f"intent of {intent.time:%Y-%m-%d %H:%M} UTC: " + ", ".join(
-                          _order_text(o) for o in intent.details.get("orders", ())))],
+                          order_text(o) for o in intent.details.get("orders", ())))],
                     [facts.command("run", "(the host's daily check)") + "  # again, once "
                      f"the broker answers ({exc})", f"{facts.backup_command} status"])
                 if not dry_run:
@@ -142,11 +143,6 @@ def unrecorded(history: History, orders: Iterable[OrderFact]) -> list[OrderFact]
     found = [o for o in orders if o.client_order_id not in known and not o.rejected]
     return sorted(found, key=lambda o: (o.submitted_at is None, o.submitted_at or 0,
                                         o.client_order_id))
-
-
-def _order_text(order: Any) -> str:
-    return f"{order.get('side')} {order.get('symbol')} ${order.get('notional')} " \
-           f"({order.get('client_order_id')})"
 
 
 def _record_refusal(manager: BackupManager, refusal: Refusal) -> None:
