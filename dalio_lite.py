@@ -1069,6 +1069,7 @@ class DalioLite:
         # once every order is placed: a run stopped before leaves them for the next.
         self._run_details["settles"] = (settlement.sequences if settlement else []) + \
             self._intents
+        self._run_details["placed"] = sorted(self._run_details.get("placed", []) + placed)
 
     def _claim_intent(self, orders: list[MarketOrder], settlement: Any) -> None:
         """The intent before the orders: a restore point naming each one, claimed in every

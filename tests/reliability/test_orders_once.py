@@ -366,3 +366,39 @@ def set_cloud(home, endpoint, bucket):
     doc["backup"].update(cloud_enabled=True, s3_bucket=bucket, s3_endpoint_url=endpoint,
                          s3_region="us-east-1")
     config.write_text(yaml.safe_dump(doc))
+
+
+def test_a_dry_run_tells_what_settling_would_do_and_list_shows_how_intents_ended(
+        tmp_path, hook):
+    server = FakeAlpaca()
+    try:
+        home = make_home(tmp_path, "bot", kind="alpaca", base_url=server.url)
+        code, _ = kill_run(home, server, hook, "accepted", 2)
+        assert code == -9
+        before = sorted(p.name for p in (home / "backups").iterdir())
+        dry = run(home, "--dry-run")
+        assert dry.returncode == 0, dry.stderr
+        assert "dry run: would be settling restore point(s) 1: 2 order(s) placed, 0 " \
+               "rejected, 2 never placed" in dry.stderr
+        assert orders_in(dry) == [] and len(server.submitted()) == 2
+        assert sorted(p.name for p in (home / "backups").iterdir()) == before
+        listed = points_listing(home)
+        assert "NOT SETTLED" in listed[1], listed
+        assert run(home).returncode == 0
+        listed = points_listing(home)
+        assert "2 placed, 0 rejected, 2 never placed (settled by 3)" in listed[1], listed
+        assert listed[2].split()[3] == "orders", "the follow-up intent"
+        assert "2 placed, 0 rejected, 0 never placed (settled by 3)" in listed[2], listed
+        assert len(server.submitted()) == 4
+    finally:
+        server.stop()
+
+
+def points_listing(home):
+    """`list --points` as a person reads it: each point's line by its number."""
+    shown = subprocess.run([sys.executable, "-m", "backup_manager", "--config",
+                            str(home / "config.yaml"), "list", "--points"], cwd=home,
+                           text=True, capture_output=True, env=environment(), timeout=TIMEOUT)
+    assert shown.returncode == 0, shown.stderr
+    return {int(line.split()[0]): line for line in shown.stdout.splitlines()
+            if line.split() and line.split()[0].isdigit()}
