@@ -32,6 +32,7 @@ from types import SimpleNamespace
 from typing import Any, Protocol
 
 from backup_manager import (
+    INTENT_LEASE,
     BackupError,
     BackupManager,
     ConfigError,
@@ -616,6 +617,7 @@ class DalioLite:
         self._configured: dict[str, Any] | None = None
         self._broker_failure: BrokerError | None = None
         self._intents: list[int] = []  # the intents this run claimed
+        self._claimed_at: datetime | None = None  # when the newest of them was
         self._run_details: dict[str, Any] = {}
 
     def state_path(self, name: str) -> Path:
@@ -919,13 +921,14 @@ class DalioLite:
             with self.backup_manager.changes(PointKind.RUN, f"daily check: {decision.outcome} "
                                                             f"({decision.reason})",
                                              details=details,
-                                             commit_failed=self._commit_failed):
+                                             commit_failed=self._commit_failed) as point:
                 try:
                     if decision.outcome == "rebalanced":
                         self._trade(decision.orders, settlement)
                     if isinstance(self.broker, PaperBroker):
                         self.broker.fill_earlier_orders()
                 except BrokerError as exc:
+                    point["reason"] = f"daily check: error ({exc})"
                     self._record(RunDecision("error", str(exc), []))
                     raise
                 self._record(decision)
@@ -1053,6 +1056,7 @@ class DalioLite:
         placed: list[str] = []
         try:
             for order in orders:
+                self._check_lease()
                 log.info("order: %s %s $%.2f (client order id %s)", order.side, order.symbol,
                          order.notional, order.client_order_id)
                 self.broker.submit_order(order)
@@ -1071,6 +1075,16 @@ class DalioLite:
             self._intents
         self._run_details["placed"] = sorted(self._run_details.get("placed", []) + placed)
 
+    def _check_lease(self) -> None:
+        """Past its lease, another machine may take the intent as abandoned and settle it
+        (this one was stopped a long while: a VM paused, a laptop lid): no order of it is
+        placed any more; the next run here settles what was placed."""
+        if self._claimed_at is not None and datetime.now(UTC) > self._claimed_at + \
+                INTENT_LEASE:
+            raise BrokerError(f"the intent claimed at {self._claimed_at.isoformat()} is "
+                              f"older than its lease ({INTENT_LEASE}): no more of its orders "
+                              "are placed; the next run settles them with the broker")
+
     def _claim_intent(self, orders: list[MarketOrder], settlement: Any) -> None:
         """The intent before the orders: a restore point naming each one, claimed in every
         store. A claim another writer holds first stops the run before any order."""
@@ -1082,6 +1096,7 @@ class DalioLite:
         point, unfenced = self.backup_manager.claim_point(
             PointKind.ORDERS, f"intent: {len(orders)} order(s)", details=details)
         self._intents.append(point.sequence)
+        self._claimed_at = point.time
         log.info("intent committed as restore point %d before %d order(s)%s", point.sequence,
                  len(orders), "" if not unfenced else "; not claimed in " +
                  ", ".join(unfenced) + " (cannot be asked)")

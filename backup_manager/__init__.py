@@ -71,7 +71,7 @@ from .formats import (
     validate_content,
 )
 from .manager import BackupManager, PointPlan, RestorePlan
-from .points import Entry, History, Point, PointKind
+from .points import INTENT_LEASE, Entry, History, Point, PointKind
 from .retention import Decision, RetentionPolicy, plan_cleanup, plan_retention
 from .store import Store
 from .writer import writer_id
@@ -101,7 +101,7 @@ def main(argv=None):
 
 
 __all__ = [
-    "BackupError", "BackupInfo", "BackupManager", "CLOCK_SKEW", "CloudError",
+    "BackupError", "BackupInfo", "BackupManager", "CLOCK_SKEW", "INTENT_LEASE", "CloudError",
     "CloudUnavailable", "ConfigError", "Decision", "Entry", "History", "HostFacts",
     "IntegrityError", "IntentNotCommitted", "InvalidStateError", "LockTimeout",
     "MissingDependency", "NoValidBackupError", "OrderFact", "Point", "PointKind", "PointPlan",

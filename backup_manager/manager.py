@@ -299,22 +299,25 @@ class BackupManager:
     @contextmanager
     def changes(self, kind: str = "run", reason: str = "",
                 details: Mapping[str, Any] | None = None,
-                commit_failed: Callable[[Exception], None] | None = None) -> Iterator[None]:
+                commit_failed: Callable[[Exception], None] | None = None
+                ) -> Iterator[dict[str, str]]:
         """Group the backups made inside into one restore point, committed at the end
         (also when the block raises: what was saved is the state now). A commit that
         fails raises, or is handed to `commit_failed` (a host whose state is saved
-        records it and goes on, promise 6); under a block that raised it is logged."""
+        records it and goes on, promise 6); under a block that raised it is logged.
+        Yields {"reason": reason}: the block may change why the point is made."""
         self._batch.append({})
         failed = True
+        note = {"reason": reason}
         try:
-            yield
+            yield note
             failed = False
         finally:
             made = self._batch.pop()
             if not self._batch:
                 try:
                     with self.folder.locked():
-                        self._commit(kind, reason, details=details, made=made)
+                        self._commit(kind, note["reason"], details=details, made=made)
                     self.copier.send_owed()
                 except (BackupError, OSError) as exc:
                     log.error("cannot commit the restore point%s: %s",

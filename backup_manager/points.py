@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from .errors import IntegrityError, InvalidStateError, StoreUnreachable
@@ -372,6 +372,12 @@ class Fork(tuple):
 def _sidecar_digest(data: bytes) -> str | None:
     found = _HEX64.match(data.decode("ascii", errors="replace").lower())
     return found[0] if found else None
+
+
+# How long an intent keeps its claim: its writer places no order of it later than this
+# after committing it (every broker call is bounded; four orders take seconds), and
+# another machine settles it only after this (it is taken as abandoned).
+INTENT_LEASE = timedelta(minutes=15)
 
 
 def open_intents(history: History, within: int = 500) -> list[Point]:

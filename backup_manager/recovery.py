@@ -53,7 +53,7 @@ from .formats import (
     validate_content,
 )
 from .manager import BackupManager
-from .points import PointKind, point_name
+from .points import INTENT_LEASE, PointKind, point_name
 from .restore import (
     Candidate,
     Search,
@@ -395,18 +395,20 @@ def _check_writers(manager: BackupManager, plan: RecoveryPlan, facts: HostFacts,
     me = known_writer_id(manager.backup_dir)
     if newest.writer == me:
         return
-    if newest.kind == PointKind.ORDERS:
+    if newest.kind == PointKind.ORDERS and facts.clock() < newest.time + INTENT_LEASE:
         # Another machine's intent that nothing follows may be in flight: settling it
-        # here would race that machine's own orders.
+        # here would race that machine's own orders. Past its lease it is abandoned.
+        expires = newest.time + INTENT_LEASE
         refusals.add(RefusalKind.WRITER, "site",
                      f"writer {newest.writer} committed restore point {newest.sequence} "
-                     f"({newest.time:%Y-%m-%d %H:%M} UTC) to place "
+                     f"({newest.time:%Y-%m-%d %H:%M:%S} UTC) to place "
                      f"{len(newest.details.get('orders', ()))} order(s) and has not recorded "
                      "what they did; that machine may be placing them now",
                      facts.command("run", "(the host's daily run)") +
-                     "  # later, once that machine has recorded its rebalance",
+                     f"  # after {expires:%Y-%m-%d %H:%M:%S} UTC: an intent that old is "
+                     "abandoned, and this machine settles it",
                      facts.command("accept_takeover", "(the host's take-over command)") +
-                     "  # that machine is gone: this one settles its orders")
+                     "  # that machine is gone: this one settles its orders now")
         return
     differs = [p for p, lf in plan.live.items() if lf.status == "valid" and
                (newest.entry(p.name) is None or newest.entry(p.name).sha256 != lf.digest)]

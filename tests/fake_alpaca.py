@@ -68,6 +68,7 @@ class FakeAlpaca:
         self.faults: list[Fault] = []
         self.killed: list[int] = []
         self._kill: tuple[int, int, bool] | None = None
+        self.on_accept = None  # called with each order accepted, once it is placed
         self._orders_by_pid: dict[int, int] = {}
         self._hang_seconds = hang_seconds
         self._lock = threading.Lock()
@@ -244,7 +245,9 @@ class FakeAlpaca:
                 "trail_price": None, "hwm": None, "position_intent": None,
             }
             self.orders.append(order)
-            return 200, dict(order)
+        if self.on_accept is not None:
+            self.on_accept(dict(order))
+        return 200, dict(order)
 
     def _kill_if_due(self, peer_port: int, accepted: bool) -> bool:
         """True when the process that sent this order was killed for it (`accepted`:

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import uuid
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 import yaml
@@ -85,13 +86,15 @@ def make_home(tmp_path, name, **broker):
     return home
 
 
-def command(home, *args, days=0):
+def command(home, *args, days=0, minutes=0):
+    """The bot's command line; `days` or `minutes` from now by its clock (faketime)."""
     line = [sys.executable, str(ROOT / "dalio_lite.py"), "--config", str(home / "config.yaml"),
             *args]
-    if days:
+    if days or minutes:
         if shutil.which("faketime") is None:
             pytest.skip("faketime is not installed (apt-get install faketime); CI installs it")
-        line = ["faketime", "-f", f"{days:+d}d", *line]
+        shift = f"{days:+d}d" if days else f"{minutes:+d}m"
+        line = ["faketime", "-f", shift, *line]
     return line
 
 
@@ -101,8 +104,9 @@ def environment(hook=None, **extra):
             **{k: str(v) for k, v in extra.items()}}
 
 
-def run(home, *args, days=0, hook=None, **extra):
-    return subprocess.run(command(home, *args, days=days), cwd=home.parent, text=True,
+def run(home, *args, days=0, minutes=0, hook=None, **extra):
+    return subprocess.run(command(home, *args, days=days, minutes=minutes), cwd=home.parent,
+                          text=True,
                           capture_output=True, env=environment(hook, **extra),
                           stdin=subprocess.DEVNULL, timeout=TIMEOUT)
 
@@ -402,3 +406,77 @@ def points_listing(home):
     assert shown.returncode == 0, shown.stderr
     return {int(line.split()[0]): line for line in shown.stdout.splitlines()
             if line.split() and line.split()[0].isdigit()}
+
+
+# --- the intent's lease ------------------------------------------------------------------
+
+
+def libfaketime():
+    found = sorted(Path("/usr/lib").glob("*/faketime/libfaketime.so.1")) + \
+        sorted(Path("/usr/lib").glob("faketime/libfaketime.so.1"))
+    if not found:
+        pytest.skip("libfaketime is not installed (apt-get install faketime); CI installs it")
+    return found[0]
+
+
+def test_a_run_stopped_past_its_lease_places_no_more_of_its_orders(tmp_path):
+    """The bot is stopped for twenty minutes after its second order (a VM paused, a
+    laptop lid): by then another machine may have taken its intent as abandoned. It
+    places none of the rest; the next run settles what was placed and orders the rest
+    once."""
+    clock = tmp_path / "clock"
+    clock.write_text("+0\n")
+    server = FakeAlpaca()
+    try:
+        home = make_home(tmp_path, "bot", kind="alpaca", base_url=server.url)
+
+        def pause(order):
+            if len(server.submitted()) == 2:
+                clock.write_text("+20m\n")
+
+        server.on_accept = pause
+        paused = run(home, LD_PRELOAD=libfaketime(), FAKETIME_TIMESTAMP_FILE=clock,
+                     FAKETIME_NO_CACHE=1)
+        assert paused.returncode == 4, paused.stderr
+        assert "older than its lease" in paused.stderr
+        assert len(server.submitted()) == 2
+        server.on_accept = None
+        again = run(home)
+        assert again.returncode == 0, again.stderr
+        check_placed_once(home, server.submitted(), [paused, again])
+    finally:
+        server.stop()
+
+
+def test_a_container_restarted_mid_rebalance_settles_after_the_lease(
+        tmp_path, hook, moto_server):
+    """A platform kills the bot right after its second order and starts it again on a
+    fresh disk (a new writer id, its history from the bucket). Within the intent's lease
+    the new instance cannot tell a dead instance from one still placing orders (an
+    overlapping redeploy): it refuses and writes nothing. Past the lease it settles the
+    intent with the broker and orders only what is missing."""
+    import boto3
+
+    bucket = f"restart-{uuid.uuid4().hex[:12]}"
+    client = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")
+    client.create_bucket(Bucket=bucket)
+    server = FakeAlpaca()
+    try:
+        old = make_home(tmp_path, "old", kind="alpaca", base_url=server.url)
+        set_cloud(old, moto_server, bucket)
+        code, err = kill_run(old, server, hook, "accepted", 2)
+        assert code == -9, err
+        new = make_home(tmp_path, "new", kind="alpaca", base_url=server.url)
+        set_cloud(new, moto_server, bucket)
+        keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"]]
+        soon = run(new)
+        assert soon.returncode == 3, soon.stderr
+        assert "that machine may be placing them now" in soon.stderr
+        assert orders_in(soon) == [] and len(server.submitted()) == 2
+        assert [o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"]] == keys
+        later = run(new, minutes=20)
+        assert later.returncode == 0, later.stderr
+        assert "2 order(s) placed, 0 rejected, 2 never placed" in later.stderr
+        check_placed_once(new, server.submitted(), [soon, later])
+    finally:
+        server.stop()
