@@ -196,6 +196,7 @@ def settle_orders(server, fills):
         server.expire()
 
 
+@pytest.mark.timeout(600)  # 34 kills, each then two runs: about two minutes alone
 def test_alpaca_kill_sweep_orders_once(tmp_path, hook, report):
     scenarios = alpaca_scenarios(tmp_path, hook)
     killed = 0
@@ -291,6 +292,7 @@ def test_broker_unreachable_with_an_intent_open_refuses_naming_it(tmp_path, hook
 # --- the paper broker, orders filled at the next run --------------------------------------
 
 
+@pytest.mark.timeout(600)  # about 60 kills, each then two runs
 def test_paper_kill_sweep_orders_once(tmp_path, hook, report):
     intent, last = steps_of_a_run(tmp_path, hook, paper_fills="next_run")
     killed = 0
