@@ -32,12 +32,14 @@ from types import SimpleNamespace
 from typing import Any, Protocol
 
 from backup_manager import (
+    INTENT_LEASE,
     BackupError,
     BackupManager,
     ConfigError,
     HostFacts,
     InvalidStateError,
     LockTimeout,
+    OrderFact,
     PointKind,
     StateUnrecoverableError,
     atomic_write,
@@ -46,7 +48,9 @@ from backup_manager import (
     read_state_file,
     recover,
     register_validator,
+    settle,
     status_problems,
+    unrecorded,
     validate_content,
     writer_id,
 )
@@ -72,6 +76,7 @@ EXIT_OK, EXIT_ERROR, EXIT_REFUSED, EXIT_BROKER = 0, 1, 3, 4
 # Every order DalioLite places carries a client order id that starts with this, then
 # the writer (backups/.writer) and the run that placed it, then a nonce.
 CLIENT_ID_PREFIX = "daliolite-"
+RECONCILE_MARGIN = timedelta(hours=1)  # orders a little before the newest point are asked too
 MAX_CLIENT_ID = 48  # Alpaca's limit
 PAPER_FILLS = ("immediate", "next_run")
 
@@ -255,6 +260,7 @@ class Broker(Protocol):
     def get_all_positions(self) -> list[Any]: ...  # .symbol, .market_value, .qty
     def get_open_orders(self) -> list[OpenOrder]: ...
     def get_order_by_client_id(self, client_order_id: str) -> Any | None: ...
+    def orders_since(self, after: datetime) -> list[OrderFact]: ...  # every status
     def submit_order(self, order_data: MarketOrder) -> Any: ...
 
 
@@ -315,6 +321,10 @@ class PaperBroker:
         found = next((o for o in self.account_orders
                       if o["client_order_id"] == client_order_id), None)
         return SimpleNamespace(**found) if found else None
+
+    def orders_since(self, after: datetime) -> list[OrderFact]:
+        return [_paper_fact(o) for o in self.account_orders
+                if parse_iso_timestamp(o["submitted_at"]) > after]
 
     def _positions(self) -> list[Any]:
         return [SimpleNamespace(symbol=s, qty=q, market_value_f=q * self._price(s))
@@ -434,6 +444,21 @@ class AlpacaBroker:
                 return [_open_order(o) for o in found.values()]
             after = page[-1].submitted_at
 
+    def orders_since(self, after: datetime) -> list[OrderFact]:
+        from alpaca.common.enums import Sort
+        from alpaca.trading.enums import QueryOrderStatus
+        from alpaca.trading.requests import GetOrdersRequest
+
+        found: dict[Any, Any] = {}
+        while True:
+            page = self._call("listing the orders", self.client.get_orders,
+                              GetOrdersRequest(status=QueryOrderStatus.ALL, limit=self.PAGE,
+                                               after=after, direction=Sort.ASC))
+            found.update((o.id, o) for o in page)
+            if len(page) < self.PAGE:
+                return [_alpaca_fact(o) for o in found.values()]
+            after = page[-1].submitted_at
+
     def get_order_by_client_id(self, client_order_id: str) -> Any | None:
         try:
             return self.client.get_order_by_client_id(client_order_id)
@@ -484,6 +509,20 @@ class AlpacaBroker:
 
 def _side(order: Any) -> str:
     return getattr(order.side, "value", order.side)
+
+
+def _alpaca_fact(order: Any) -> OrderFact:
+    """One of alpaca-py's Orders, as the start-up rules read it."""
+    return OrderFact(order.client_order_id, getattr(order.status, "value", order.status),
+                     order.submitted_at, {"symbol": order.symbol, "side": _side(order),
+                                          "notional": str(order.notional)})
+
+
+def _paper_fact(order: dict[str, Any]) -> OrderFact:
+    return OrderFact(order["client_order_id"], order["status"],
+                     parse_iso_timestamp(order["submitted_at"]),
+                     {"symbol": order["symbol"], "side": order["side"],
+                      "notional": order["notional"]})
 
 
 def _open_order(order: Any) -> OpenOrder:
@@ -558,13 +597,15 @@ class RunDecision:
 
 class DalioLite:
     def __init__(self, config_path: str | Path = "config.yaml", *, broker: Broker | None = None,
-                 accept_fresh_state: bool = False, accept_rollback: bool = False):
+                 accept_fresh_state: bool = False, accept_rollback: bool = False,
+                 take_over: bool = False):
         self.config_path = Path(config_path).resolve()
         self.config = load_config(self.config_path)
         self.state_dir = self.config.state_dir
         self.backup_manager = BackupManager(**self.config.backup)
         self.accept_fresh_state = accept_fresh_state
         self.accept_rollback = accept_rollback
+        self.take_over = take_over
         self._planned: dict[str, bytes | None] = {}
         self._broker = broker
         self.last_backup: str | None = None
@@ -575,6 +616,9 @@ class DalioLite:
         self.broker_record: dict[str, Any] | None = None  # set by _take_broker_record
         self._configured: dict[str, Any] | None = None
         self._broker_failure: BrokerError | None = None
+        self._intents: list[int] = []  # the intents this run claimed
+        self._claimed_at: datetime | None = None  # when the newest of them was
+        self._run_details: dict[str, Any] = {}
 
     def state_path(self, name: str) -> Path:
         return self.state_dir / name
@@ -648,7 +692,7 @@ class DalioLite:
         report = recover(self.backup_manager, files, facts=self._facts(),
                          accept_fresh=self.accept_fresh_state,
                          accept_rollback=self.accept_rollback, accept_identity=switching,
-                         dry_run=dry_run)
+                         accept_takeover=self.take_over, dry_run=dry_run)
         self.caught_up = report.caught_up
         self._planned = report.planned if dry_run else {}
         for path, moved in report.fresh.items():
@@ -676,7 +720,8 @@ class DalioLite:
                          commands={"run": host,
                                    "accept_fresh": f"{host} --accept-fresh-state",
                                    "accept_rollback": f"{host} --accept-rollback",
-                                   "accept_identity": f"{host} --switch-broker"})
+                                   "accept_identity": f"{host} --switch-broker",
+                                   "accept_takeover": f"{host} --take-over"})
 
     @property
     def _module_command(self) -> str:
@@ -835,17 +880,26 @@ class DalioLite:
                          "DalioLite run lock")
 
     def run_daily_check(self, *, dry_run: bool = False, force: bool = False) -> RunDecision:
-        """Recover state, check the broker account, decide, trade if due, record the
-        outcome. Holds the run lock throughout, so a cron run and a dashboard never
-        rebalance twice. A broker that fails raises BrokerError; no rebalance is recorded."""
+        """Recover state, settle what an earlier run's orders did, check the broker
+        account, decide, trade if due, record the outcome. Holds the run lock throughout,
+        so a cron run and a dashboard never rebalance twice. Orders are placed once:
+        before the first, an intent naming them is claimed in every store; a broker that
+        fails raises BrokerError, and no rebalance is recorded."""
         with self._run_lock(dry_run):
             self.run_started = datetime.now(UTC)
-            self.recover_state(dry_run=dry_run)
+            report = self.recover_state(dry_run=dry_run)
             try:
                 if self._broker_failure is not None:
+                    # An earlier run's intent open: the refusal names its orders.
+                    settle(self.backup_manager, report.history, self._ask_broker,
+                           self._facts(), dry_run=dry_run)
                     raise self._broker_failure
                 self._take_broker_record()
-                decision = self._decide(force)
+                settlement = settle(self.backup_manager, report.history, self._ask_broker,
+                                    self._facts(), dry_run=dry_run)
+                if not dry_run:
+                    self._reconcile(report.history)
+                decision = self._decide(force, settlement)
             except BrokerError as exc:
                 if not dry_run:
                     known = {"identity": self._identity()} if self._configured else None
@@ -858,23 +912,79 @@ class DalioLite:
                      decision.reason)
             if dry_run:
                 return decision
+            details = {"identity": self._identity(),
+                       **(settlement.details() if settlement else {}), "settles": []}
+            if settlement is not None and settlement.void:
+                details["settles"] = settlement.sequences  # nothing of them was placed
+            self._run_details = details
             # Every state file this run writes goes into one restore point, at the end.
             with self.backup_manager.changes(PointKind.RUN, f"daily check: {decision.outcome} "
                                                             f"({decision.reason})",
-                                             details={"identity": self._identity()},
-                                             commit_failed=self._commit_failed):
+                                             details=details,
+                                             commit_failed=self._commit_failed) as point:
                 try:
                     if decision.outcome == "rebalanced":
-                        self._trade(decision.orders)
+                        self._trade(decision.orders, settlement)
                     if isinstance(self.broker, PaperBroker):
                         self.broker.fill_earlier_orders()
                 except BrokerError as exc:
+                    point["reason"] = f"daily check: error ({exc})"
                     self._record(RunDecision("error", str(exc), []))
                     raise
                 self._record(decision)
             return decision
 
-    def _decide(self, force: bool) -> RunDecision:
+    def _ask_broker(self, client_order_id: str) -> OrderFact | None:
+        """What the broker holds under a client order id (raises BrokerError when it
+        cannot be asked): a fact for the package's settling rules."""
+        if self._broker_failure is not None:
+            raise self._broker_failure
+        found = self.broker.get_order_by_client_id(client_order_id)
+        if found is None:
+            return None
+        if isinstance(self.broker, PaperBroker):
+            return _paper_fact(vars(found))
+        return _alpaca_fact(found)
+
+    def _reconcile(self, history: Any) -> None:
+        """The broker's history is evidence: orders of DalioLite's (its client order id
+        prefix) since the newest restore point that no point records mean a rebalance
+        the state does not know of (a machine rebuilt from copies that never received
+        its intent). It is recorded as a point of kind reconciled, dated by the first
+        of them, so no run trades before min_days_between counted from it."""
+        newest = history.newest()
+        if newest is None:
+            return
+        since = newest.time - RECONCILE_MARGIN
+        mine = [o for o in self.broker.orders_since(since)
+                if o.client_order_id.startswith(CLIENT_ID_PREFIX)]
+        found = unrecorded(history, mine)
+        if not found:
+            return
+        first = found[0].submitted_at or datetime.now(UTC)
+        log.warning("the broker holds %d order(s) of DalioLite's that no restore point "
+                    "records (%s): a rebalance at %s, on record from now on", len(found),
+                    ", ".join(o.client_order_id for o in found), first.isoformat())
+        orders = [{"client_order_id": o.client_order_id, "status": o.status,
+                   "submitted_at": o.submitted_at.isoformat() if o.submitted_at else None,
+                   **(o[3] or {})} for o in found]
+        with self.backup_manager.changes(
+                PointKind.RECONCILED, f"{len(found)} order(s) found at the broker that no "
+                "point recorded", details={"orders": orders, "identity": self._identity()},
+                commit_failed=self._commit_failed):
+            last = self.last_rebalance()
+            if last is None or last < first:
+                self._save_rebalance_date(first)
+
+    def _decide(self, force: bool, settlement: Any = None) -> RunDecision:
+        if settlement is not None and not settlement.void:
+            # An earlier run's rebalance, under way when it was stopped: finish it with what
+            # is still needed (open orders count as filled), never by replaying its orders.
+            planned, _ = self._plan_orders()
+            still = settlement.unplaced_symbols
+            orders = [o for o in planned if o.symbol in still]
+            return RunDecision("rebalanced", "finishing the rebalance of restore point(s) "
+                               + ", ".join(map(str, settlement.sequences)), orders)
         last = self._account_last_rebalance()
         now = datetime.now(UTC)
         if last is not None and not force:
@@ -937,10 +1047,16 @@ class DalioLite:
                 (value if order.side == "buy" else -value)
         return pending
 
-    def _trade(self, orders: list[MarketOrder]) -> None:
+    def _trade(self, orders: list[MarketOrder], settlement: Any = None) -> None:
+        """Claim an intent naming every order, place them, record the rebalance (at the
+        first accepted order's time when it finishes an earlier run's)."""
+        orders = self._with_client_order_ids(orders)
+        if orders:
+            self._claim_intent(orders, settlement)
         placed: list[str] = []
         try:
-            for order in self._with_client_order_ids(orders):
+            for order in orders:
+                self._check_lease()
                 log.info("order: %s %s $%.2f (client order id %s)", order.side, order.symbol,
                          order.notional, order.client_order_id)
                 self.broker.submit_order(order)
@@ -951,7 +1067,39 @@ class DalioLite:
                                   f"before: {', '.join(placed)}; the next run counts them)") \
                     from None
             raise
-        self._save_rebalance_date(datetime.now(UTC))
+        when = settlement.when if settlement is not None and settlement.when else None
+        self._save_rebalance_date(when or datetime.now(UTC))
+        # The run's point settles its intent (and the earlier run's it finished) only
+        # once every order is placed: a run stopped before leaves them for the next.
+        self._run_details["settles"] = (settlement.sequences if settlement else []) + \
+            self._intents
+        self._run_details["placed"] = sorted(self._run_details.get("placed", []) + placed)
+
+    def _check_lease(self) -> None:
+        """Past its lease, another machine may take the intent as abandoned and settle it
+        (this one was stopped a long while: a VM paused, a laptop lid): no order of it is
+        placed any more; the next run here settles what was placed."""
+        if self._claimed_at is not None and datetime.now(UTC) > self._claimed_at + \
+                INTENT_LEASE:
+            raise BrokerError(f"the intent claimed at {self._claimed_at.isoformat()} is "
+                              f"older than its lease ({INTENT_LEASE}): no more of its orders "
+                              "are placed; the next run settles them with the broker")
+
+    def _claim_intent(self, orders: list[MarketOrder], settlement: Any) -> None:
+        """The intent before the orders: a restore point naming each one, claimed in every
+        store. A claim another writer holds first stops the run before any order."""
+        intent = [{"client_order_id": o.client_order_id, "symbol": o.symbol,
+                   "side": o.side, "notional": round(o.notional, 2)} for o in orders]
+        details = {"orders": intent, "identity": self._identity()}
+        if settlement is not None:
+            details["continues"] = settlement.sequences
+        point, unfenced = self.backup_manager.claim_point(
+            PointKind.ORDERS, f"intent: {len(orders)} order(s)", details=details)
+        self._intents.append(point.sequence)
+        self._claimed_at = point.time
+        log.info("intent committed as restore point %d before %d order(s)%s", point.sequence,
+                 len(orders), "" if not unfenced else "; not claimed in " +
+                 ", ".join(unfenced) + " (cannot be asked)")
 
     def _with_client_order_ids(self, orders: list[MarketOrder]) -> list[MarketOrder]:
         """Each order with a client order id of its own: DalioLite's prefix, this
@@ -1098,6 +1246,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="keep live state that is older than the newest restore point (a "
                              "restore of older state, on purpose): this run records it as a "
                              "restore point of kind rollback and goes on")
+    parser.add_argument("--take-over", action="store_true",
+                        help="this machine's state becomes the newest restore point of the "
+                             "history, on purpose, after another machine wrote to it (or a "
+                             "cloned disk forked it); the other machine then refuses")
     parser.add_argument("--switch-broker", action="store_true",
                         help="make the configured broker account the one this history "
                              "belongs to, on purpose (the old history is kept; the new "
@@ -1127,7 +1279,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         load_env_file(Path(args.config).resolve().parent / ENV_FILE)
         bot = DalioLite(args.config, accept_fresh_state=args.accept_fresh_state,
-                        accept_rollback=args.accept_rollback)
+                        accept_rollback=args.accept_rollback, take_over=args.take_over)
         _check_state_dir(bot.state_dir)
         if args.status:
             doc = bot.status()

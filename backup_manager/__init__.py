@@ -8,7 +8,7 @@
 Standard library only at import time; boto3 is imported when cloud backup is
 first used. Modules, in reading order (each uses only those before it):
 errors, log, formats, atomic, writer, retention, store, local, s3, catalog, points,
-outbox, copies, folder, commit, restore, pruning, health, config, manager, recovery, drill,
+outbox, copies, folder, commit, restore, pruning, health, config, manager, recovery, intents, drill,
 metrics, console, commands, cli.
 
     errors     every error raised on purpose, one base class
@@ -31,6 +31,7 @@ metrics, console, commands, cli.
     config     the backup: section of config.yaml
     manager    BackupManager, the thin entry point
     recovery   the start-up guard: every rule decided first, then install, catch up, commit
+    intents    orders are placed once: an intent before orders, settled before deciding
     drill      rehearse recovery into a scratch folder, changing nothing live
     metrics    status facts in the Prometheus text format (status --format prometheus)
     console    what the command line prints, and how it names paths and files
@@ -47,6 +48,7 @@ from .errors import (
     CloudUnavailable,
     ConfigError,
     IntegrityError,
+    IntentNotCommitted,
     InvalidStateError,
     LockTimeout,
     MissingDependency,
@@ -56,6 +58,7 @@ from .errors import (
     StoreUnreachable,
     UnseenStoresError,
     UploadConflict,
+    WriterConflict,
 )
 from .formats import (
     CLOCK_SKEW,
@@ -68,7 +71,7 @@ from .formats import (
     validate_content,
 )
 from .manager import BackupManager, PointPlan, RestorePlan
-from .points import Entry, History, Point, PointKind
+from .points import INTENT_LEASE, Entry, History, Point, PointKind
 from .retention import Decision, RetentionPolicy, plan_cleanup, plan_retention
 from .store import Store
 from .writer import writer_id
@@ -76,7 +79,9 @@ from .writer import writer_id
 # Imported on first use (PEP 562): a cron `backup` run needs none of them.
 _LAZY = {"RestoreResult": "restore", "VerifyItem": "health", "VerifyReport": "health",
          "status_problems": "health", "RecoveryReport": "recovery", "recover": "recovery",
-         "HostFacts": "recovery", "Refusal": "recovery", "RefusalKind": "recovery"}
+         "HostFacts": "recovery", "Refusal": "recovery", "RefusalKind": "recovery",
+         "OrderFact": "intents", "Settlement": "intents", "settle": "intents",
+         "unrecorded": "intents"}
 
 
 def __getattr__(name: str):  # noqa: ANN202
@@ -96,14 +101,15 @@ def main(argv=None):
 
 
 __all__ = [
-    "Entry", "History", "HostFacts", "Point", "PointKind", "PointPlan", "Refusal", "RefusalKind",
-    "StoreUnreachable", "UnseenStoresError", "register_content_time",
-    "CLOCK_SKEW", "BackupError", "BackupInfo", "BackupManager", "CloudError",
-    "CloudUnavailable", "ConfigError", "Decision", "IntegrityError", "InvalidStateError",
-    "LockTimeout", "MissingDependency", "NoValidBackupError", "RecoveryReport", "RestorePlan",
-    "RestoreResult", "RetentionPolicy", "StateKey", "StateUnrecoverableError", "StorageError",
-    "Store", "SyncResult", "UploadConflict", "VerifyItem", "VerifyReport", "atomic_write",
-    "fetch_verified", "file_lock", "main", "parse_iso_timestamp", "plan_cleanup",
-    "plan_retention", "read_state_file", "recover", "register_validator", "state_key",
-    "status_problems", "validate_content", "writer_id",
+    "BackupError", "BackupInfo", "BackupManager", "CLOCK_SKEW", "INTENT_LEASE", "CloudError",
+    "CloudUnavailable", "ConfigError", "Decision", "Entry", "History", "HostFacts",
+    "IntegrityError", "IntentNotCommitted", "InvalidStateError", "LockTimeout",
+    "MissingDependency", "NoValidBackupError", "OrderFact", "Point", "PointKind", "PointPlan",
+    "RecoveryReport", "Refusal", "RefusalKind", "RestorePlan", "RestoreResult",
+    "RetentionPolicy", "Settlement", "StateKey", "StateUnrecoverableError", "StorageError",
+    "Store", "StoreUnreachable", "SyncResult", "UnseenStoresError", "UploadConflict",
+    "VerifyItem", "VerifyReport", "WriterConflict", "atomic_write", "fetch_verified",
+    "file_lock", "main", "parse_iso_timestamp", "plan_cleanup", "plan_retention",
+    "read_state_file", "recover", "register_content_time", "register_validator", "settle",
+    "state_key", "status_problems", "unrecorded", "validate_content", "writer_id",
 ]

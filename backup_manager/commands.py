@@ -33,6 +33,7 @@ from .copies import CLOUD_TARGET
 from .errors import BackupError, LockTimeout, NoValidBackupError
 from .formats import fetch_verified
 from .manager import BackupManager
+from .points import Point, PointKind
 
 # health (status and its rules) is imported by the commands that need it: a cron
 # `backup` run does not pay for it.
@@ -80,11 +81,28 @@ def cmd_list(manager: BackupManager, args: argparse.Namespace, config: dict) -> 
     return EXIT_OK
 
 
+def _intent_end(intent: Point, ender: Point | None) -> str:
+    """How an intent ended, in words: the point that settled it and what it found."""
+    if ender is None:
+        return "NOT SETTLED (the next daily check asks the broker what became of its orders)"
+    if ender.details.get("void"):
+        return f"void: no order was placed (settled by {ender.sequence})"
+    ids = {o.get("client_order_id") for o in intent.details.get("orders", ())}
+    if "placed" not in ender.details:
+        return f"every order placed (settled by {ender.sequence})"
+    placed = len(ids & set(ender.details["placed"]))
+    rejected = len(ids & set(ender.details.get("rejected", ())))
+    return f"{placed} placed, {rejected} rejected, {len(ids) - placed - rejected} never " \
+           f"placed (settled by {ender.sequence})"
+
+
 def _list_points(manager: BackupManager, args: argparse.Namespace, config: dict) -> int:
     """The history: every restore point any store holds, newest first."""
     history = manager.history()
     labels = {location: shown(store.label, config) for location, store in manager.sources()}
     doc, rows = [], []
+    settled_by = {n: p for p in map(history.point, history.locations) if p is not None
+                  for n in p.details.get("settles", ())}
     for number in sorted(history.locations, reverse=True):
         point = history.point(number)
         where = [labels.get(loc, loc) for loc in history.where(number)]
@@ -99,9 +117,13 @@ def _list_points(manager: BackupManager, args: argparse.Namespace, config: dict)
                     "follows": point.follows[0] if point.follows else None,
                     "files": {n: e and e.backup for n, e in point.files.items()},
                     "details": point.details, "stores": where})
+        why = point.reason
+        if point.kind == PointKind.ORDERS:
+            ender = settled_by.get(number)
+            doc[-1]["settled_by"] = ender and ender.sequence
+            why += f"; {_intent_end(point, ender)}"
         rows.append([number, f"{point.time:%Y-%m-%d %H:%M:%S}", point.kind, point.writer,
-                     point.follows[0] if point.follows else "-", ", ".join(where),
-                     point.reason])
+                     point.follows[0] if point.follows else "-", ", ".join(where), why])
     lines = table(rows, ["POINT", "TIME (UTC)", "KIND", "WRITER", "FOLLOWS", "STORES",
                          "WHY"]) if rows else ["no restore points yet"]
     lines += [f"could not be seen: {labels.get(loc, loc)} ({why})"

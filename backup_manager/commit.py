@@ -44,16 +44,22 @@ def commit_point(folder: BackupsFolder, state_files: Iterable[Path], *, writer: 
                  details: Mapping[str, Any] | None = None,
                  made: Mapping[str, tuple[str, str]] = {},
                  fresh: Iterable[str] = (), seen: int = 0, force: bool = False,
-                 names: list[str] | None = None) -> Point | None:
+                 names: list[str] | None = None, follows: Point | None = None,
+                 publish: Callable[[Point, bytes], Iterable[str]] | None = None
+                 ) -> Point | None:
     """Commit a point of the state files as they stand; None when nothing changed since
     the newest point (unless `force`). `made` maps file names to (name, SHA-256) of
-    the backup just made of them; `fresh` names files started over on purpose (entry cleared);
-    `seen` is the highest number seen in any other store; `record(name)` owes the
-    point to every copy target; `names`, a fresh listing of backups/ when the caller
-    has one (taken under the same lock hold)."""
+    the backup just made of them; `fresh` names files started over on purpose (entry
+    cleared); `seen` is the highest number seen in any other store; `record(name)` owes
+    the point to every copy target; `names`, a fresh listing of backups/ when the caller
+    has one (taken under the same lock hold). `follows` is the point it follows when not
+    this folder's newest (a take-over follows another writer's). `publish(point, data)`
+    creates it elsewhere first (a claim) and returns the targets it reached: those are
+    not owed it."""
     names = folder.store.list_names() if names is None else names
     newest, highest = newest_local_point(folder, names)
-    files: dict[str, Entry | None] = dict(newest.files) if newest else {}
+    base = follows if follows is not None else newest
+    files: dict[str, Entry | None] = dict(base.files) if base else {}
     for path in state_files:
         file_name = path.name
         entry = _entry_of(folder, path, names, files.get(file_name), made.get(file_name),
@@ -62,20 +68,22 @@ def commit_point(folder: BackupsFolder, state_files: Iterable[Path], *, writer: 
             files[file_name] = entry
     for file_name in fresh:
         files[file_name] = None
-    if not force and newest is not None and _digests(files) == _digests(newest.files) and \
-            all(newest.details.get(k) == v for k, v in (details or {}).items() if k in CARRIED):
+    if not force and base is not None and _digests(files) == _digests(base.files) and \
+            all(base.details.get(k) == v for k, v in (details or {}).items() if k in CARRIED):
         return None  # the same bytes, perhaps under a newer backup's name: no change
-    carried = {k: newest.details[k] for k in CARRIED if newest and k in newest.details}
-    point = Point(max(highest, seen) + 1, folder.clock(), writer, kind, reason,
-                  None if newest is None else (newest.sequence, newest.digest), files,
+    carried = {k: base.details[k] for k in CARRIED if base and k in base.details}
+    point = Point(max(highest, seen, base.sequence if base else 0) + 1, folder.clock(), writer,
+                  kind, reason, None if base is None else (base.sequence, base.digest), files,
                   {**carried, **(details or {})})
     data = encode_point(point)
+    point.digest = sha256_hex(data)
+    reached = set(publish(point, data)) if publish is not None else set()
     try:
-        folder.store.create_object(point.name, data, before_commit=record)
+        folder.store.create_object(point.name, data, before_commit=lambda name: record(
+            name, skip=reached) if reached else record(name))
     except OSError as exc:
         raise storage_error(exc, f"cannot write restore point {point.name} in "
                                  f"{folder.root}") from None
-    point.digest = sha256_hex(data)
     log.info("committed restore point %d (%s): %s", point.sequence, kind, reason)
     return point
 

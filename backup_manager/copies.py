@@ -50,11 +50,13 @@ class Copier:
     def note_unreachable(self, target_id: str, exc: Exception) -> None:
         self.unreachable.setdefault(target_id, str(exc))
 
-    def record(self, name: str) -> None:
-        """Record that every target needs backup `name` (before it is complete: an
-        OSError here fails that backup rather than leave a copy unowed)."""
+    def record(self, name: str, skip: Iterable[str] = ()) -> None:
+        """Record that every target (but those in `skip`, which already hold it) needs
+        object `name` (before it is complete: an OSError here fails that backup rather
+        than leave a copy unowed)."""
         for target_id in self.targets:
-            self.outbox.add(target_id, name)
+            if target_id not in skip:
+                self.outbox.add(target_id, name)
 
     def send_owed(self) -> None:
         """Send what is owed, oldest first. Never raises: what fails stays owed."""

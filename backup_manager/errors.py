@@ -55,6 +55,17 @@ class StateUnrecoverableError(BackupError):
     """State once existed but no valid copy can be found: the host must not trade."""
 
 
+class WriterConflict(StateUnrecoverableError):
+    """Another writer holds the restore point number this one claimed: the history moved
+    on elsewhere, and nothing that needed the claim (orders) may go ahead."""
+
+
+class IntentNotCommitted(StateUnrecoverableError):
+    """The intent before orders could not be committed (backups/ cannot be written): no
+    order may be placed, or a run stopped between its orders and its record would be
+    placed again."""
+
+
 class LockTimeout(BackupError, TimeoutError):
     """Another process held the backups folder lock for longer than lock_timeout."""
 

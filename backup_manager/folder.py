@@ -82,6 +82,25 @@ class BackupsFolder:
         self.store.ensure()
         atomic_write(path, json.dumps(doc, indent=1).encode(), durable=self.durable)
 
+    def set_aside(self, sub_folder: str, names: list[str]) -> list[str]:
+        """Move objects (each with its sidecar) into a sub-folder restore never reads,
+        durably; return where they went, relative to the backups folder."""
+        import os
+
+        from .atomic import fsync_dir
+        aside = self.root / sub_folder
+        aside.mkdir(mode=0o700, exist_ok=True)
+        moved = []
+        for name in names:
+            for part in (name + ".sha256", name):  # the commit marker first, as in prune
+                if (self.root / part).exists():
+                    os.replace(self.root / part, aside / part)
+                    moved.append(f"{sub_folder}/{part}")
+        if self.durable:
+            fsync_dir(aside)
+            fsync_dir(self.root)
+        return moved
+
     def keep_aside(self, sub_folder: str, key: StateKey, data: bytes, mode: int) -> str:
         """Keep `data` as a backup in a sub-folder that restore never reads from;
         return its name relative to the backups folder."""

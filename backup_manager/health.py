@@ -29,6 +29,8 @@ from .formats import (
 )
 from .retention import GRACE_PERIOD
 
+INTENTS_SHOWN = 50  # the newest points searched for intents that no point settles
+
 TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
 if TYPE_CHECKING:
     from datetime import datetime
@@ -240,7 +242,17 @@ def _points_status(folder: BackupsFolder, files: list[str]) -> dict[str, Any]:
                 "name": point_name(number)}
     return {"count": len(complete), "newest": number, "newest_damaged": None,
             "name": point.name, "time": point.time.isoformat(), "kind": point.kind,
-            "writer": point.writer, "files": {n: e and e.backup for n, e in point.files.items()}}
+            "writer": point.writer, "files": {n: e and e.backup for n, e in point.files.items()},
+            "open_intents": _open_intents(folder)}
+
+
+def _open_intents(folder: BackupsFolder) -> list[dict[str, Any]]:
+    """The intents in backups/ that no later point settles, with their orders as the
+    host recorded them (the package never asks a broker)."""
+    from .points import History, open_intents
+    return [{"sequence": p.sequence, "time": p.time.isoformat(), "writer": p.writer,
+             "orders": list(p.details.get("orders", ()))}
+            for p in open_intents(History([("backups", folder.store)]), within=INTENTS_SHOWN)]
 
 
 def _state_status(folder: BackupsFolder, key: StateKey, backups: BackupSet | None,
@@ -302,6 +314,7 @@ class ProblemKind(StrEnum):
     NEVER_COPIED = "target-never-took-a-copy"
     COPIES_LATE = "copies-pending-too-long"
     UNCONFIGURED_TARGET = "copies-owed-to-unconfigured-target"
+    INTENT_UNSETTLED = "intent-unsettled"
 
 
 class Problem(namedtuple("Problem", "subject kind what fix")):
@@ -373,7 +386,21 @@ def _site_problems(facts: Mapping[str, Any], command: str, host_command: str) ->
                                 f"back intact: {points['newest_damaged']}",
                                 f"{command} verify; the next daily check commits a new point "
                                 f"({host_command})"))
+    for intent in points.get("open_intents", ()):
+        problems.append(Problem(
+            f"restore point {intent['sequence']}", ProblemKind.INTENT_UNSETTLED,
+            f"the intent of {intent['time'][:16].replace('T', ' ')} UTC (writer "
+            f"{intent['writer']}) names {len(intent['orders'])} order(s) that no later point "
+            "settles: " + ", ".join(order_text(o) for o in intent["orders"]),
+            f"run the daily check: {host_command} (it asks the broker what became of each "
+            "order and finishes that rebalance; nothing is ordered twice)"))
     return problems
+
+
+def order_text(order: Mapping[str, Any]) -> str:
+    """One order of an intent, for a person."""
+    return f"{order.get('side')} {order.get('symbol')} ${order.get('notional')} " \
+           f"({order.get('client_order_id')})"
 
 
 def _file_problems(s: Mapping[str, Any], facts: Mapping[str, Any], limit: float | None,

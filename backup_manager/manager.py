@@ -30,8 +30,12 @@ from .copies import CLOUD_TARGET, Copier, SyncResult
 from .errors import (
     BackupError,
     ConfigError,
+    IntentNotCommitted,
     NoValidBackupError,
+    StoreUnreachable,
     UnseenStoresError,
+    UploadConflict,
+    WriterConflict,
     storage_error,
 )
 from .folder import BackupsFolder
@@ -97,7 +101,7 @@ class BackupManager:
                  s3_sse: str | None = None, s3_kms_key_id: str | None = None,
                  s3_expected_bucket_owner: str | None = None,
                  s3_client_config: Mapping[str, Any] | None = None,
-                 clock: Callable[[], datetime] | None = None):
+                 clock: Callable[[], datetime] | None = None, require_fence: bool = False):
         try:
             self.policy = RetentionPolicy(keep_last, keep_daily, retention_days)
         except ValueError as exc:
@@ -111,6 +115,8 @@ class BackupManager:
         self.cloud_enabled = cloud_enabled
         self.s3_bucket = s3_bucket
         self.durable = bool(durable)
+        self.require_fence = bool(require_fence)
+        """Refuse what needs a claim (orders) when a copy target cannot be asked."""
         self.state_files = distinct_file_names("state_files", [Path(p) for p in state_files])
         self.folder = BackupsFolder(self.backup_dir, durable=self.durable,
                                     lock_timeout=timeout("lock_timeout", lock_timeout),
@@ -213,37 +219,105 @@ class BackupManager:
 
     def commit_point(self, kind: str, reason: str = "", *,
                      details: Mapping[str, Any] | None = None, fresh: Iterable[str] = (),
-                     force: bool = False, state_files: Iterable[str | Path] = ()
-                     ) -> Point | None:
+                     force: bool = False, state_files: Iterable[str | Path] = (),
+                     follows: Point | None = None) -> Point | None:
         """Commit a restore point of the configured state files (and `state_files`) as
         they stand, backing up any live file no backup holds; None when nothing changed
         since the newest point, unless `force`. `fresh` names files started over on
         purpose."""
         with self.folder.locked():
             point = self._commit(kind, reason, details=details, fresh=fresh, force=force,
-                                 extra=[Path(p) for p in state_files])
+                                 extra=[Path(p) for p in state_files], follows=follows)
         self.copier.send_owed()
         return point
+
+    def claim_point(self, kind: str, reason: str = "", *,
+                    details: Mapping[str, Any] | None = None,
+                    require_fence: bool | None = None) -> tuple[Point, dict[str, str]]:
+        """Commit a point (an intent before orders) that is first created, exclusively,
+        in every copy target that answers, then here: two writers can never both hold
+        its number. Returns the point and the targets that could not be asked (target
+        id -> why): they are owed it as usual. Raises WriterConflict when a target holds
+        another point under the number (another writer moved: nothing may go ahead),
+        and, with `require_fence`, when a target could not be asked."""
+        unfenced: dict[str, str] = {}
+        if require_fence is None:
+            require_fence = self.require_fence
+
+        def publish(point: Point, data: bytes) -> list[str]:
+            from .formats import sidecar_text
+            reached = []
+            for target_id, target in self.copier.targets.items():
+                if target_id in self.copier.unreachable:
+                    unfenced[target_id] = self.copier.unreachable[target_id]
+                    continue
+                try:
+                    target.prepare()
+                    target.write(point.name, data)
+                    target.write(point.name + SIDECAR_SUFFIX,
+                                 sidecar_text(sha256_hex(data), point.name))
+                except UploadConflict:
+                    raise WriterConflict(
+                        f"{target.label} already holds another restore point {point.sequence}"
+                        ": another writer committed it first") from None
+                except StoreUnreachable as exc:
+                    self.copier.note_unreachable(target_id, exc)
+                    unfenced[target_id] = str(exc)
+                    continue
+                reached.append(target_id)
+            if unfenced and require_fence:
+                raise WriterConflict(
+                    "no claim without every store (backup.require_fence): " + "; ".join(
+                        f"{self.copier.targets[t].label}: {why}" for t, why in unfenced.items()))
+            return reached
+
+        try:
+            with self.folder.locked():
+                point = self._commit(kind, reason, details=details, force=True,
+                                     publish=publish)
+        except WriterConflict as exc:
+            self._record_claim_refused(exc)
+            raise
+        except (BackupError, OSError) as exc:
+            raise IntentNotCommitted(f"the intent before orders could not be committed in "
+                                     f"{self.backup_dir} ({exc}): no order was placed; fix "
+                                     "the backups folder and run again") from exc
+        self.copier.send_owed()
+        return point, unfenced
+
+    def _record_claim_refused(self, exc: WriterConflict) -> None:
+        """What `status` shows while the history belongs to another writer."""
+        try:
+            self.folder.record_recovery({
+                "time": datetime.now(UTC).isoformat(), "unseen": {},
+                "refused": {"kind": "writer", "headline": "another machine has moved this "
+                            "history on", "reasons": [["site", str(exc)]],
+                            "commands": ["python -m backup_manager restore --all --yes"]}})
+        except OSError as error:
+            log.error("cannot record the refused claim in %s: %s", self.backup_dir, error)
 
     @contextmanager
     def changes(self, kind: str = "run", reason: str = "",
                 details: Mapping[str, Any] | None = None,
-                commit_failed: Callable[[Exception], None] | None = None) -> Iterator[None]:
+                commit_failed: Callable[[Exception], None] | None = None
+                ) -> Iterator[dict[str, str]]:
         """Group the backups made inside into one restore point, committed at the end
         (also when the block raises: what was saved is the state now). A commit that
         fails raises, or is handed to `commit_failed` (a host whose state is saved
-        records it and goes on, promise 6); under a block that raised it is logged."""
+        records it and goes on, promise 6); under a block that raised it is logged.
+        Yields {"reason": reason}: the block may change why the point is made."""
         self._batch.append({})
         failed = True
+        note = {"reason": reason}
         try:
-            yield
+            yield note
             failed = False
         finally:
             made = self._batch.pop()
             if not self._batch:
                 try:
                     with self.folder.locked():
-                        self._commit(kind, reason, details=details, made=made)
+                        self._commit(kind, note["reason"], details=details, made=made)
                     self.copier.send_owed()
                 except (BackupError, OSError) as exc:
                     log.error("cannot commit the restore point%s: %s",
@@ -256,13 +330,16 @@ class BackupManager:
     def _commit(self, kind: str, reason: str, *, details: Mapping[str, Any] | None = None,
                 made: Mapping[str, tuple[str, str]] = {}, fresh: Iterable[str] = (),
                 force: bool = False, extra: Iterable[Path] = (),
-                names: list[str] | None = None) -> Point | None:
+                names: list[str] | None = None, follows: Point | None = None,
+                publish: Callable[[Point, bytes], Iterable[str]] | None = None
+                ) -> Point | None:
         from .commit import commit_point
         files = list(self.state_files)
         files += [p for p in extra if p.name not in {f.name for f in files}]
         point = commit_point(self.folder, files, writer=self.writer, kind=kind, reason=reason,
                              record=self.copier.record, details=details, made=made,
-                             fresh=fresh, seen=self.seen_sequence, force=force, names=names)
+                             fresh=fresh, seen=self.seen_sequence, force=force, names=names,
+                             follows=follows, publish=publish)
         if point is not None:
             self.seen_sequence = max(self.seen_sequence, point.sequence)
         return point

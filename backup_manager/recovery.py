@@ -53,7 +53,7 @@ from .formats import (
     validate_content,
 )
 from .manager import BackupManager
-from .points import PointKind
+from .points import INTENT_LEASE, PointKind, point_name
 from .restore import (
     Candidate,
     Search,
@@ -63,6 +63,7 @@ from .restore import (
     install,
     verified_holder,
 )
+from .writer import known_writer_id
 
 TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
 if TYPE_CHECKING:
@@ -82,6 +83,10 @@ class RefusalKind(StrEnum):
     UNREADABLE = "unreadable"      # a live state file cannot be read
     BACKUPS = "backups folder"     # backups/ cannot be used to install what is lost
     IDENTITY = "identity"          # the history belongs to another broker account
+    WRITER = "writer"              # another machine moved the history on
+    FORK = "fork"                  # two histories where there must be one
+    FENCE = "fence"                # a store could not be checked for a newer writer
+    INTENT = "intent"              # an earlier run's orders cannot be settled
 
 
 class Refusal(StateUnrecoverableError):
@@ -189,9 +194,12 @@ class RecoveryPlan:
         self.unseen: dict[str, str] = dict(history.unseen) if history is not None else {}
         self.refusal: Refusal | None = None
         self.backups_problem: str | None = None
+        self.taking_over = False
 
     @property
     def commit_kind(self) -> PointKind | None:
+        if self.taking_over:
+            return PointKind.TAKE_OVER
         if self.rolled_back:
             return PointKind.ROLLBACK
         if self.fresh:
@@ -228,6 +236,7 @@ class RecoveryReport:
         self.unseen = dict(plan.unseen)
         self.newest_point = plan.newest.sequence if plan.newest else None
         self.identity = plan.newest.identity if plan.newest else None
+        self.history = plan.history
         """Whom the history belonged to at its newest point (None: it never said)."""
         self.point: int | None = None
         self.queued: list[tuple[str, str]] = []
@@ -246,6 +255,7 @@ class RecoveryReport:
 def recover(manager: BackupManager, state_files: Iterable[str | Path] | None = None, *,
             facts: HostFacts | None = None, accept_fresh: bool = False,
             accept_rollback: bool = False, accept_identity: bool = False,
+            accept_takeover: bool = False, require_fence: bool = False,
             from_reachable: bool = False, dry_run: bool = False,
             evidence: Mapping[str | Path, str] | Callable[[Path], str | None] | None = None,
             command: str | None = None, fresh_command: str | None = None
@@ -265,8 +275,10 @@ def recover(manager: BackupManager, state_files: Iterable[str | Path] | None = N
     if fresh_command is not None:
         facts.commands.setdefault("accept_fresh", fresh_command)
     paths = [Path(p) for p in (manager.state_files if state_files is None else state_files)]
+    require_fence = require_fence or manager.require_fence
     plan = plan_recovery(manager, paths, facts, accept_fresh=accept_fresh,
                          accept_rollback=accept_rollback, accept_identity=accept_identity,
+                         accept_takeover=accept_takeover, require_fence=require_fence,
                          from_reachable=from_reachable, dry_run=dry_run)
     return apply_recovery(manager, plan, dry_run=dry_run, facts=facts)
 
@@ -306,12 +318,18 @@ HEADLINES = {
     RefusalKind.UNREADABLE: "a state file cannot be read",
     RefusalKind.BACKUPS: "the backups folder cannot be used to recover lost state",
     RefusalKind.IDENTITY: "this history belongs to another account than the one configured",
+    RefusalKind.WRITER: "another machine has moved this history on",
+    RefusalKind.FORK: "the history has forked: two machines wrote the same point",
+    RefusalKind.FENCE: "a store could not be checked for a newer writer "
+                       "(backup.require_fence)",
+    RefusalKind.INTENT: "an earlier run's orders cannot be settled",
 }
 
 
 def plan_recovery(manager: BackupManager, paths: list[Path], facts: HostFacts, *,
                   accept_fresh: bool = False, accept_rollback: bool = False,
-                  accept_identity: bool = False, from_reachable: bool = False,
+                  accept_identity: bool = False, accept_takeover: bool = False,
+                  require_fence: bool = False, from_reachable: bool = False,
                   dry_run: bool = False) -> RecoveryPlan:
     """Decide, changing nothing: what to install, catch up, commit, or why to refuse."""
     live = {path: LiveFile(path) for path in paths}
@@ -332,6 +350,12 @@ def plan_recovery(manager: BackupManager, paths: list[Path], facts: HostFacts, *
             refusals.add(RefusalKind.UNREADABLE, str(path), f"cannot be read ({lf.detail})",
                          f"ls -l {path}  # fix what stops it being read, then run again")
     lost = [p for p, lf in live.items() if lf.lost]
+    plan.taking_over = accept_takeover
+    if require_fence and history.unseen:
+        refusals.add(RefusalKind.FENCE, "site", _unseen_text(search) + "; a newer writer "
+                     "there would go unseen", f"{facts.backup_command} status")
+    if plan.newest is not None and not accept_takeover:
+        _check_writers(manager, plan, facts, refusals)
     if plan.newest is None:
         _plan_without_points(manager, plan, lost, facts, refusals, sources, search,
                              accept_fresh, from_reachable)
@@ -353,6 +377,49 @@ def plan_recovery(manager: BackupManager, paths: list[Path], facts: HostFacts, *
     return plan
 
 
+def _check_writers(manager: BackupManager, plan: RecoveryPlan, facts: HostFacts,
+                   refusals: _Refusals) -> None:
+    """One writer per history: a history that forked, or whose newest point another
+    machine wrote while this one's live state differs from it, is not this machine's to
+    go on with until it adopts that history or takes it over on purpose."""
+    take_over = facts.command("accept_takeover", "(the host's take-over command)") + \
+        "  # keep this machine's state: it becomes the newest point"
+    adopt = f"{facts.backup_command} restore --all --yes  # adopt the newest point's state"
+    fork = plan.history.fork()
+    if fork is not None:
+        where = ", ".join(f"{loc}: {digest[:12]}" for loc, digest in fork.digests.items())
+        refusals.add(RefusalKind.FORK, "site", f"restore point {fork.sequence}: {fork.why} "
+                     f"({where}); two machines (or a cloned disk) wrote it", take_over)
+        return
+    newest = plan.newest
+    me = known_writer_id(manager.backup_dir)
+    if newest.writer == me:
+        return
+    if newest.kind == PointKind.ORDERS and facts.clock() < newest.time + INTENT_LEASE:
+        # Another machine's intent that nothing follows may be in flight: settling it
+        # here would race that machine's own orders. Past its lease it is abandoned.
+        expires = newest.time + INTENT_LEASE
+        refusals.add(RefusalKind.WRITER, "site",
+                     f"writer {newest.writer} committed restore point {newest.sequence} "
+                     f"({newest.time:%Y-%m-%d %H:%M:%S} UTC) to place "
+                     f"{len(newest.details.get('orders', ()))} order(s) and has not recorded "
+                     "what they did; that machine may be placing them now",
+                     facts.command("run", "(the host's daily run)") +
+                     f"  # after {expires:%Y-%m-%d %H:%M:%S} UTC: an intent that old is "
+                     "abandoned, and this machine settles it",
+                     facts.command("accept_takeover", "(the host's take-over command)") +
+                     "  # that machine is gone: this one settles its orders now")
+        return
+    differs = [p for p, lf in plan.live.items() if lf.status == "valid" and
+               (newest.entry(p.name) is None or newest.entry(p.name).sha256 != lf.digest)]
+    if differs:
+        refusals.add(RefusalKind.WRITER, "site",
+                     f"writer {newest.writer} committed restore point {newest.sequence} "
+                     f"({newest.time:%Y-%m-%d %H:%M} UTC); this machine (writer {me or 'new'}) "
+                     f"holds other state in " + ", ".join(p.name for p in differs),
+                     adopt, take_over)
+
+
 def _plan_with_points(manager: BackupManager, plan: RecoveryPlan, facts: HostFacts,
                       refusals: _Refusals, sources: list, search: Search, accept_fresh: bool,
                       accept_rollback: bool, from_reachable: bool) -> None:
@@ -360,8 +427,8 @@ def _plan_with_points(manager: BackupManager, plan: RecoveryPlan, facts: HostFac
     for path, lf in plan.live.items():
         entry = newest.entry(path.name)
         if lf.status == "valid":
-            if entry is not None and lf.digest == entry.sha256:
-                plan.kept.append(path)
+            if entry is not None and lf.digest == entry.sha256 or plan.taking_over:
+                plan.kept.append(path)  # a take-over keeps this machine's state, whole
                 continue
             older = _older_than_newest(manager, plan, path, lf, sources, search)
             if older is None:
@@ -617,7 +684,10 @@ def apply_recovery(manager: BackupManager, plan: RecoveryPlan, *, dry_run: bool 
     kind = plan.commit_kind
     if kind is not None and plan.backups_problem is None:
         details = {"rolled_back_from": plan.newest.sequence} if plan.rolled_back else {}
-        why = {PointKind.ROLLBACK: "rollback acknowledged: " + ", ".join(
+        if kind == PointKind.TAKE_OVER:
+            _set_forks_aside(manager, plan)
+        why = {PointKind.TAKE_OVER: "taken over on purpose by this machine",
+               PointKind.ROLLBACK: "rollback acknowledged: " + ", ".join(
                    p.name for p in plan.rolled_back),
                PointKind.FRESH_START: "started over on purpose: " + ", ".join(
                    p.name for p in plan.fresh),
@@ -629,9 +699,13 @@ def apply_recovery(manager: BackupManager, plan: RecoveryPlan, *, dry_run: bool 
             details["identity"] = facts.identity
         try:
             before = set(manager.store.list_names())
-            point = manager.commit_point(kind, why, details=details,
-                                         fresh=[p.name for p in plan.fresh],
-                                         state_files=list(plan.live))
+            if kind == PointKind.TAKE_OVER:
+                details["took_over_from"] = {"sequence": plan.newest.sequence,
+                                             "writer": plan.newest.writer}
+            point = manager.commit_point(
+                kind, why, details=details, fresh=[p.name for p in plan.fresh],
+                state_files=list(plan.live), force=kind == PointKind.TAKE_OVER,
+                follows=plan.newest if kind == PointKind.TAKE_OVER else None)
             report.point = point.sequence if point else None
             for path in plan.live:
                 entry = point.entry(path.name) if point else None
@@ -644,6 +718,24 @@ def apply_recovery(manager: BackupManager, plan: RecoveryPlan, *, dry_run: bool 
         _queue_missing_copies(manager, list(plan.live), plan.history, report)
     _record(manager, plan, None)
     return report
+
+
+def _set_forks_aside(manager: BackupManager, plan: RecoveryPlan) -> None:
+    """A take-over after a fork: this folder's copies of points that the other stores
+    hold otherwise move to backups/forks/ (kept, never read), so every store agrees on
+    the chain the take-over point follows."""
+    fork = plan.history.fork()
+    if fork is None:
+        return
+    local = fork.digests.get("local")
+    others = {d for loc, d in fork.digests.items() if loc not in ("local", "follows")}
+    if local is None or local in others or not others:
+        return
+    moved = manager.folder.set_aside("forks", [point_name(fork.sequence)])
+    log.warning("take-over: this folder's own restore point %d moved to %s", fork.sequence,
+                ", ".join(moved))
+    plan.history = manager.history()
+    plan.newest = plan.history.newest()
 
 
 def _log_dry_run(plan: RecoveryPlan) -> None:

@@ -47,6 +47,11 @@ def writer_id(backup_dir: str | Path, *, durable: bool = True) -> str:
     return made
 
 
+def known_writer_id(backup_dir: str | Path) -> str | None:
+    """This machine's writer id, or None when it never wrote (nothing is made)."""
+    return _read(Path(backup_dir) / WRITER_FILE)
+
+
 def _read(path: Path) -> str | None:
     try:
         text = path.read_text(encoding="ascii", errors="replace").strip()

@@ -67,7 +67,8 @@ class FakeAlpaca:
         self.requests: list[str] = []   # "METHOD /path" of every request, in order
         self.faults: list[Fault] = []
         self.killed: list[int] = []
-        self._kill: tuple[int, int] | None = None
+        self._kill: tuple[int, int, bool] | None = None
+        self.on_accept = None  # called with each order accepted, once it is placed
         self._orders_by_pid: dict[int, int] = {}
         self._hang_seconds = hang_seconds
         self._lock = threading.Lock()
@@ -100,7 +101,14 @@ class FakeAlpaca:
         """SIGKILL process `pid` right after accepting its `nth` order (counted from now),
         before the answer is sent: the order is placed, the process never hears of it."""
         with self._lock:
-            self._kill = (pid, nth)
+            self._kill = (pid, nth, True)
+            self._orders_by_pid[pid] = 0
+
+    def kill_before_order(self, pid: int, nth: int) -> None:
+        """SIGKILL process `pid` when its `nth` order arrives, before it is accepted: the
+        process died with that order on its way (or between its orders); none is placed."""
+        with self._lock:
+            self._kill = (pid, nth, False)
             self._orders_by_pid[pid] = 0
 
     def fill(self, client_order_id: str | None = None, portion: float = 1.0) -> None:
@@ -237,14 +245,17 @@ class FakeAlpaca:
                 "trail_price": None, "hwm": None, "position_intent": None,
             }
             self.orders.append(order)
-            return 200, dict(order)
+        if self.on_accept is not None:
+            self.on_accept(dict(order))
+        return 200, dict(order)
 
-    def _kill_if_due(self, peer_port: int) -> bool:
-        """True when the process that sent this order was killed for it."""
+    def _kill_if_due(self, peer_port: int, accepted: bool) -> bool:
+        """True when the process that sent this order was killed for it (`accepted`:
+        asked once the order is placed, else before)."""
         with self._lock:
-            if self._kill is None:
+            if self._kill is None or self._kill[2] != accepted:
                 return False
-            pid, nth = self._kill
+            pid, nth, _ = self._kill
             if not _process_owns_connection(pid, peer_port, self.port):
                 return False
             self._orders_by_pid[pid] += 1
@@ -347,8 +358,11 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._answer(404, {"code": 40410000, "message": "order not found"})
             return self._answer(200, found)
         if route == "POST /v2/orders":
+            if fake._kill_if_due(self.client_address[1], accepted=False):
+                self.close_connection = True
+                return None
             status, answer = fake.place(body)
-            if status == 200 and fake._kill_if_due(self.client_address[1]):
+            if status == 200 and fake._kill_if_due(self.client_address[1], accepted=True):
                 self.close_connection = True
                 return None
             return self._answer(status, answer)

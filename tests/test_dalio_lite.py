@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from backup_manager import BackupManager, ConfigError
+from backup_manager import BackupManager, ConfigError, IntentNotCommitted
 from dalio_lite import AlpacaBroker, DalioLite
 from tests.helpers import ROOT
 
@@ -187,19 +187,31 @@ def test_status_prints_json(home):
     assert {s["state_file"] for s in doc["backups"]["state_files"]} == set(STATE_FILES)
 
 
-def test_backups_folder_that_is_a_file_never_fails_the_run(home):
+def test_backups_folder_that_is_a_file_never_fails_a_run_without_orders(home):
     assert run(home).returncode == 0
+    shutil.rmtree(home / "backups")
+    (home / "backups").write_text("not a folder")
+    done = run(home)
+    assert done.returncode == 0, done.stderr
+    doc = status(home)
+    assert doc["outcome"] == "no_action"
+    assert "backups" in doc["last_backup_error"]
+
+
+def test_orders_wait_for_their_intent_a_backups_folder_that_is_a_file_places_none(home):
+    """Promise 15: without the intent committed before them, a run stopped between its
+    orders and its record would place them again: no intent, no order."""
+    assert run(home).returncode == 0
+    account = (home / "state" / "paper_account.json").read_bytes()
     shutil.rmtree(home / "backups")
     (home / "backups").write_text("not a folder")
     config = home / "config.yaml"
     config.write_text(config.read_text().replace("VTI: 250.0", "VTI: 400.0"))  # drift
     done = run(home, "--force-rebalance")
-    assert done.returncode == 0, done.stderr
-    assert len(orders_in(done)) > 0
-    assert "BACKUP FAILED" in done.stderr
-    doc = status(home)
-    assert doc["outcome"] == "rebalanced"
-    assert "backups" in doc["last_backup_error"]
+    assert done.returncode == 3, done.stderr
+    assert orders_in(done) == []
+    assert "the intent before orders could not be committed" in done.stderr
+    assert (home / "state" / "paper_account.json").read_bytes() == account
 
 
 def test_first_run_refuses_when_the_backups_folder_cannot_be_listed(home):
@@ -211,6 +223,27 @@ def test_first_run_refuses_when_the_backups_folder_cannot_be_listed(home):
 
 
 def test_disk_full_during_backup_never_fails_the_save(home, monkeypatch):
+    assert DalioLite(home / "config.yaml").run_daily_check().outcome == "rebalanced"
+    real_write = os.write
+    backups_dir = str(home / "backups")
+
+    def write(fd, data):
+        if os.readlink(f"/proc/self/fd/{fd}").startswith(backups_dir):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    before = sorted(p.name for p in (home / "backups").iterdir())
+    monkeypatch.setattr(os, "write", write)
+    decision = DalioLite(home / "config.yaml").run_daily_check()
+    monkeypatch.undo()
+    assert decision.outcome == "no_action"
+    assert status(home)["outcome"] == "no_action", "the state was saved"
+    assert "No space left" in status(home)["last_backup_error"]
+    assert sorted(p.name for p in (home / "backups").iterdir()) == before, \
+        "nothing half-written is left in backups/"
+
+
+def test_disk_full_before_the_orders_places_none(home, monkeypatch):
     real_write = os.write
     backups_dir = str(home / "backups")
 
@@ -220,13 +253,13 @@ def test_disk_full_during_backup_never_fails_the_save(home, monkeypatch):
         return real_write(fd, data)
 
     monkeypatch.setattr(os, "write", write)
-    bot = DalioLite(home / "config.yaml")
-    decision = bot.run_daily_check()
+    with pytest.raises(IntentNotCommitted, match="No space left"):
+        DalioLite(home / "config.yaml").run_daily_check()
     monkeypatch.undo()
-    assert decision.outcome == "rebalanced"
-    assert json.loads((home / "state" / "last_rebalance.json").read_text())["timestamp"]
-    assert "No space left" in status(home)["last_backup_error"]
-    leftovers = [p.name for p in (home / "backups").iterdir() if p.name != ".lock"]
+    assert not (home / "state" / "paper_account.json").exists(), "no order was placed"
+    assert not (home / "state" / "last_rebalance.json").exists()
+    leftovers = [p.name for p in (home / "backups").iterdir() if p.name not in (".lock",
+                                                                               ".writer")]
     assert leftovers == [], "nothing half-written is left in backups/"
 
 

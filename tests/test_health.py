@@ -14,6 +14,7 @@ from backup_manager import BackupManager, CloudError, StateKey
 from backup_manager.errors import unreachable
 from backup_manager.formats import format_backup_name
 from backup_manager.health import (
+    ProblemKind,
     VerifyReport,
     age,
     status_problems,
@@ -307,7 +308,7 @@ def test_status_gives_the_newest_valid_backup_of_each_configured_file(project):
     assert point == {"count": 1, "newest": 1, "newest_damaged": None,
                      "name": "point-0000000001.json", "time": NOW.isoformat(),
                      "kind": "backup", "writer": bm.writer,
-                     "files": {"last_rebalance.json": name}}
+                     "files": {"last_rebalance.json": name}, "open_intents": []}
 
 
 def test_status_without_configured_files_covers_every_file_with_backups(project):
@@ -403,3 +404,18 @@ def test_status_problems_of_a_folder_with_nothing_in_it():
     (181440, "2.1d")])
 def test_ages_are_written_for_people(seconds, text):
     assert age(seconds) == text
+
+
+def test_an_intent_no_point_settles_is_a_problem_until_one_does(tmp_path):
+    bm = BackupManager(tmp_path / "backups")
+    orders = [{"client_order_id": "daliolite-abc-1", "symbol": "VTI", "side": "buy",
+               "notional": 400.0}]
+    intent, _ = bm.claim_point("orders", "intent: 1 order(s)", details={"orders": orders})
+    bm.commit_point("run", "a run that is not the rebalance", force=True)
+    shown = [p for p in status_problems(bm.status()) if p.kind == ProblemKind.INTENT_UNSETTLED]
+    assert [p.subject for p in shown] == [f"restore point {intent.sequence}"]
+    assert "buy VTI $400.0 (daliolite-abc-1)" in shown[0].what
+    bm.commit_point("run", "the rebalance", details={"settles": [intent.sequence]},
+                    force=True)
+    assert not [p for p in status_problems(bm.status())
+                if p.kind == ProblemKind.INTENT_UNSETTLED]

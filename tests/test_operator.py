@@ -223,7 +223,7 @@ def test_copies_owed_to_a_removed_mirror_are_a_problem_until_forgotten(bot, else
                                     "configured): ")
     forgotten = forget.stdout.strip().split(": ", 1)[1].split(", ")
     assert sorted(forgotten) == sorted([p.name for p in owed] +
-                                       [f"point-{n:010d}.json" for n in (2, 3, 4)])
+                                       [f"point-{n:010d}.json" for n in (3, 4, 5)])
     after = cli(elsewhere, "status", config=config)
     assert after.returncode == 0 and after.stdout.endswith("status: OK\n"), after.stdout
     assert cli(elsewhere, "sync", config=config).returncode == 0

@@ -373,7 +373,11 @@ def test_readme_explains_every_problem_status_can_print():
     stale["newest_damaged"] = "x_2026-01-01_00-00-00.000000Z.json"
     facts["recovery"] = {"refused": {"headline": "h", "reasons": [["x.json", "lost"]],
                                      "commands": ["c"]}, "unseen": {"s3": "503"}}
-    facts["points"] = {"newest_damaged": "checksum mismatch", "name": "point-0000000002.json"}
+    facts["points"] = {"newest_damaged": "checksum mismatch", "name": "point-0000000002.json",
+                       "open_intents": [{"sequence": 1, "time": "2026-12-05T15:45:00+00:00",
+                                         "writer": "9de7baf44418", "orders": [
+                                             {"client_order_id": "daliolite-x", "side": "buy",
+                                              "symbol": "VTI", "notional": 100.0}]}]}
     problems = status_problems(facts, max_age_hours=1) + status_problems(
         {**facts, "state_files": []})
     assert {p.kind for p in problems} == set(ProblemKind), "every kind is made to fire"

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from backup_manager import BackupManager, NoValidBackupError, UnseenStoresError
-from tests.helpers import ROOT, cloud_manager, count_requests, refused_port, stubbed
+from tests.helpers import ROOT, cloud_manager, count_requests, refused_port, remote_keys, stubbed
 
 
 def test_one_client_per_manager(project, state_file, bucket):
@@ -189,3 +189,28 @@ def test_a_new_machine_recovers_from_s3_with_one_listing_and_a_get_per_object(tm
     assert sent == ["GET"] * (1 + 2 * 3), "a listing, then the point and two backups, " \
                                           "each with its sidecar"
     assert (new / "backups" / "point-0000000001.json").exists(), "the point was put back"
+
+
+def test_two_writers_claiming_one_number_in_the_bucket_one_wins(tmp_path, bucket):
+    """Both machines read the history at point 1, then both claim point 2 before their
+    orders: the bucket's exclusive create lets one through; the other commits nothing,
+    here or there, and the refusal is recorded for status."""
+    from backup_manager import WriterConflict
+    from backup_manager.health import status_problems
+
+    endpoint, name = bucket
+    a = cloud_manager(endpoint, name, backup_dir=tmp_path / "a" / "backups")
+    b = cloud_manager(endpoint, name, backup_dir=tmp_path / "b" / "backups")
+    with a.changes("run", "day 0"):
+        pass
+    assert b.history().newest().sequence == 1  # b reads it; neither has claimed yet
+    won, unfenced = a.claim_point("orders", "intent", details={"orders": []})
+    assert (won.sequence, unfenced) == (2, {})
+    with pytest.raises(WriterConflict, match="another writer committed it first"):
+        b.claim_point("orders", "intent", details={"orders": []})
+    assert not (tmp_path / "b" / "backups" / "point-0000000002.json").exists()
+    problems = [p.what for p in status_problems(b.status())]
+    assert any("another writer committed it first" in what for what in problems), problems
+    assert "dalio-lite-backups/point-0000000002.json" in remote_keys(endpoint, name)
+    assert b.history().newest().sequence == 2
+    assert b.history().newest().writer == won.writer

@@ -97,7 +97,7 @@ def test_fault_at_each_step_leaves_old_backups_and_nothing_half_written(project,
 def tiny_disk(tmp_path):
     mount_point = tmp_path / "disk"
     mount_point.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount_point)],
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount_point)],
                           capture_output=True)
     if done.returncode != 0:
         pytest.skip("cannot mount a tmpfs here (needs root)")
@@ -144,7 +144,11 @@ def test_real_read_only_backups_folder(project, state_file, tiny_disk):
     assert state_file.read_bytes() == b"garbage"
 
 
-def test_dalio_run_on_read_only_backups_still_trades_and_records(tmp_path, tiny_disk):
+def test_dalio_run_on_read_only_backups_goes_on_and_records_but_places_no_order(
+        tmp_path, tiny_disk):
+    import json
+    import sys
+
     import yaml
 
     home = tmp_path / "bot"
@@ -153,17 +157,23 @@ def test_dalio_run_on_read_only_backups_still_trades_and_records(tmp_path, tiny_
     doc["backup"]["dir"] = str(tiny_disk / "backups")
     (home / "config.yaml").write_text(yaml.safe_dump(doc))
     (tiny_disk / "backups").mkdir()
+    command = [sys.executable, str(ROOT / "dalio_lite.py"), "--config", str(home / "config.yaml")]
+    assert subprocess.run(command, capture_output=True).returncode == 0  # rebalanced
     subprocess.run(["mount", "-o", "remount,ro", str(tiny_disk)], check=True)
-    import sys
-
-    done = subprocess.run([sys.executable, str(ROOT / "dalio_lite.py"), "--config",
-                           str(home / "config.yaml")], capture_output=True, text=True)
+    done = subprocess.run(command, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert "BACKUP FAILED" in done.stderr and "Read-only" in done.stderr
-    import json
-
+    assert "Read-only" in done.stderr
     status = json.loads((home / "state" / "autopilot_status.json").read_text())
-    assert status["outcome"] == "rebalanced" and "Read-only" in status["last_backup_error"]
+    assert status["outcome"] == "no_action", done.stderr
+    assert "Read-only" in status["last_backup_error"]
+    account = (home / "state" / "paper_account.json").read_bytes()
+    config = home / "config.yaml"
+    config.write_text(config.read_text().replace("VTI: 250.0", "VTI: 400.0"))  # drift
+    forced = subprocess.run([*command, "--force-rebalance"], capture_output=True, text=True)
+    assert forced.returncode == 3, forced.stderr
+    assert "order:" not in forced.stderr, "orders without their intent committed"
+    assert "the intent before orders could not be committed" in forced.stderr
+    assert (home / "state" / "paper_account.json").read_bytes() == account
 
 
 def test_state_folder_deleted_mid_run(project, state_file):

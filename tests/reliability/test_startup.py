@@ -169,17 +169,20 @@ def test_backups_outage_is_recorded_then_caught_up(home):
     assert str(home / "backups") in during.stdout + during.stderr
 
     move_prices(home)
-    traded = run(home, "--force-rebalance")
-    assert traded.returncode == 0, traded.stderr
-    assert orders_in(traded)
-    positions_during_outage = state(home, "paper_account.json").read_bytes()
+    held = run(home, "--force-rebalance")
+    assert held.returncode == 3, "no order without its intent committed first"
+    assert orders_in(held) == []
+    account = json.loads(state(home, "paper_account.json").read_text())
+    account["cash"] += 1.0  # changed during the outage (by hand)
+    state(home, "paper_account.json").write_text(json.dumps(account))
+    changed_during_outage = state(home, "paper_account.json").read_bytes()
 
     (home / "backups").unlink()
     (home / "backups.away").rename(home / "backups")
     after = run(home)
     assert after.returncode == 0, after.stderr
     assert orders_in(after) == []
-    assert positions_during_outage in complete_backups(home, "paper_account.json")
+    assert changed_during_outage in complete_backups(home, "paper_account.json")
     assert_every_file_backed_up(home)
     assert status_doc(home)["last_backup_error"] is None
     ok = backup_cli(home, "status")
@@ -188,7 +191,7 @@ def test_backups_outage_is_recorded_then_caught_up(home):
     state(home, "paper_account.json").unlink()
     restored = run(home)
     assert restored.returncode == 0, restored.stderr
-    assert state(home, "paper_account.json").read_bytes() == positions_during_outage, \
+    assert state(home, "paper_account.json").read_bytes() == changed_during_outage, \
         "the positions from before the outage came back"
 
 
