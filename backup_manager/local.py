@@ -70,17 +70,19 @@ class LocalStore(Store):
         return files, others
 
     def list_names(self, prefix: str = "") -> list[str]:
-        # listdir, not scan(): no per-entry objects. A symlink or folder listed here is
-        # no object all the same: read() refuses it.
+        # Regular files only, from the folder's own entry types (no stat per name): a
+        # symlink or folder named like a backup is no backup, and must not take a
+        # keep_last place, stand for the newest, or be counted by status.
         try:
             try:
-                names = os.listdir(self.root)
+                with os.scandir(self.root) as entries:
+                    return [e.name for e in entries if e.name.startswith(prefix)
+                            and e.is_file(follow_symlinks=False)]
             except FileNotFoundError:
                 self._check_absent()
                 return []
         except OSError as exc:
             raise unreachable(exc, f"cannot list {self.root}") from None
-        return [n for n in names if n.startswith(prefix)] if prefix else names
 
     def _check_absent(self) -> None:
         # A folder never made is empty; one whose parent is gone is a drive not mounted.

@@ -173,9 +173,13 @@ class BackupManager:
         """
         path = Path(state_file_path)
         key = state_key(path)
-        if not os.path.lexists(path):
+        try:
+            os.lstat(path)
+        except FileNotFoundError:
             log.info("nothing to back up: %s does not exist", path)
             return None
+        except OSError as exc:  # EIO, EACCES: a backup failure, never "nothing there"
+            raise storage_error(exc, f"cannot read {path}") from None
         with self.folder.locked():
             # Read under the lock: a read that waited for it may be the newer one.
             try:

@@ -29,11 +29,11 @@ class Store:
         raise NotImplementedError
 
     def list_names(self, prefix: str = "") -> list[str]:
-        """Names starting with `prefix`, in no particular order, hidden ones included;
-        [] when the store is empty, or is a folder not made yet inside a parent that
-        exists. A folder may list a folder or symlink, which read() then refuses; S3
-        lists no key that is not a plain name. Raises StoreUnreachable when the
-        store cannot be listed (a folder whose parent is missing: not mounted)."""
+        """Names of objects starting with `prefix`, in no particular order, hidden ones
+        included; [] when the store is empty, or is a folder not made yet inside a parent
+        that exists. Objects only: a folder lists no symlink or sub-folder, S3 no key
+        that is not a plain name. Raises StoreUnreachable when the store cannot be
+        listed (a folder whose parent is missing: not mounted)."""
         raise NotImplementedError
 
     def scan(self) -> tuple[list[str], list[str]]:

@@ -1,0 +1,121 @@
+"""Stores that misbehave: each case an outside review found, through real processes
+(real symlinks, a sparse file, faketime, a read-only bind mount, strace's fault
+injection, a moto server on 127.0.0.1). Each lost a backup, hid one, read a planted
+object whole or showed a broken target as OK before it was fixed."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from backup_manager import BackupManager
+from tests.helpers import ROOT, rebalance_doc
+
+TIMEOUT = 120
+
+
+def _env(extra=None):
+    return {**os.environ, "PYTHONPATH": str(ROOT), **(extra or {})}
+
+
+@pytest.fixture
+def site(tmp_path):
+    """A folder with a config.yaml of its own: state/x.json backed up to backups/."""
+    folder = tmp_path / "site"
+    (folder / "state").mkdir(parents=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump({"backup": {
+        "state_files": ["state/x.json"]}}))
+    return folder
+
+
+def configure(folder, **backup):
+    doc = yaml.safe_load((folder / "config.yaml").read_text())
+    doc["backup"].update(backup)
+    (folder / "config.yaml").write_text(yaml.safe_dump(doc))
+
+
+def cli(folder, *args, prefix=(), env=None):
+    command = [*prefix, sys.executable, "-m", "backup_manager", "--config",
+               str(folder / "config.yaml"), *map(str, args)]
+    return subprocess.run(command, cwd=folder, capture_output=True, text=True,
+                          env=_env(env), stdin=subprocess.DEVNULL, timeout=TIMEOUT)
+
+
+def plant(folder, name, data=None, *, digest=None):
+    """A backup with a sidecar, as another process (or a person) could leave it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if data is not None:
+        (folder / name).write_bytes(data)
+    digest = digest or hashlib.sha256(data or b"").hexdigest()
+    (folder / (name + ".sha256")).write_text(f"{digest}  {name}\n")
+
+
+def backups(folder, stem="x"):
+    return sorted(p.name for p in folder.glob(f"{stem}_*") if not p.name.endswith(".sha256")
+                  and p.is_file() and not p.is_symlink())
+
+
+def next_name(name):
+    """The backup name one microsecond after `name` (a new-style name)."""
+    from datetime import timedelta
+
+    from backup_manager.formats import format_backup_name, parse_backup_name
+
+    parsed = parse_backup_name(name, "x", ".json")
+    return format_backup_name("x", ".json", parsed.when + timedelta(microseconds=1))
+
+
+# --- 1. a symlink named like a backup takes no keep_last place --------------------------
+
+
+@pytest.mark.parametrize("how", ["prune", "backup"])
+def test_a_symlink_named_like_the_newest_backup_takes_no_keep_last_place(site, how):
+    configure(site, keep_last=3, keep_daily=0)
+    state = site / "state" / "x.json"
+    bm = BackupManager.from_config(site / "config.yaml")
+    with bm.changes("run", "a run that saves x.json four times: one point names the last"):
+        for n in range(4):
+            state.write_text(json.dumps({"n": n}))
+            bm.backup_state_file(state)
+    made = backups(site / "backups")
+    assert len(made) == 3, "keep_last=3 after each backup"
+    elsewhere = site / "elsewhere.json"
+    elsewhere.write_text(json.dumps({"planted": True}))
+    link = site / "backups" / next_name(made[-1])
+    link.symlink_to(elsewhere)
+    plant(site / "backups", link.name, elsewhere.read_bytes())
+    if how == "backup":
+        state.write_text(json.dumps({"n": 4}))
+    done = cli(site, how, *(["state/x.json"] if how == "backup" else []))
+    assert done.returncode == 0, done.stdout + done.stderr
+    kept = backups(site / "backups")
+    wanted = made if how == "prune" else made[1:]
+    assert set(wanted) <= set(kept), (
+        f"a real backup was pruned while a symlink held a keep_last place: {kept}")
+    assert len(kept) == 3
+    assert link.is_symlink(), "what is no backup is not pruned either"
+
+
+# --- 5. an I/O error on the first look at the state file is a backup failure ------------
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
+def test_an_io_error_on_the_first_look_at_the_state_file_fails_the_backup(site):
+    state = site / "state" / "x.json"
+    state.write_bytes(rebalance_doc())
+    first_look_fails = ["strace", "-f", "-qq", "-o", "/dev/null", "-P", str(state),
+                        "-e", "trace=newfstatat,lstat,stat,statx",
+                        "-e", "inject=newfstatat,lstat,stat,statx:error=EIO:when=1"]
+    done = cli(site, "backup", "state/x.json", prefix=first_look_fails)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Input/output error" in done.stdout + done.stderr
+    assert "does not exist" not in done.stdout + done.stderr
+    assert not (site / "backups").exists() or backups(site / "backups") == []
+
