@@ -103,16 +103,18 @@ def _with_points(store: LocalStore, files: list[str], plan: list[Decision],
 def _prune_mirror(mirror: LocalStore, policy: RetentionPolicy, key: StateKey | None,
                   owed: set[str], now: datetime, dry_run: bool, removals_only: bool
                   ) -> list[Decision]:
+    """Retention and the clean-up of leftovers (a killed copy's temp file or incomplete
+    backup) in one mirror, planned from its own listing as in backups/."""
     try:
-        sets = group_backups(mirror.list_names(key.stem + "_" if key else ""),
-                             [key] if key else None)
+        files = mirror.list_names()
+        sets = group_backups(files, [key] if key else None)
         plan = []
         for backups in sets.values():
             if not (removals_only and len(backups.complete_stamps) <= policy.keep_last):
                 plan += _plan_set(mirror, backups, policy, owed, now, None)
-        plan = _with_points(mirror, mirror.list_names(POINT_PREFIX) if plan or key is None
-                            else [], plan, policy, owed, now,
+        plan = _with_points(mirror, files, plan, policy, owed, now,
                             points_too=key is None or removals_only)
+        plan += plan_cleanup(_leftovers(mirror, files, sets, key), now)
         if not dry_run:
             _apply(plan, mirror)
     except (OSError, BackupError) as exc:

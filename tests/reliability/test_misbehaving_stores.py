@@ -119,3 +119,34 @@ def test_an_io_error_on_the_first_look_at_the_state_file_fails_the_backup(site):
     assert "does not exist" not in done.stdout + done.stderr
     assert not (site / "backups").exists() or backups(site / "backups") == []
 
+
+
+# --- 4. leftovers in mirrors are cleaned like those in backups/ -------------------------
+
+
+def test_a_killed_copys_leftovers_in_a_mirror_go_after_the_grace_period(site):
+    import time
+
+    from backup_manager.atomic import temp_name
+
+    configure(site, mirror_dirs=["mirror"])
+    state = site / "state" / "x.json"
+    state.write_bytes(rebalance_doc())
+    assert cli(site, "backup", "state/x.json").returncode == 0
+    two_hours_ago = time.time() - 2 * 3600
+    stale = "x_2026-01-01_00-00-00.000000Z.json"  # its copy was killed before the sidecar
+    leftovers = {}
+    for folder in (site / "backups", site / "mirror"):
+        leftovers[folder] = [folder / temp_name(stale), folder / stale]
+        fresh = folder / temp_name("x_2026-01-02_00-00-00.000000Z.json")
+        for path in [*leftovers[folder], fresh]:
+            path.write_bytes(b'{"half": ')
+        for path in leftovers[folder]:
+            os.utime(path, (two_hours_ago, two_hours_ago))
+    done = cli(site, "prune")
+    assert done.returncode == 0, done.stdout + done.stderr
+    for folder, paths in leftovers.items():
+        assert [p.name for p in paths if p.exists()] == [], f"leftovers stay in {folder}"
+        assert len([p for p in folder.iterdir() if ".tmp-" in p.name]) == 1, \
+            f"a copy still at work in {folder} was disturbed"
+    assert backups(site / "mirror") == backups(site / "backups") != []
