@@ -195,7 +195,7 @@ def status_facts(folder: BackupsFolder, state_files: list[Path], targets: Mappin
     now = folder.clock()
     files, _ = folder.store.scan()
     sets = group_backups(files, None)
-    pending = folder.outbox.pending()
+    pending = _as_claimed(folder, folder.outbox.pending(), targets)
     if state_files:
         rows = [_state_status(folder, state_key(p), sets.get(state_key(p)), now, p)
                 for p in state_files]
@@ -211,6 +211,21 @@ def status_facts(folder: BackupsFolder, state_files: list[Path], targets: Mappin
                     for t_id, t in targets.items()],
         "unconfigured_targets": unconfigured_copies(pending, targets, now),
     }
+
+
+def _as_claimed(folder: BackupsFolder, pending: list[PendingCopy],
+                targets: Mapping[str, Store]) -> list[PendingCopy]:
+    """`pending` with the queue of each target whose store changed since it was
+    recorded (another bucket, prefix or endpoint) shown as the next copy will set it
+    aside: owed to the store it was recorded for, not to the one configured now."""
+    from .copies import target_identity
+    from .outbox import aside_name
+    moved = {}
+    for target_id, target in targets.items():
+        recorded = folder.outbox.identity(target_id)
+        if recorded is not None and recorded != target_identity(target):
+            moved[target_id] = aside_name(target_id, recorded)
+    return [c._replace(target=moved[c.target]) if c.target in moved else c for c in pending]
 
 
 def unconfigured_copies(pending: list[PendingCopy], targets: Mapping[str, Store],
@@ -271,9 +286,11 @@ def _state_status(folder: BackupsFolder, key: StateKey, backups: BackupSet | Non
 
 def _target_status(folder: BackupsFolder, target_id: str, target: Store,
                    pending: list[PendingCopy], now: datetime) -> dict[str, Any]:
+    from .copies import target_identity
     mine = [c for c in pending if c.target == target_id]
     errors = [c for c in mine if c.last_error]
-    last_ok = folder.outbox.last_success(target_id)
+    last_ok = folder.outbox.last_success(target_id) if folder.outbox.belongs(
+        target_id, target_identity(target)) else None
     return {
         "target": target.label,
         "pending": len(mine),

@@ -694,6 +694,7 @@ def _queue_missing_copies(manager: BackupManager, paths: list[Path], history: Hi
         return
     if point is not None:
         newest.append(point.name)
+    manager.copier.claim()
     owed = {(c.target, c.name) for c in manager.outbox.pending()}
     for target_id, target in manager.copier.targets.items():
         if target_id not in history.names:

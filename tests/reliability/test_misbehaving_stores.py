@@ -150,3 +150,40 @@ def test_a_killed_copys_leftovers_in_a_mirror_go_after_the_grace_period(site):
         assert len([p for p in folder.iterdir() if ".tmp-" in p.name]) == 1, \
             f"a copy still at work in {folder} was disturbed"
     assert backups(site / "mirror") == backups(site / "backups") != []
+
+
+# --- 7. a copy target's history belongs to that target ----------------------------------
+
+
+def test_a_mistyped_bucket_after_a_working_setup_shows_its_own_first_failure(site, bucket):
+    endpoint, good = bucket
+    configure(site, cloud_enabled=True, s3_bucket=good, s3_endpoint_url=endpoint,
+              s3_region="us-east-1", s3_connect_timeout_seconds=0.5,
+              s3_read_timeout_seconds=0.5)
+    state = site / "state" / "x.json"
+    state.write_bytes(rebalance_doc())
+    assert cli(site, "backup", "state/x.json").returncode == 0
+    (before,) = json.loads(cli(site, "--json", "status").stdout)["targets"]
+    assert before["last_success"] is not None and before["pending"] == 0
+    configure(site, s3_bucket=good + "-typo")
+    (untried,) = json.loads(cli(site, "--json", "status").stdout)["targets"]
+    assert untried["last_success"] is None, "before its first copy, no history of its own"
+    state.write_bytes(rebalance_doc(n="after the typo"))
+    cli(site, "backup", "state/x.json")
+    status = cli(site, "--json", "status")
+    doc = json.loads(status.stdout)
+    (target,) = doc["targets"]
+    assert target["target"].startswith(f"s3://{good}-typo/")
+    assert target["last_success"] is None, "the old bucket's success shown under the new name"
+    assert "NoSuchBucket" in (target["last_error"] or "")
+    kinds = {p["kind"] for p in doc["problems"] if p["subject"] == target["target"]}
+    assert "target-never-took-a-copy" in kinds, doc["problems"]
+    assert status.returncode == 1
+    configure(site, s3_bucket=good)
+    synced = cli(site, "--json", "sync")
+    (stray,) = json.loads(synced.stdout)["unconfigured_targets"]
+    assert stray["pending"] == 2, "the typo's copies are still owed to it, and said so"
+    assert cli(site, "sync", "--forget", stray["target"]).returncode == 0
+    assert cli(site, "status").returncode == 0, "back on the right bucket, with its history"
+    (after,) = json.loads(cli(site, "--json", "status").stdout)["targets"]
+    assert after["last_success"] is not None and after["pending"] == 0
