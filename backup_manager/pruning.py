@@ -18,7 +18,7 @@ from . import log
 from .catalog import BackupSet, first_valid, group_backups, sidecar_time
 from .errors import BackupError
 from .formats import CLOCK_SKEW, SIDECAR_SUFFIX, TEMP_MARK
-from .points import MAX_POINT_BYTES, POINT_PREFIX, glance, point_name, point_number, points_in
+from .points import MAX_POINT_BYTES, glance, point_name, point_number, points_in
 from .retention import Decision, RetentionPolicy, plan_cleanup, plan_retention
 
 TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
