@@ -107,7 +107,7 @@ def _entry_of(folder: BackupsFolder, path: Path, names: list[str], had: Entry | 
     # Only the newest backup may stand for the live bytes: an older one holding them
     # means the file went back (a restore), and the history records that as new.
     if newest is not None and sidecar_digest(folder.store, newest.name) == digest and \
-            folder.store.read(newest.name) == live:
+            _holds(folder, newest.name, live):
         return Entry(newest.name, digest)
     when = next_stamp(backups, folder.clock(), folder.store.is_object)
     try:
@@ -116,6 +116,13 @@ def _entry_of(folder: BackupsFolder, path: Path, names: list[str], had: Entry | 
         raise storage_error(exc, f"cannot back up {path} in {folder.root}") from None
     log.warning("%s held bytes no backup held: backed up now as %s", path, name)
     return Entry(name, digest)
+
+
+def _holds(folder: BackupsFolder, name: str, live: bytes) -> bool:
+    try:
+        return folder.store.read(name) == live
+    except IntegrityError:  # too large to read, or damaged: not these bytes
+        return False
 
 
 def _digests(files: Mapping[str, Entry | None]) -> dict[str, str | None]:

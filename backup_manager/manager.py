@@ -25,11 +25,20 @@ from .catalog import (
     next_stamp,
     state_files_in,
 )
-from .config import backup_options, distinct_file_names, load_config_file, timeout
+from .config import (
+    MAX_STATE_BOUND,
+    MIN_STATE_BOUND,
+    backup_options,
+    distinct_file_names,
+    load_config_file,
+    timeout,
+    whole_number,
+)
 from .copies import CLOUD_TARGET, Copier, SyncResult
 from .errors import (
     BackupError,
     ConfigError,
+    InvalidStateError,
     NoValidBackupError,
     UnseenStoresError,
     storage_error,
@@ -40,6 +49,7 @@ from .local import LocalStore
 from .points import PointKind, point_name, points_in
 from .pruning import prune_backups
 from .retention import Decision, RetentionPolicy
+from .store import MAX_STATE_BYTES
 
 TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
 if TYPE_CHECKING:
@@ -97,6 +107,7 @@ class BackupManager:
                  s3_sse: str | None = None, s3_kms_key_id: str | None = None,
                  s3_expected_bucket_owner: str | None = None,
                  s3_client_config: Mapping[str, Any] | None = None,
+                 max_state_bytes: int = MAX_STATE_BYTES,
                  clock: Callable[[], datetime] | None = None):
         try:
             self.policy = RetentionPolicy(keep_last, keep_daily, retention_days)
@@ -111,12 +122,16 @@ class BackupManager:
         self.cloud_enabled = cloud_enabled
         self.s3_bucket = s3_bucket
         self.durable = bool(durable)
+        self.max_state_bytes = whole_number("max_state_bytes", max_state_bytes,
+                                            minimum=MIN_STATE_BOUND, maximum=MAX_STATE_BOUND)
         self.state_files = distinct_file_names("state_files", [Path(p) for p in state_files])
         self.folder = BackupsFolder(self.backup_dir, durable=self.durable,
                                     lock_timeout=timeout("lock_timeout", lock_timeout),
-                                    clock=clock or (lambda: datetime.now(UTC)))
+                                    clock=clock or (lambda: datetime.now(UTC)),
+                                    max_bytes=self.max_state_bytes)
         self.store, self.outbox = self.folder.store, self.folder.outbox
-        self.mirrors = {_mirror_id(Path(d)): LocalStore(d, durable=self.durable)
+        self.mirrors = {_mirror_id(Path(d)): LocalStore(d, durable=self.durable,
+                                                        max_bytes=self.max_state_bytes)
                         for d in mirror_dirs}
         self.cloud = None
         if cloud_enabled:
@@ -125,7 +140,8 @@ class BackupManager:
             self.cloud = S3Store(s3_bucket, s3_prefix, endpoint_url=s3_endpoint_url,
                                  region=s3_region, sse=s3_sse, kms_key_id=s3_kms_key_id,
                                  expected_owner=s3_expected_bucket_owner,
-                                 client_config=dict(s3_client_config or {}))
+                                 client_config=dict(s3_client_config or {}),
+                                 max_bytes=self.max_state_bytes)
         targets: dict[str, Store] = dict(self.mirrors)
         if self.cloud is not None:
             targets[CLOUD_TARGET] = self.cloud
@@ -190,6 +206,10 @@ class BackupManager:
             except OSError as exc:
                 raise storage_error(exc, f"cannot read {path}") from None
             validate_content(path.name, data)
+            if len(data) > self.max_state_bytes:
+                raise InvalidStateError(
+                    f"{path.name}: {len(data):,} bytes, larger than backup.max_state_bytes "
+                    f"({self.max_state_bytes:,}): no backup of it could be read back")
             files = self.store.list_names()
             backups = group_backups(files, [key]).get(key) or BackupSet(key, [], set())
             try:

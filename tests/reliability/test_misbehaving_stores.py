@@ -187,3 +187,53 @@ def test_a_mistyped_bucket_after_a_working_setup_shows_its_own_first_failure(sit
     assert cli(site, "status").returncode == 0, "back on the right bucket, with its history"
     (after,) = json.loads(cli(site, "--json", "status").stdout)["targets"]
     assert after["last_success"] is not None and after["pending"] == 0
+
+
+# --- 2. a planted huge object is never read whole ---------------------------------------
+
+PEAK_PROBE = """
+import runpy, sys
+sys.argv = ["backup_manager", *sys.argv[1:]]
+try:
+    runpy.run_module("backup_manager", run_name="__main__", alter_sys=True)
+finally:
+    peak = next(line for line in open("/proc/self/status") if line.startswith("VmHWM"))
+    read = next(line for line in open("/proc/self/io") if line.startswith("rchar"))
+    print("peak-kib", peak.split()[1], "read-bytes", read.split()[1], file=sys.stderr)
+"""
+
+
+def peak_kib(done):
+    return int(done.stderr.rsplit("peak-kib ", 1)[1].split()[0])
+
+
+def bytes_read(done):
+    return int(done.stderr.rsplit("read-bytes ", 1)[1].split()[0])
+
+
+def test_a_planted_sparse_object_in_a_mirror_is_never_read_whole(site):
+    from datetime import UTC, datetime, timedelta
+
+    from backup_manager.formats import format_backup_name
+
+    configure(site, mirror_dirs=["mirror"], keep_last=1, keep_daily=0)
+    state = site / "state" / "x.json"
+    state.write_bytes(rebalance_doc())
+    assert cli(site, "backup", "state/x.json").returncode == 0
+    # Named after the backup the next run makes: the mirror's newest, so the prune after
+    # that backup looks at it first.
+    planted = format_backup_name("x", ".json", datetime.now(UTC) + timedelta(minutes=1))
+    with open(site / "mirror" / planted, "wb") as f:
+        f.truncate(512 * 1024 * 1024)  # sparse: no disk used, 512 MiB to read
+    plant(site / "mirror", planted, digest="0" * 64)
+    state.write_bytes(rebalance_doc(n="next"))
+    done = subprocess.run([sys.executable, "-c", PEAK_PROBE, "--config",
+                           str(site / "config.yaml"), "backup", "state/x.json"], cwd=site,
+                          capture_output=True, text=True, env=_env(), timeout=TIMEOUT)
+    assert done.returncode == 0, done.stderr
+    assert peak_kib(done) < 128 * 1024, f"peak RSS {peak_kib(done) // 1024} MiB"
+    assert bytes_read(done) < 16 * 1024 * 1024, "read up to the bound: the size says enough"
+    verify = cli(site, "verify")
+    assert verify.returncode == 1
+    (line,) = [line for line in verify.stdout.splitlines() if planted in line]
+    assert "too large" in line and "536,870,912 bytes" in line, line
