@@ -237,3 +237,96 @@ def test_a_planted_sparse_object_in_a_mirror_is_never_read_whole(site):
     assert verify.returncode == 1
     (line,) = [line for line in verify.stdout.splitlines() if planted in line]
     assert "too large" in line and "536,870,912 bytes" in line, line
+
+
+# --- 8. rules no test held ---------------------------------------------------------------
+
+
+def owe(site, target, name, queued_at):
+    """An outbox entry as the outbox writes it, queued at `queued_at`."""
+    entry = site / "backups" / ".outbox" / target / (name + ".json")
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    entry.write_text(json.dumps({"queued_at": queued_at.isoformat(), "attempts": 3,
+                                 "last_error": "mirror not mounted", "conflict": False}))
+
+
+def test_status_measures_the_oldest_pending_copy_from_the_oldest(site):
+    from datetime import UTC, datetime, timedelta
+
+    configure(site, mirror_dirs=["mirror"])
+    state = site / "state" / "x.json"
+    state.write_bytes(rebalance_doc())
+    assert cli(site, "backup", "state/x.json").returncode == 0
+    (target,) = BackupManager.from_config(site / "config.yaml").mirrors
+    now = datetime.now(UTC)
+    owe(site, target, "x_2025-12-01_00-00-00.000000Z.json", now - timedelta(days=336))
+    owe(site, target, "x_2026-11-01_00-00-00.000000Z.json", now - timedelta(minutes=5))
+    done = cli(site, "--json", "status", "--max-age-hours", "24")
+    (row,) = json.loads(done.stdout)["targets"]
+    assert row["oldest_pending_age_seconds"] >= 336 * 86400
+    late = [p for p in json.loads(done.stdout)["problems"]
+            if p["kind"] == "copies-pending-too-long"]
+    assert late and "336" in late[0]["problem"], done.stdout
+    assert done.returncode == 1
+
+
+def _plant_unnamed(folder, name, data):
+    """A complete backup that no restore point names (a folder from before points)."""
+    plant(folder, name, data)
+
+
+def test_restore_prefers_new_style_names_to_the_original_modules_across_stores(site):
+    configure(site, mirror_dirs=["mirror"])
+    today = rebalance_doc(n="today")
+    _plant_unnamed(site / "backups", "x_2026-11-30_08-00-00.000000Z.json", today)
+    # The original module's names (local time, whole seconds) in a mirror seeded with them.
+    _plant_unnamed(site / "mirror", "x_2025-06-01_08-00-00.json", rebalance_doc(n="2025"))
+    done = cli(site, "restore", "state/x.json", "--yes")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (site / "state" / "x.json").read_bytes() == today
+
+
+def test_restore_takes_this_machines_backup_over_an_s3_object_of_the_same_name(site, bucket):
+    import boto3
+
+    endpoint, name = bucket
+    configure(site, cloud_enabled=True, s3_bucket=name, s3_endpoint_url=endpoint,
+              s3_region="us-east-1")
+    backup = "x_2026-11-30_08-00-00.000000Z.json"
+    mine, theirs = rebalance_doc(n="this machine"), rebalance_doc(n="another machine")
+    _plant_unnamed(site / "backups", backup, mine)
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    client.put_object(Bucket=name, Key=f"dalio-lite-backups/{backup}", Body=theirs)
+    client.put_object(Bucket=name, Key=f"dalio-lite-backups/{backup}.sha256",
+                      Body=f"{hashlib.sha256(theirs).hexdigest()}  {backup}\n".encode())
+    done = cli(site, "restore", "state/x.json", "--yes")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (site / "state" / "x.json").read_bytes() == mine
+
+
+def test_start_up_repairs_a_mirror_holding_a_backup_without_its_sidecar(tmp_path):
+    """A mirror that lost a sidecar holds an incomplete backup: after the machine is lost
+    it would restore an older state. The next start owes it the copy again."""
+    home = tmp_path / "bot"
+    home.mkdir()
+    shutil.copy(ROOT / "config.yaml", home / "config.yaml")
+    configure(home, mirror_dirs=["mirror"])
+
+    def run():
+        return subprocess.run([sys.executable, str(ROOT / "dalio_lite.py"), "--config",
+                               str(home / "config.yaml")], cwd=home, capture_output=True,
+                              text=True, env=_env(), timeout=TIMEOUT)
+
+    assert run().returncode == 0
+    newest = BackupManager(home / "backups").list_backups(
+        home / "state" / "last_rebalance.json")[0].name
+    (home / "mirror" / (newest + ".sha256")).unlink()
+    assert run().returncode == 0
+    assert (home / "mirror" / (newest + ".sha256")).read_bytes() == \
+        (home / "backups" / (newest + ".sha256")).read_bytes()
+    live = (home / "state" / "last_rebalance.json").read_bytes()
+    shutil.rmtree(home / "backups")
+    shutil.rmtree(home / "state")
+    configure(home, dir="lost-machine-backups")  # only the mirror is left
+    assert cli(home, "restore", "--all", "--yes").returncode == 0
+    assert (home / "state" / "last_rebalance.json").read_bytes() == live
