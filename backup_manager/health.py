@@ -203,6 +203,7 @@ def status_facts(folder: BackupsFolder, state_files: list[Path], targets: Mappin
         rows = [_state_status(folder, k, sets[k], now, None) for k in sorted(sets)]
     return {
         "backup_dir": str(folder.root),
+        "backups_unwritable": _unwritable(folder),
         "disk_bytes": sum(folder.store.size(f) or 0 for f in files),
         "points": _points_status(folder, files),
         "recovery": folder.recovery_record(),
@@ -211,6 +212,19 @@ def status_facts(folder: BackupsFolder, state_files: list[Path], targets: Mappin
                     for t_id, t in targets.items()],
         "unconfigured_targets": unconfigured_copies(pending, targets, now),
     }
+
+
+def _unwritable(folder: BackupsFolder) -> str | None:
+    """Why backups/ cannot be written (a read-only mount, no permission); None when it
+    can, or does not exist yet. Looked at, not tried: status writes nothing."""
+    import errno
+    import os
+    try:
+        if os.statvfs(folder.root).f_flag & os.ST_RDONLY:
+            return os.strerror(errno.EROFS)
+    except OSError:
+        return None
+    return None if os.access(folder.root, os.W_OK | os.X_OK) else os.strerror(errno.EACCES)
 
 
 def _as_claimed(folder: BackupsFolder, pending: list[PendingCopy],
@@ -307,6 +321,7 @@ class ProblemKind(StrEnum):
 
     HOST_REFUSES = "host-refuses"
     STORE_UNSEEN = "store-unseen"
+    BACKUPS_UNWRITABLE = "backups-folder-unwritable"
     NO_STATE_FILES = "no-state-files"
     BACKUP_FAILED = "backup-failed"
     UNSAVED = "unsaved-live-bytes"
@@ -370,6 +385,14 @@ def _site_problems(facts: Mapping[str, Any], command: str, host_command: str) ->
                                 f"the last start-up could not see {where}: {why}",
                                 f"fix it (credentials, endpoint, a folder not mounted); "
                                 f"{command} sync and the next run check it again"))
+    if facts.get("backups_unwritable"):
+        problems.append(Problem(SITE, ProblemKind.BACKUPS_UNWRITABLE,
+                                f"the backups folder {facts['backup_dir']} cannot be written "
+                                f"({facts['backups_unwritable']}): no backup, restore point "
+                                "or kept file can be made; restores from it still work when "
+                                "nothing needs keeping",
+                                f"make it writable (remount it read-write, fix its owner or "
+                                f"free space), then run the daily check: {host_command}"))
     if not facts["state_files"]:
         problems.append(Problem(SITE, ProblemKind.NO_STATE_FILES,
                                 "no state files configured and no backups found",

@@ -290,6 +290,7 @@ def test_status_gives_the_newest_valid_backup_of_each_configured_file(project):
     point = facts.pop("points")
     assert facts == {
         "backup_dir": "backups",
+        "backups_unwritable": None,
         "disk_bytes": disk,
         "recovery": None,
         "state_files": [

@@ -330,3 +330,88 @@ def test_start_up_repairs_a_mirror_holding_a_backup_without_its_sidecar(tmp_path
     configure(home, dir="lost-machine-backups")  # only the mirror is left
     assert cli(home, "restore", "--all", "--yes").returncode == 0
     assert (home / "state" / "last_rebalance.json").read_bytes() == live
+
+
+# --- 6. a read-only backups/ hides no good backup ---------------------------------------
+
+
+@pytest.fixture
+def bot(tmp_path):
+    home = tmp_path / "bot"
+    home.mkdir()
+    shutil.copy(ROOT / "config.yaml", home / "config.yaml")
+    return home
+
+
+def run_bot(home, *args):
+    return subprocess.run([sys.executable, str(ROOT / "dalio_lite.py"), "--config",
+                           str(home / "config.yaml"), *args], cwd=home, capture_output=True,
+                          text=True, env=_env(), stdin=subprocess.DEVNULL, timeout=TIMEOUT)
+
+
+@pytest.fixture
+def read_only(bot):
+    """Make `folder` read-only for everyone, root included: a read-only bind mount of it
+    on itself (what a read-only remount of the disk holding it does)."""
+    mounted = []
+
+    def make(folder):
+        for command in (["mount", "--bind", str(folder), str(folder)],
+                        ["mount", "-o", "remount,ro,bind", str(folder)]):
+            done = subprocess.run(command, capture_output=True, text=True)
+            if done.returncode != 0:
+                pytest.skip(f"cannot bind-mount here (needs root): {done.stderr.strip()}")
+            if command[1] == "--bind":
+                mounted.append(folder)
+
+    yield make
+    for folder in mounted:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def test_a_lost_state_file_is_installed_from_a_read_only_backups_folder(bot, read_only):
+    assert run_bot(bot).returncode == 0
+    live = (bot / "state" / "last_rebalance.json").read_bytes()
+    (bot / "state" / "last_rebalance.json").unlink()
+    read_only(bot / "backups")
+    done = run_bot(bot)
+    assert done.returncode == 0, done.stderr
+    assert (bot / "state" / "last_rebalance.json").read_bytes() == live
+    assert "Read-only file system" in done.stderr, "the backups folder's problem is said"
+    status = cli(bot, "status")
+    assert status.returncode == 1 and "Read-only file system" in status.stdout, status.stdout
+
+
+def test_restore_and_the_one_liner_install_from_a_read_only_backups_folder(bot, read_only):
+    assert run_bot(bot).returncode == 0
+    state = bot / "state" / "last_rebalance.json"
+    live = state.read_bytes()
+    read_only(bot / "backups")
+    state.unlink()
+    done = cli(bot, "restore", "state/last_rebalance.json", "--yes")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert state.read_bytes() == live
+    state.unlink()
+    one_liner = ("from backup_manager import BackupManager; import sys; "
+                 "sys.exit(0 if BackupManager().restore_from_backup("
+                 "'state/last_rebalance.json') else 1)")
+    done = subprocess.run([sys.executable, "-c", one_liner], cwd=bot, capture_output=True,
+                          text=True, env=_env(), timeout=TIMEOUT)
+    assert done.returncode == 0, done.stderr
+    assert state.read_bytes() == live
+
+
+def test_a_live_file_that_must_be_kept_on_a_read_only_backups_folder_is_a_refusal(bot,
+                                                                                read_only):
+    assert run_bot(bot).returncode == 0
+    state = bot / "state" / "last_rebalance.json"
+    state.write_bytes(b"{not json")
+    read_only(bot / "backups")
+    done = run_bot(bot)
+    assert done.returncode == 3, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "refusing to trade" in done.stderr
+    assert "Read-only file system" in done.stderr and "corrupt/" in done.stderr, done.stderr
+    assert state.read_bytes() == b"{not json", "nothing was replaced"
+    status = cli(bot, "status")
+    assert status.returncode == 1 and "Read-only file system" in status.stdout, status.stdout
