@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import namedtuple
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from enum import StrEnum
 
 from .atomic import read_state_file
@@ -27,11 +28,11 @@ from .formats import (
     state_key,
     validate_content,
 )
+from .pruning import made_readings
 from .retention import GRACE_PERIOD
 
 TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
 if TYPE_CHECKING:
-    from datetime import datetime
     from pathlib import Path
     from typing import Any
 
@@ -80,8 +81,9 @@ def verify_stores(folder: BackupsFolder, stores: Iterable[Store],
         except StoreUnreachable as exc:
             report.items.append(VerifyItem(store.label, "", "unreachable", str(exc)))
             continue
+        made = made_readings(store, names) if sets else {}
         for backups in sets.values():
-            _verify_set(folder, store, backups, report)
+            _verify_set(folder, store, backups, report, made)
         if store is folder.store:
             _report_strays(store, strays, report, keys)
     return report
@@ -104,13 +106,14 @@ def verify_uploaded(folder: BackupsFolder, cloud: Store, target_id: str,
 
 
 def _verify_set(folder: BackupsFolder, store: Store, backups: BackupSet,
-                report: VerifyReport) -> None:
+                report: VerifyReport, made: Mapping[str, datetime]) -> None:
     ahead = folder.clock() + CLOCK_SKEW
     for backup, complete in backups:
         status, detail = "ok", ""
         try:
             read_valid(store, backup)
-            if backup.when > ahead:
+            # By when it was made: one only named after such a backup (pinned) is fine.
+            if made.get(backup.name, backup.when) > ahead:
                 status, detail = FUTURE, move_aside_hint(folder, backup.name)
         except IntegrityError as exc:
             status, detail = exc.kind, exc.detail
@@ -196,11 +199,12 @@ def status_facts(folder: BackupsFolder, state_files: list[Path], targets: Mappin
     files, _ = folder.store.scan()
     sets = group_backups(files, None)
     pending = _as_claimed(folder, folder.outbox.pending(), targets)
+    made = made_readings(folder.store, files)
     if state_files:
-        rows = [_state_status(folder, state_key(p), sets.get(state_key(p)), now, p)
+        rows = [_state_status(folder, state_key(p), sets.get(state_key(p)), now, p, made)
                 for p in state_files]
     else:
-        rows = [_state_status(folder, k, sets[k], now, None) for k in sorted(sets)]
+        rows = [_state_status(folder, k, sets[k], now, None, made) for k in sorted(sets)]
     return {
         "backup_dir": str(folder.root),
         "backups_unwritable": _unwritable(folder),
@@ -273,20 +277,28 @@ def _points_status(folder: BackupsFolder, files: list[str]) -> dict[str, Any]:
 
 
 def _state_status(folder: BackupsFolder, key: StateKey, backups: BackupSet | None,
-                  now: datetime, path: Path | None) -> dict[str, Any]:
+                  now: datetime, path: Path | None, made: Mapping[str, datetime]
+                  ) -> dict[str, Any]:
     backups = backups or BackupSet(key, [], set())
     newest_complete = next(backups.complete(), None)
     newest = first_valid(folder.store, backups.complete())
-    when = newest.when if newest else None
-    future = []
+    when = made.get(newest.name, newest.when) if newest else None
+    future, pinned = [], 0
     if backups.newest_stamp and stamp_time(backups.newest_stamp) > now + CLOCK_SKEW:
-        future = [name for name, t in backups.retention_records() if t > now + CLOCK_SKEW]
+        # Named ahead of the clock: made under a clock ahead (the jump), or named just
+        # after such a backup while the clock was right (pinned, promise 9).
+        for name, t in reversed(backups.retention_records()):
+            if made.get(name, t) > now + CLOCK_SKEW:
+                future.append(name)
+            elif future and t > now + CLOCK_SKEW:
+                pinned += 1
     live, detail = live_state(folder, path) if path is not None else (None, "")
     return {
         "path": str(path) if path is not None else None,
         "live": live,
         "live_detail": detail,
         "stamped_in_future": future,
+        "pinned_after_future": pinned,
         "state_file": key.file_name,
         "backups": len(backups),
         "complete": len(backups.complete_stamps),
@@ -426,10 +438,14 @@ def _file_problems(s: Mapping[str, Any], facts: Mapping[str, Any], limit: float 
                                 f"{command} backup {path}"))
     for backup in s["stamped_in_future"]:
         folder = facts["backup_dir"]
+        pinned = s.get("pinned_after_future") or 0
+        since = (f"; the clock jumped: the {pinned} backup(s) made since are named just after "
+                 "it (name order is creation order), and retention ages each by when it was "
+                 "made, so nothing is lost") if pinned else ""
         problems.append(Problem(
             name, ProblemKind.STAMPED_IN_FUTURE,
             f"{backup} is stamped in the future: the clock was ahead when it was made, or is "
-            "behind now", "check the clock (timedatectl status); if it is right, move the "
+            f"behind now{since}", "check the clock (timedatectl status); if it is right, move the "
             f"backup aside: mkdir -p {folder}/{CORRUPT_DIR} && mv {folder}/{backup} "
             f"{folder}/{backup}.sha256 {folder}/{CORRUPT_DIR}/"))
     if s.get("newest_damaged"):

@@ -148,7 +148,7 @@ class BackupManager:
         self.copier = Copier(self.store, self.outbox, targets)
         self.seen_sequence = 0
         """The highest restore point number seen in any store by this manager."""
-        self._batch: list[dict[str, tuple[str, str]]] = []
+        self._batch: list[dict[str, tuple[str, str, datetime]]] = []
         self._writer: str | None = None
 
     @classmethod
@@ -215,14 +215,15 @@ class BackupManager:
             try:
                 # One folder sync after the point that names this backup makes both
                 # names durable (the point is the only write that follows).
-                name = self.store.create_backup(*key, data, mode, self._stamp(backups),
+                now = self.folder.clock()
+                name = self.store.create_backup(*key, data, mode, self._stamp(backups, now),
                                                 before_commit=self.copier.record,
                                                 sync_folder=bool(self._batch))
             except OSError as exc:
                 raise storage_error(exc, f"cannot write a backup of {path} in "
                                          f"{self.backup_dir}") from None
             files += [name, name + SIDECAR_SUFFIX]
-            made = {key.file_name: (name, sha256_hex(data))}
+            made = {key.file_name: (name, sha256_hex(data), now)}
             if self._batch:
                 self._batch[-1].update(made)
             else:
@@ -278,7 +279,7 @@ class BackupManager:
                         raise
 
     def _commit(self, kind: str, reason: str, *, details: Mapping[str, Any] | None = None,
-                made: Mapping[str, tuple[str, str]] = {}, fresh: Iterable[str] = (),
+                made: Mapping[str, tuple[str, str, datetime]] = {}, fresh: Iterable[str] = (),
                 force: bool = False, extra: Iterable[Path] = (),
                 names: list[str] | None = None) -> Point | None:
         from .commit import commit_point
@@ -291,7 +292,8 @@ class BackupManager:
             self.seen_sequence = max(self.seen_sequence, point.sequence)
         return point
 
-    def _commit_after(self, key: StateKey, path: Path, made: Mapping[str, tuple[str, str]],
+    def _commit_after(self, key: StateKey, path: Path,
+                      made: Mapping[str, tuple[str, str, datetime]],
                       names: list[str]) -> Point | None:
         """The point of a bare backup. The backup is made whatever happens here: a point
         that fails is logged, and the next start-up catches it up."""
@@ -313,8 +315,7 @@ class BackupManager:
             raise storage_error(exc, f"cannot sync {self.backup_dir}") from None
         return None
 
-    def _stamp(self, backups: BackupSet) -> datetime:
-        now = self.folder.clock()
+    def _stamp(self, backups: BackupSet, now: datetime) -> datetime:
         stamp = next_stamp(backups, now, self.store.is_object)
         if stamp != now:
             log.warning("the clock (%s) is behind the newest backup of %s: naming the new "

@@ -415,3 +415,60 @@ def test_a_live_file_that_must_be_kept_on_a_read_only_backups_folder_is_a_refusa
     assert state.read_bytes() == b"{not json", "nothing was replaced"
     status = cli(bot, "status")
     assert status.returncode == 1 and "Read-only file system" in status.stdout, status.stdout
+
+
+# --- 3. one backup under a clock a year ahead voids no daily history --------------------
+
+
+def faketime(offset):
+    if shutil.which("faketime") is None:
+        pytest.skip("faketime is not installed (apt-get install faketime); CI installs it")
+    return ["faketime", "-f", offset]
+
+
+def backup_at(site, offset, n):
+    """`backup` in a real process under a clock shifted by `offset` (faketime), of a
+    state that records `n`."""
+    (site / "state" / "x.json").write_text(json.dumps({"n": n}))
+    done = cli(site, "backup", "state/x.json", prefix=faketime(offset),
+               env={"FAKETIME_DONT_FAKE_MONOTONIC": "1"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+def kept_days(site):
+    """The `n` each backup left in backups/ records."""
+    return sorted(json.loads((site / "backups" / name).read_text())["n"]
+                  for name in backups(site / "backups"))
+
+
+@pytest.mark.timeout(300)
+def test_a_backup_made_a_year_ahead_after_the_history_voids_none_of_it(site):
+    for day in range(40, 0, -1):
+        backup_at(site, f"-{day}d", -day)
+    backup_at(site, "+365d", 365)  # its own prune runs under that clock
+    assert kept_days(site) == [*range(-30, 0), 365], "retention_days counted from the glitch"
+    assert cli(site, "prune").returncode == 0  # and under the right clock again
+    assert kept_days(site) == [*range(-30, 0), 365]
+    status = cli(site, "status")
+    assert status.returncode == 1
+    assert "is stamped in the future" in status.stdout, status.stdout
+
+
+@pytest.mark.timeout(300)
+def test_a_backup_made_a_year_ahead_before_the_history_voids_none_of_it(site):
+    backup_at(site, "+365d", 365)
+    for day in range(40, 0, -1):  # each named just after the glitched one (promise 9)
+        backup_at(site, f"-{day}d", -day)
+    assert cli(site, "prune").returncode == 0
+    assert kept_days(site) == [*range(-30, 0), 365], \
+        "a backup named after the glitch is aged by when it was made"
+    status = cli(site, "--json", "status")
+    (future,) = [p for p in json.loads(status.stdout)["problems"]
+                 if p["kind"] == "stamped-in-future"]
+    assert "the 30 backup(s) made since are named just after it" in future["problem"]
+    assert future["problem"].startswith(backups(site / "backups")[0])
+    verify = cli(site, "verify")
+    assert [line for line in verify.stdout.splitlines() if "in the future" in line] == [
+        line for line in verify.stdout.splitlines() if backups(site / "backups")[0] in line
+        and "in the future" in line], "verify names the glitched backup alone"
