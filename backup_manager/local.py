@@ -103,7 +103,9 @@ class LocalStore(Store):
             raise unreachable(exc, f"cannot read {name} in {self.root}") from None
         try:
             info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode) or info.st_size > self.max_bytes:
+            bounded = max_bytes is not None and max_bytes < self.max_bytes
+            if not stat.S_ISREG(info.st_mode) or (info.st_size > self.max_bytes
+                                                   and not bounded):
                 os.close(fd)
                 if stat.S_ISREG(info.st_mode):
                     raise too_large(self, name, info.st_size)

@@ -109,8 +109,9 @@ def _with_points(glanced: Mapping[str, tuple[datetime | None, dict[str, datetime
     the points themselves when `points_too` (a prune of one state file leaves the
     points, which belong to every state file, to the next full prune). Points are
     planned by the time in each manifest, in sequence order: clock-proof like backups."""
-    if not glanced:
-        return plan
+    removing = any(not d.keep for d in plan)
+    if not glanced or not (removing or (points_too and len(complete) > policy.keep_last)):
+        return plan  # nothing to protect, and keep_last alone keeps every point
     newest = point_name(max(complete))
     protect = {name: "waiting for upload" for name in waiting & glanced.keys()}
     protect[newest] = "newest restore point"

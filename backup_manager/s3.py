@@ -140,10 +140,10 @@ class S3Store(Store):
             # Not `with body`: that reads the raw stream, past botocore's checksum check.
             body = reply["Body"]
             try:
+                if max_bytes is not None and max_bytes < self.max_bytes and size > max_bytes:
+                    return body.read(max_bytes + 1)
                 if size > self.max_bytes:  # closed unread: never downloaded
                     raise too_large(self, name, size)
-                if max_bytes is not None and size > max_bytes:
-                    return body.read(max_bytes + 1)
                 # By the size S3 reports (a read allocates what it asks for), then one
                 # more read sees the end, where botocore checks length and checksum.
                 data = body.read(size + 1)

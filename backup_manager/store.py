@@ -55,8 +55,8 @@ class Store:
         more than the store's bound: an object the store reports larger than
         `self.max_bytes` (its size before any byte is read) raises IntegrityError (kind
         'too large') unread, and one that grows past it while read raises the same.
-        With `max_bytes`, at most max_bytes + 1 bytes, so a caller sees that it is
-        larger. Raises IntegrityError (kind 'checksum mismatch') when the store itself
+        With a smaller `max_bytes`, at most max_bytes + 1 bytes, so a caller sees that
+        it is larger. Raises IntegrityError (kind 'checksum mismatch') when the store itself
         finds the bytes damaged, StoreUnreachable when it cannot be read."""
         raise NotImplementedError
 
