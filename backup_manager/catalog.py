@@ -132,10 +132,12 @@ def first_valid(store: Store, newest_first: Iterable[BackupName]) -> BackupName 
 
 def sidecar_digest(store: Store, name: str) -> str | None:
     """The digest backup `name`'s sidecar records; None if it has none or it is malformed."""
+    from .errors import IntegrityError
+
     try:
         sidecar = store.read(name + SIDECAR_SUFFIX, max_bytes=MAX_SIDECAR)
         return None if sidecar is None else parse_sidecar(sidecar, name)
-    except (ValueError, OSError):
+    except (ValueError, OSError, IntegrityError):
         return None
 
 

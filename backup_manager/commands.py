@@ -523,6 +523,7 @@ def _forget(manager: BackupManager, args: argparse.Namespace, config: dict) -> i
         raise UsageError(f"--forget takes a target as status shows it, got {args.forget!r}")
     configured = target in targets
     with manager.folder.locked():
+        manager.copier.claim()  # a queue another store was owed is set aside first
         owed = [c for c in manager.outbox.pending(target) if c.conflict or not configured]
         if not owed:
             known = sorted({c.target for c in manager.outbox.pending()})

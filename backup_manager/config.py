@@ -47,7 +47,12 @@ BACKUP_DEFAULTS: dict[str, Any] = {
     "host_lock": None,
     "host_lock_timeout_seconds": 60,
     "dashboard_remote_restore": False,
+    "max_state_bytes": 16 * 1024 * 1024,
 }
+MIN_STATE_BOUND = 64 * 1024
+"""The least backup.max_state_bytes: sidecars and restore points are read under the same
+bound (DalioLite's points are under 1 KiB)."""
+MAX_STATE_BOUND = 1024 ** 3
 SSE_MODES = (None, "AES256", "aws:kms")
 MAX_TIMEOUT = 3600.0
 
@@ -166,6 +171,8 @@ def backup_options(section: Mapping[str, Any] | None, base_dir: Path) -> dict[st
         "keep_daily": whole_number(where + "keep_daily", s["keep_daily"], maximum=MAX_DAYS),
         "durable": flag(where + "durable", s["durable"]),
         "require_fence": flag(where + "require_fence", s["require_fence"]),
+        "max_state_bytes": whole_number(where + "max_state_bytes", s["max_state_bytes"],
+                                        minimum=MIN_STATE_BOUND, maximum=MAX_STATE_BOUND),
         "lock_timeout": timeout(where + "lock_timeout_seconds", s["lock_timeout_seconds"]),
         "cloud_enabled": flag(where + "cloud_enabled", s["cloud_enabled"]),
         "mirror_dirs": path_list(where + "mirror_dirs", s["mirror_dirs"], base_dir),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import namedtuple
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from enum import StrEnum
 
 from .atomic import read_state_file
@@ -27,13 +28,13 @@ from .formats import (
     state_key,
     validate_content,
 )
+from .pruning import made_readings
 from .retention import GRACE_PERIOD
 
 INTENTS_SHOWN = 50  # the newest points searched for intents that no point settles
 
 TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
 if TYPE_CHECKING:
-    from datetime import datetime
     from pathlib import Path
     from typing import Any
 
@@ -82,8 +83,9 @@ def verify_stores(folder: BackupsFolder, stores: Iterable[Store],
         except StoreUnreachable as exc:
             report.items.append(VerifyItem(store.label, "", "unreachable", str(exc)))
             continue
+        made = made_readings(store, names) if sets else {}
         for backups in sets.values():
-            _verify_set(folder, store, backups, report)
+            _verify_set(folder, store, backups, report, made)
         if store is folder.store:
             _report_strays(store, strays, report, keys)
     return report
@@ -106,13 +108,14 @@ def verify_uploaded(folder: BackupsFolder, cloud: Store, target_id: str,
 
 
 def _verify_set(folder: BackupsFolder, store: Store, backups: BackupSet,
-                report: VerifyReport) -> None:
+                report: VerifyReport, made: Mapping[str, datetime]) -> None:
     ahead = folder.clock() + CLOCK_SKEW
     for backup, complete in backups:
         status, detail = "ok", ""
         try:
             read_valid(store, backup)
-            if backup.when > ahead:
+            # By when it was made: one only named after such a backup (pinned) is fine.
+            if made.get(backup.name, backup.when) > ahead:
                 status, detail = FUTURE, move_aside_hint(folder, backup.name)
         except IntegrityError as exc:
             status, detail = exc.kind, exc.detail
@@ -197,14 +200,16 @@ def status_facts(folder: BackupsFolder, state_files: list[Path], targets: Mappin
     now = folder.clock()
     files, _ = folder.store.scan()
     sets = group_backups(files, None)
-    pending = folder.outbox.pending()
+    pending = _as_claimed(folder, folder.outbox.pending(), targets)
+    made = made_readings(folder.store, files)
     if state_files:
-        rows = [_state_status(folder, state_key(p), sets.get(state_key(p)), now, p)
+        rows = [_state_status(folder, state_key(p), sets.get(state_key(p)), now, p, made)
                 for p in state_files]
     else:
-        rows = [_state_status(folder, k, sets[k], now, None) for k in sorted(sets)]
+        rows = [_state_status(folder, k, sets[k], now, None, made) for k in sorted(sets)]
     return {
         "backup_dir": str(folder.root),
+        "backups_unwritable": _unwritable(folder),
         "disk_bytes": sum(folder.store.size(f) or 0 for f in files),
         "points": _points_status(folder, files),
         "recovery": folder.recovery_record(),
@@ -213,6 +218,34 @@ def status_facts(folder: BackupsFolder, state_files: list[Path], targets: Mappin
                     for t_id, t in targets.items()],
         "unconfigured_targets": unconfigured_copies(pending, targets, now),
     }
+
+
+def _unwritable(folder: BackupsFolder) -> str | None:
+    """Why backups/ cannot be written (a read-only mount, no permission); None when it
+    can, or does not exist yet. Looked at, not tried: status writes nothing."""
+    import errno
+    import os
+    try:
+        if os.statvfs(folder.root).f_flag & os.ST_RDONLY:
+            return os.strerror(errno.EROFS)
+    except OSError:
+        return None
+    return None if os.access(folder.root, os.W_OK | os.X_OK) else os.strerror(errno.EACCES)
+
+
+def _as_claimed(folder: BackupsFolder, pending: list[PendingCopy],
+                targets: Mapping[str, Store]) -> list[PendingCopy]:
+    """`pending` with the queue of each target whose store changed since it was
+    recorded (another bucket, prefix or endpoint) shown as the next copy will set it
+    aside: owed to the store it was recorded for, not to the one configured now."""
+    from .copies import target_identity
+    from .outbox import aside_name
+    moved = {}
+    for target_id, target in targets.items():
+        recorded = folder.outbox.identity(target_id)
+        if recorded is not None and recorded != target_identity(target):
+            moved[target_id] = aside_name(target_id, recorded)
+    return [c._replace(target=moved[c.target]) if c.target in moved else c for c in pending]
 
 
 def unconfigured_copies(pending: list[PendingCopy], targets: Mapping[str, Store],
@@ -256,20 +289,28 @@ def _open_intents(folder: BackupsFolder) -> list[dict[str, Any]]:
 
 
 def _state_status(folder: BackupsFolder, key: StateKey, backups: BackupSet | None,
-                  now: datetime, path: Path | None) -> dict[str, Any]:
+                  now: datetime, path: Path | None, made: Mapping[str, datetime]
+                  ) -> dict[str, Any]:
     backups = backups or BackupSet(key, [], set())
     newest_complete = next(backups.complete(), None)
     newest = first_valid(folder.store, backups.complete())
-    when = newest.when if newest else None
-    future = []
+    when = made.get(newest.name, newest.when) if newest else None
+    future, pinned = [], 0
     if backups.newest_stamp and stamp_time(backups.newest_stamp) > now + CLOCK_SKEW:
-        future = [name for name, t in backups.retention_records() if t > now + CLOCK_SKEW]
+        # Named ahead of the clock: made under a clock ahead (the jump), or named just
+        # after such a backup while the clock was right (pinned, promise 9).
+        for name, t in reversed(backups.retention_records()):
+            if made.get(name, t) > now + CLOCK_SKEW:
+                future.append(name)
+            elif future and t > now + CLOCK_SKEW:
+                pinned += 1
     live, detail = live_state(folder, path) if path is not None else (None, "")
     return {
         "path": str(path) if path is not None else None,
         "live": live,
         "live_detail": detail,
         "stamped_in_future": future,
+        "pinned_after_future": pinned,
         "state_file": key.file_name,
         "backups": len(backups),
         "complete": len(backups.complete_stamps),
@@ -283,9 +324,11 @@ def _state_status(folder: BackupsFolder, key: StateKey, backups: BackupSet | Non
 
 def _target_status(folder: BackupsFolder, target_id: str, target: Store,
                    pending: list[PendingCopy], now: datetime) -> dict[str, Any]:
+    from .copies import target_identity
     mine = [c for c in pending if c.target == target_id]
     errors = [c for c in mine if c.last_error]
-    last_ok = folder.outbox.last_success(target_id)
+    last_ok = folder.outbox.last_success(target_id) if folder.outbox.belongs(
+        target_id, target_identity(target)) else None
     return {
         "target": target.label,
         "pending": len(mine),
@@ -302,6 +345,7 @@ class ProblemKind(StrEnum):
 
     HOST_REFUSES = "host-refuses"
     STORE_UNSEEN = "store-unseen"
+    BACKUPS_UNWRITABLE = "backups-folder-unwritable"
     NO_STATE_FILES = "no-state-files"
     BACKUP_FAILED = "backup-failed"
     UNSAVED = "unsaved-live-bytes"
@@ -366,6 +410,14 @@ def _site_problems(facts: Mapping[str, Any], command: str, host_command: str) ->
                                 f"the last start-up could not see {where}: {why}",
                                 f"fix it (credentials, endpoint, a folder not mounted); "
                                 f"{command} sync and the next run check it again"))
+    if facts.get("backups_unwritable"):
+        problems.append(Problem(SITE, ProblemKind.BACKUPS_UNWRITABLE,
+                                f"the backups folder {facts['backup_dir']} cannot be written "
+                                f"({facts['backups_unwritable']}): no backup, restore point "
+                                "or kept file can be made; restores from it still work when "
+                                "nothing needs keeping",
+                                f"make it writable (remount it read-write, fix its owner or "
+                                f"free space), then run the daily check: {host_command}"))
     if not facts["state_files"]:
         problems.append(Problem(SITE, ProblemKind.NO_STATE_FILES,
                                 "no state files configured and no backups found",
@@ -413,10 +465,14 @@ def _file_problems(s: Mapping[str, Any], facts: Mapping[str, Any], limit: float 
                                 f"{command} backup {path}"))
     for backup in s["stamped_in_future"]:
         folder = facts["backup_dir"]
+        pinned = s.get("pinned_after_future") or 0
+        since = (f"; the clock jumped: the {pinned} backup(s) made since are named just after "
+                 "it (name order is creation order), and retention ages each by when it was "
+                 "made, so nothing is lost") if pinned else ""
         problems.append(Problem(
             name, ProblemKind.STAMPED_IN_FUTURE,
             f"{backup} is stamped in the future: the clock was ahead when it was made, or is "
-            "behind now", "check the clock (timedatectl status); if it is right, move the "
+            f"behind now{since}", "check the clock (timedatectl status); if it is right, move the "
             f"backup aside: mkdir -p {folder}/{CORRUPT_DIR} && mv {folder}/{backup} "
             f"{folder}/{backup}.sha256 {folder}/{CORRUPT_DIR}/"))
     if s.get("newest_damaged"):

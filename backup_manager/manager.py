@@ -25,12 +25,21 @@ from .catalog import (
     next_stamp,
     state_files_in,
 )
-from .config import backup_options, distinct_file_names, load_config_file, timeout
+from .config import (
+    MAX_STATE_BOUND,
+    MIN_STATE_BOUND,
+    backup_options,
+    distinct_file_names,
+    load_config_file,
+    timeout,
+    whole_number,
+)
 from .copies import CLOUD_TARGET, Copier, SyncResult
 from .errors import (
     BackupError,
     ConfigError,
     IntentNotCommitted,
+    InvalidStateError,
     NoValidBackupError,
     StoreUnreachable,
     UnseenStoresError,
@@ -44,6 +53,7 @@ from .local import LocalStore
 from .points import PointKind, point_name, points_in
 from .pruning import prune_backups
 from .retention import Decision, RetentionPolicy
+from .store import MAX_STATE_BYTES
 
 TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
 if TYPE_CHECKING:
@@ -101,6 +111,7 @@ class BackupManager:
                  s3_sse: str | None = None, s3_kms_key_id: str | None = None,
                  s3_expected_bucket_owner: str | None = None,
                  s3_client_config: Mapping[str, Any] | None = None,
+                 max_state_bytes: int = MAX_STATE_BYTES,
                  clock: Callable[[], datetime] | None = None, require_fence: bool = False):
         try:
             self.policy = RetentionPolicy(keep_last, keep_daily, retention_days)
@@ -117,12 +128,16 @@ class BackupManager:
         self.durable = bool(durable)
         self.require_fence = bool(require_fence)
         """Refuse what needs a claim (orders) when a copy target cannot be asked."""
+        self.max_state_bytes = whole_number("max_state_bytes", max_state_bytes,
+                                            minimum=MIN_STATE_BOUND, maximum=MAX_STATE_BOUND)
         self.state_files = distinct_file_names("state_files", [Path(p) for p in state_files])
         self.folder = BackupsFolder(self.backup_dir, durable=self.durable,
                                     lock_timeout=timeout("lock_timeout", lock_timeout),
-                                    clock=clock or (lambda: datetime.now(UTC)))
+                                    clock=clock or (lambda: datetime.now(UTC)),
+                                    max_bytes=self.max_state_bytes)
         self.store, self.outbox = self.folder.store, self.folder.outbox
-        self.mirrors = {_mirror_id(Path(d)): LocalStore(d, durable=self.durable)
+        self.mirrors = {_mirror_id(Path(d)): LocalStore(d, durable=self.durable,
+                                                        max_bytes=self.max_state_bytes)
                         for d in mirror_dirs}
         self.cloud = None
         if cloud_enabled:
@@ -131,14 +146,15 @@ class BackupManager:
             self.cloud = S3Store(s3_bucket, s3_prefix, endpoint_url=s3_endpoint_url,
                                  region=s3_region, sse=s3_sse, kms_key_id=s3_kms_key_id,
                                  expected_owner=s3_expected_bucket_owner,
-                                 client_config=dict(s3_client_config or {}))
+                                 client_config=dict(s3_client_config or {}),
+                                 max_bytes=self.max_state_bytes)
         targets: dict[str, Store] = dict(self.mirrors)
         if self.cloud is not None:
             targets[CLOUD_TARGET] = self.cloud
         self.copier = Copier(self.store, self.outbox, targets)
         self.seen_sequence = 0
         """The highest restore point number seen in any store by this manager."""
-        self._batch: list[dict[str, tuple[str, str]]] = []
+        self._batch: list[dict[str, tuple[str, str, datetime]]] = []
         self._writer: str | None = None
 
     @classmethod
@@ -179,9 +195,13 @@ class BackupManager:
         """
         path = Path(state_file_path)
         key = state_key(path)
-        if not os.path.lexists(path):
+        try:
+            os.lstat(path)
+        except FileNotFoundError:
             log.info("nothing to back up: %s does not exist", path)
             return None
+        except OSError as exc:  # EIO, EACCES: a backup failure, never "nothing there"
+            raise storage_error(exc, f"cannot read {path}") from None
         with self.folder.locked():
             # Read under the lock: a read that waited for it may be the newer one.
             try:
@@ -192,19 +212,24 @@ class BackupManager:
             except OSError as exc:
                 raise storage_error(exc, f"cannot read {path}") from None
             validate_content(path.name, data)
+            if len(data) > self.max_state_bytes:
+                raise InvalidStateError(
+                    f"{path.name}: {len(data):,} bytes, larger than backup.max_state_bytes "
+                    f"({self.max_state_bytes:,}): no backup of it could be read back")
             files = self.store.list_names()
             backups = group_backups(files, [key]).get(key) or BackupSet(key, [], set())
             try:
                 # One folder sync after the point that names this backup makes both
                 # names durable (the point is the only write that follows).
-                name = self.store.create_backup(*key, data, mode, self._stamp(backups),
+                now = self.folder.clock()
+                name = self.store.create_backup(*key, data, mode, self._stamp(backups, now),
                                                 before_commit=self.copier.record,
                                                 sync_folder=bool(self._batch))
             except OSError as exc:
                 raise storage_error(exc, f"cannot write a backup of {path} in "
                                          f"{self.backup_dir}") from None
             files += [name, name + SIDECAR_SUFFIX]
-            made = {key.file_name: (name, sha256_hex(data))}
+            made = {key.file_name: (name, sha256_hex(data), now)}
             if self._batch:
                 self._batch[-1].update(made)
             else:
@@ -328,7 +353,7 @@ class BackupManager:
                         raise
 
     def _commit(self, kind: str, reason: str, *, details: Mapping[str, Any] | None = None,
-                made: Mapping[str, tuple[str, str]] = {}, fresh: Iterable[str] = (),
+                made: Mapping[str, tuple[str, str, datetime]] = {}, fresh: Iterable[str] = (),
                 force: bool = False, extra: Iterable[Path] = (),
                 names: list[str] | None = None, follows: Point | None = None,
                 publish: Callable[[Point, bytes], Iterable[str]] | None = None
@@ -344,7 +369,8 @@ class BackupManager:
             self.seen_sequence = max(self.seen_sequence, point.sequence)
         return point
 
-    def _commit_after(self, key: StateKey, path: Path, made: Mapping[str, tuple[str, str]],
+    def _commit_after(self, key: StateKey, path: Path,
+                      made: Mapping[str, tuple[str, str, datetime]],
                       names: list[str]) -> Point | None:
         """The point of a bare backup. The backup is made whatever happens here: a point
         that fails is logged, and the next start-up catches it up."""
@@ -366,8 +392,7 @@ class BackupManager:
             raise storage_error(exc, f"cannot sync {self.backup_dir}") from None
         return None
 
-    def _stamp(self, backups: BackupSet) -> datetime:
-        now = self.folder.clock()
+    def _stamp(self, backups: BackupSet, now: datetime) -> datetime:
         stamp = next_stamp(backups, now, self.store.is_object)
         if stamp != now:
             log.warning("the clock (%s) is behind the newest backup of %s: naming the new "

@@ -51,12 +51,20 @@ class PointKind(StrEnum):
 
 
 class Entry(tuple):
-    """Where a state file's bytes are at one point: (backup name, SHA-256)."""
+    """Where a state file's bytes are at one point: (backup name, SHA-256, made).
+
+    `made` is the clock reading when that backup was made (None: not recorded, a point
+    of an older release). It lives here, not in the backup's name or sidecar: the name
+    is pinned after the newest stamp when the clock is behind (promise 9), the sidecar
+    must stay what `sha256sum -c` reads, and the point that first names a backup is
+    committed in the same lock hold as the backup; every later point carries the entry
+    on unchanged, so the reading outlives that first point. Retention takes ages and
+    days from it, so a backup named after a glitched one ages by when it was made."""
 
     __slots__ = ()
 
-    def __new__(cls, backup: str, sha256: str) -> Entry:
-        return super().__new__(cls, (backup, sha256))
+    def __new__(cls, backup: str, sha256: str, made: datetime | None = None) -> Entry:
+        return super().__new__(cls, (backup, sha256, made))
 
     @property
     def backup(self) -> str:
@@ -65,6 +73,10 @@ class Entry(tuple):
     @property
     def sha256(self) -> str:
         return self[1]
+
+    @property
+    def made(self) -> datetime | None:
+        return self[2]
 
 
 CARRIED = ("identity",)
@@ -128,12 +140,18 @@ def encode_point(point: Point) -> bytes:
         "reason": point.reason,
         "follows": None if point.follows is None else
         {"sequence": point.follows[0], "sha256": point.follows[1]},
-        "files": {name: None if entry is None else {"backup": entry.backup,
-                                                    "sha256": entry.sha256}
+        "files": {name: None if entry is None else _entry_doc(entry)
                   for name, entry in sorted(point.files.items())},
         "details": point.details,
     }
     return (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode()
+
+
+def _entry_doc(entry: Entry) -> dict[str, str]:
+    doc = {"backup": entry.backup, "sha256": entry.sha256}
+    if entry.made is not None:  # optional in format 1: older points have none
+        doc["made"] = entry.made.isoformat()
+    return doc
 
 
 def decode_point(data: bytes, name: str) -> Point:
@@ -188,7 +206,9 @@ def _files(value: Any) -> dict[str, Entry | None]:
             raise ValueError(f"{backup!r} is not a backup of {file_name}")
         if not isinstance(digest, str) or not _HEX64.fullmatch(digest):
             raise ValueError(f"{file_name}: sha256 {digest!r} is not a SHA-256")
-        files[file_name] = Entry(backup, digest)
+        made = entry.get("made")
+        files[file_name] = Entry(backup, digest, None if made is None else
+                                 parse_iso_timestamp(made))
     return files
 
 
@@ -203,19 +223,25 @@ def read_point(store: Store, sequence: int) -> Point:
 
 
 _TIME_FIELD = re.compile(rb'"time": "([^"]{1,64})"')
-_BACKUP_FIELD = re.compile(rb'"backup": "([^"]{1,255})"')
+# Keys are sorted, so an entry's "made" (when it has one) comes right after its "backup".
+_BACKUP_FIELD = re.compile(rb'"backup": "([^"]{1,255})",(?:\s*"made": "([^"]{1,64})",)?')
 
 
-def glance(data: bytes) -> tuple[datetime | None, set[str]]:
-    """(time, backup names) of a manifest's bytes, found without parsing or checking
-    it: what retention needs, thousands of times cheaper than read_point. Times that
-    cannot be read are None."""
+def glance(data: bytes) -> tuple[datetime | None, dict[str, datetime | None]]:
+    """(time, {backup name: when it was made}) of a manifest's bytes, found without
+    parsing or checking it: what retention needs, thousands of times cheaper than
+    read_point. Times that are not recorded or cannot be read are None."""
     found = _TIME_FIELD.search(data)
+    return _time_or_none(found[1] if found else None), {
+        backup.decode(errors="replace"): _time_or_none(made)
+        for backup, made in _BACKUP_FIELD.findall(data)}
+
+
+def _time_or_none(text: bytes | None) -> datetime | None:
     try:
-        when = parse_iso_timestamp(found[1].decode()) if found else None
+        return parse_iso_timestamp(text.decode()) if text else None
     except (InvalidStateError, UnicodeDecodeError):
-        when = None
-    return when, {m.decode(errors="replace") for m in _BACKUP_FIELD.findall(data)}
+        return None
 
 
 def points_in(names: Iterable[str]) -> tuple[set[int], set[int]]:

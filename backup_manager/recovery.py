@@ -366,9 +366,15 @@ def plan_recovery(manager: BackupManager, paths: list[Path], facts: HostFacts, *
         _check_identity(plan, facts, refusals)
     _check_records(plan, facts, refusals)
     _check_clock(plan, facts, refusals)
-    if plan.installs and plan.backups_problem:
-        refusals.add(RefusalKind.BACKUPS, str(manager.backup_dir), plan.backups_problem,
-                     f"ls -ld {manager.backup_dir}  # fix it, then run again")
+    for path in plan.installs if plan.backups_problem else ():
+        # A missing file needs backups/ only to be read; one that is there (invalid) must
+        # be kept under corrupt/ before it is replaced (promise 4), which needs writing.
+        if plan.live[path].data is not None:
+            refusals.add(RefusalKind.BACKUPS, str(path), f"is {plan.live[path].status} and "
+                         f"would have to be kept under {manager.backup_dir}/corrupt/ before it "
+                         f"is replaced, but the backups folder cannot be written: "
+                         f"{plan.backups_problem}",
+                         f"ls -ld {manager.backup_dir}  # make it writable, then run again")
     plan.unseen.update(search.unreachable_ids)
     if refusals.reasons:
         plan.refusal = Refusal(refusals.kind, HEADLINES[refusals.kind], refusals.reasons,
@@ -786,6 +792,7 @@ def _queue_missing_copies(manager: BackupManager, paths: list[Path], history: Hi
         return
     if point is not None:
         newest.append(point.name)
+    manager.copier.claim()
     owed = {(c.target, c.name) for c in manager.outbox.pending()}
     for target_id, target in manager.copier.targets.items():
         if target_id not in history.names:

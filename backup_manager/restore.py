@@ -363,6 +363,8 @@ def verified_holder(store: Store, key: StateKey, data: bytes) -> str | None:
             try:
                 if store.read(backup.name) == data:
                     return backup.name
+            except IntegrityError:
+                continue  # too large to read, or damaged: it holds other bytes
             except StoreUnreachable:
                 return None
     return None
@@ -386,7 +388,7 @@ def quarantine(folder: BackupsFolder, path: Path) -> list[str]:
             backups = backups_of(folder.store, key)
             names = [n for b, _ in backups for n in (b.name + SIDECAR_SUFFIX, b.name)]
             for name in names + backups.orphan_sidecars:
-                if folder.store.read(name) is not None:
+                if folder.store.is_object(name):
                     os.replace(folder.root / name, corrupt / name)
                     moved.append(f"{CORRUPT_DIR}/{name}")
             live = read_live(path)

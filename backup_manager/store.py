@@ -10,6 +10,12 @@ once written.
 
 from __future__ import annotations
 
+from .errors import IntegrityError
+
+MAX_STATE_BYTES = 16 * 1024 * 1024
+"""The default bound of every read (backup.max_state_bytes): DalioLite's state files are
+under 1 KiB, so 16 MiB is a wide margin, and an object planted larger is never read."""
+
 TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
 if TYPE_CHECKING:
     from pathlib import Path
@@ -29,11 +35,11 @@ class Store:
         raise NotImplementedError
 
     def list_names(self, prefix: str = "") -> list[str]:
-        """Names starting with `prefix`, in no particular order, hidden ones included;
-        [] when the store is empty, or is a folder not made yet inside a parent that
-        exists. A folder may list a folder or symlink, which read() then refuses; S3
-        lists no key that is not a plain name. Raises StoreUnreachable when the
-        store cannot be listed (a folder whose parent is missing: not mounted)."""
+        """Names of objects starting with `prefix`, in no particular order, hidden ones
+        included; [] when the store is empty, or is a folder not made yet inside a parent
+        that exists. Objects only: a folder lists no symlink or sub-folder, S3 no key
+        that is not a plain name. Raises StoreUnreachable when the store cannot be
+        listed (a folder whose parent is missing: not mounted)."""
         raise NotImplementedError
 
     def scan(self) -> tuple[list[str], list[str]]:
@@ -41,11 +47,17 @@ class Store:
         folders); ([], []) when the store is empty or does not exist yet."""
         raise NotImplementedError
 
+    max_bytes: int = MAX_STATE_BYTES
+    """The store's bound on every read: an object larger than this is never read."""
+
     def read(self, name: str, *, max_bytes: int | None = None) -> bytes | None:
-        """The object's bytes; None if it does not exist (or is no regular file). With
-        `max_bytes`, at most max_bytes + 1 bytes, so a caller sees that it is larger.
-        Raises IntegrityError (kind 'checksum mismatch') when the store itself finds
-        the bytes damaged, StoreUnreachable when it cannot be read."""
+        """The object's bytes; None if it does not exist (or is no regular file). Never
+        more than the store's bound: an object the store reports larger than
+        `self.max_bytes` (its size before any byte is read) raises IntegrityError (kind
+        'too large') unread, and one that grows past it while read raises the same.
+        With a smaller `max_bytes`, at most max_bytes + 1 bytes, so a caller sees that
+        it is larger. Raises IntegrityError (kind 'checksum mismatch') when the store itself
+        finds the bytes damaged, StoreUnreachable when it cannot be read."""
         raise NotImplementedError
 
     def write(self, name: str, data: bytes) -> None:
@@ -66,3 +78,10 @@ class Store:
         """When the object was last written (seconds since the epoch); None if it is
         missing or the store does not say."""
         raise NotImplementedError
+
+
+def too_large(store: Store, name: str, size: int) -> IntegrityError:
+    """The error for an object over the store's bound, naming it and both sizes."""
+    return IntegrityError("too large", f"{name} in {store.label} is {size:,} bytes, over "
+                                       f"the {store.max_bytes:,}-byte bound "
+                                       "(backup.max_state_bytes); not read")

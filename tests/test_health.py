@@ -80,7 +80,7 @@ def test_status_facts_give_the_newest_valid_backup_and_what_is_owed(project, sta
     assert mine == {"state_file": "last_rebalance.json", "backups": 2, "complete": 2,
                     "newest_valid": older.name, "newest_valid_time": now.isoformat(),
                     "newest_valid_age_seconds": 3 * 3600.0, "stamped_in_future": [],
-                    "path": str(state_file), "live": "backed up",
+                    "pinned_after_future": 0, "path": str(state_file), "live": "backed up",
                     "live_detail": mine["live_detail"], "newest_damaged": mine["live_detail"]}
     assert mine["live_detail"] != older.name, "the damaged newest holds the live bytes"
     kinds = [p.kind for p in status_problems(facts)]
@@ -291,14 +291,17 @@ def test_status_gives_the_newest_valid_backup_of_each_configured_file(project):
     point = facts.pop("points")
     assert facts == {
         "backup_dir": "backups",
+        "backups_unwritable": None,
         "disk_bytes": disk,
         "recovery": None,
         "state_files": [
-            {"stamped_in_future": [], "state_file": "last_rebalance.json", "backups": 1,
+            {"stamped_in_future": [], "pinned_after_future": 0,
+             "state_file": "last_rebalance.json", "backups": 1,
              "complete": 1, "newest_valid": name, "newest_valid_time": NOW.isoformat(),
              "newest_valid_age_seconds": 90.0, "path": "state/last_rebalance.json",
              "live": "backed up", "live_detail": name, "newest_damaged": None},
-            {"stamped_in_future": [], "state_file": "other.json", "backups": 0,
+            {"stamped_in_future": [], "pinned_after_future": 0,
+             "state_file": "other.json", "backups": 0,
              "complete": 0, "newest_valid": None, "newest_valid_time": None,
              "newest_valid_age_seconds": None, "path": "state/other.json",
              "live": "missing", "live_detail": "", "newest_damaged": None}],
