@@ -24,7 +24,10 @@ import json
 import logging
 import os
 import re
+import select
+import signal
 import sys
+import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -64,6 +67,7 @@ from backup_manager.config import (
     timeout,
     whole_number,
 )
+from backup_manager.folder import OUTBOX_DIR
 from dalio_schedule import ENV_FILE, PLATFORMS, load_env_file, print_schedule
 
 log = logging.getLogger("dalio_lite")
@@ -104,6 +108,71 @@ def broker_state_files(kind: str) -> tuple[str, ...]:
 
 class BrokerError(Exception):
     """A broker call failed or went unanswered: the run stops and records no rebalance."""
+
+
+class Stopped(BaseException):
+    """A stop was asked for (SIGTERM, Ctrl-C): raised before a broker call, an intent or
+    an order, never inside one. A BaseException, as KeyboardInterrupt is, so that no
+    handler of broker failures takes it for one (a settling run would refuse)."""
+
+    def __init__(self, signum: int, message: str):
+        super().__init__(message)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum  # what a shell reports for a process the signal ended
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class StopRequest:
+    """SIGTERM (what a platform sends before a redeploy) or SIGINT (Ctrl-C), noted and
+    honoured at the next safe place: before a broker call, an intent or an order (the
+    call in flight finishes: every call is bounded), or at once in the loop's sleep.
+    A second signal is the same request; SIGKILL is what stops a run at once."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._wake: tuple[int, int] | None = None  # written by the handler, ends a sleep
+
+    @contextlib.contextmanager
+    def installed(self) -> Any:
+        """Take SIGTERM and SIGINT for this request while the block runs."""
+        self._wake = os.pipe()
+        os.set_blocking(self._wake[1], False)
+        before = {signum: signal.signal(signum, self._note) for signum in STOP_SIGNALS}
+        try:
+            yield self
+        finally:
+            for signum, handler in before.items():
+                signal.signal(signum, handler)
+            for fd in self._wake:
+                os.close(fd)
+            self._wake = None
+
+    def _note(self, signum: int, frame: Any) -> None:
+        # Only note it: logging from a handler can deadlock on the logging lock.
+        if self.signum is None:
+            self.signum = signum
+        with contextlib.suppress(OSError):
+            os.write(self._wake[1], b"\0")
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum else "nothing"
+
+    def check(self, before: str) -> None:
+        """Raise Stopped if a stop was asked for: `before` says what is not started."""
+        if self.signum is not None:
+            raise Stopped(self.signum, f"stopped by {self.name} before {before}")
+
+    def sleep(self, seconds: float) -> bool:
+        """Sleep `seconds`, less if a stop is asked for; True when one is."""
+        if seconds > 0 and self.signum is None:
+            select.select([self._wake[0]], [], [], seconds)
+        return self.signum is not None
 
 
 # --- configuration ------------------------------------------------------------------
@@ -590,7 +659,7 @@ register_validator(PAPER_ACCOUNT, _check_paper_account)
 
 @dataclass
 class RunDecision:
-    outcome: str  # rebalanced, no_action, refused, error, switched_broker
+    outcome: str  # rebalanced, no_action, refused, error, stopped, switched_broker
     reason: str
     orders: list[MarketOrder]
 
@@ -598,7 +667,7 @@ class RunDecision:
 class DalioLite:
     def __init__(self, config_path: str | Path = "config.yaml", *, broker: Broker | None = None,
                  accept_fresh_state: bool = False, accept_rollback: bool = False,
-                 take_over: bool = False):
+                 take_over: bool = False, stop: StopRequest | None = None):
         self.config_path = Path(config_path).resolve()
         self.config = load_config(self.config_path)
         self.state_dir = self.config.state_dir
@@ -619,6 +688,7 @@ class DalioLite:
         self._intents: list[int] = []  # the intents this run claimed
         self._claimed_at: datetime | None = None  # when the newest of them was
         self._run_details: dict[str, Any] = {}
+        self.stop = stop or StopRequest()  # never asked for unless main() installs it
 
     def state_path(self, name: str) -> Path:
         return self.state_dir / name
@@ -788,6 +858,13 @@ class DalioLite:
         return self._broker
 
     @property
+    def _broker_unless_stopped(self) -> Broker:
+        """The broker, for one more call: none is started once a stop is asked for. The
+        call in flight finishes (every call is bounded), so a stop waits for one call."""
+        self.stop.check("its next broker call")
+        return self.broker
+
+    @property
     def _host_command(self) -> str:
         """How the operator runs DalioLite on this config."""
         return f"{sys.executable} {Path(__file__).resolve()} --config {self.config_path}"
@@ -796,7 +873,8 @@ class DalioLite:
         """The broker and account config.yaml points at (Alpaca is asked for its account;
         the paper broker has one account per state folder, and its file is not read)."""
         kind = self.config.broker["kind"]
-        return {"kind": kind, "account": None if kind == "paper" else self.broker.account_id()}
+        return {"kind": kind, "account": None if kind == "paper" else
+                self._broker_unless_stopped.account_id()}
 
     def _identity(self) -> dict[str, Any]:
         """Whom the history belongs to: every restore point records it, and the start-up
@@ -884,8 +962,10 @@ class DalioLite:
         account, decide, trade if due, record the outcome. Holds the run lock throughout,
         so a cron run and a dashboard never rebalance twice. Orders are placed once:
         before the first, an intent naming them is claimed in every store; a broker that
-        fails raises BrokerError, and no rebalance is recorded."""
+        fails raises BrokerError, and no rebalance is recorded. A stop asked for (SIGTERM)
+        starts no broker call and no order after it, records the run and raises Stopped."""
         with self._run_lock(dry_run):
+            self.stop.check("the daily check: nothing was done")
             self.run_started = datetime.now(UTC)
             report = self.recover_state(dry_run=dry_run)
             try:
@@ -900,14 +980,18 @@ class DalioLite:
                 if not dry_run:
                     self._reconcile(report.history)
                 decision = self._decide(force, settlement)
-            except BrokerError as exc:
+            except (BrokerError, Stopped) as exc:
+                if isinstance(exc, Stopped):
+                    exc = Stopped(exc.signum, f"stopped by {self.stop.name} before deciding: "
+                                  "no order was placed; the next run decides")
                 if not dry_run:
                     known = {"identity": self._identity()} if self._configured else None
-                    with self.backup_manager.changes(PointKind.RUN, f"daily check: error ({exc})",
+                    with self.backup_manager.changes(PointKind.RUN,
+                                                     f"daily check: {_outcome(exc)} ({exc})",
                                                      details=known,
                                                      commit_failed=self._commit_failed):
-                        self._record(RunDecision("error", str(exc), []))
-                raise
+                        self._record(RunDecision(_outcome(exc), str(exc), []))
+                raise exc from None
             log.info("%sdecision: %s (%s)", "dry run: " if dry_run else "", decision.outcome,
                      decision.reason)
             if dry_run:
@@ -927,9 +1011,9 @@ class DalioLite:
                         self._trade(decision.orders, settlement)
                     if isinstance(self.broker, PaperBroker):
                         self.broker.fill_earlier_orders()
-                except BrokerError as exc:
-                    point["reason"] = f"daily check: error ({exc})"
-                    self._record(RunDecision("error", str(exc), []))
+                except (BrokerError, Stopped) as exc:
+                    point["reason"] = f"daily check: {_outcome(exc)} ({exc})"
+                    self._record(RunDecision(_outcome(exc), str(exc), []))
                     raise
                 self._record(decision)
             return decision
@@ -939,7 +1023,7 @@ class DalioLite:
         cannot be asked): a fact for the package's settling rules."""
         if self._broker_failure is not None:
             raise self._broker_failure
-        found = self.broker.get_order_by_client_id(client_order_id)
+        found = self._broker_unless_stopped.get_order_by_client_id(client_order_id)
         if found is None:
             return None
         if isinstance(self.broker, PaperBroker):
@@ -956,7 +1040,7 @@ class DalioLite:
         if newest is None:
             return
         since = newest.time - RECONCILE_MARGIN
-        mine = [o for o in self.broker.orders_since(since)
+        mine = [o for o in self._broker_unless_stopped.orders_since(since)
                 if o.client_order_id.startswith(CLIENT_ID_PREFIX)]
         found = unrecorded(history, mine)
         if not found:
@@ -1006,11 +1090,11 @@ class DalioLite:
         """Orders that bring the account to its targets. What open orders still have to
         fill counts as done, so an order accepted and not yet filled is never placed
         again; expired and cancelled orders are no longer open and count for nothing."""
-        account = self.broker.get_account()
+        account = self._broker_unless_stopped.get_account()
         total = float(account.portfolio_value)
         if total <= 0:
             return [], 0.0
-        positions = self.broker.get_all_positions()
+        positions = self._broker_unless_stopped.get_all_positions()
         held = {p.symbol: float(p.market_value) for p in positions}
         pending = self._open_orders_by_symbol(positions)
         orders, drift = [], 0.0
@@ -1032,7 +1116,7 @@ class DalioLite:
         prices = {p.symbol: float(p.market_value) / float(p.qty)
                   for p in positions if float(p.qty or 0)}
         pending: dict[str, float] = {}
-        for order in self.broker.get_open_orders():
+        for order in self._broker_unless_stopped.get_open_orders():
             value = order.unfilled
             if value is None and order.symbol in prices:
                 value = order.unfilled_qty * prices[order.symbol]
@@ -1052,14 +1136,17 @@ class DalioLite:
         first accepted order's time when it finishes an earlier run's)."""
         orders = self._with_client_order_ids(orders)
         if orders:
+            self.stop.check("its orders: none was placed and no intent was claimed; the "
+                            "next run decides afresh")
             self._claim_intent(orders, settlement)
         placed: list[str] = []
         try:
             for order in orders:
                 self._check_lease()
+                broker = self._broker_unless_stopped
                 log.info("order: %s %s $%.2f (client order id %s)", order.side, order.symbol,
                          order.notional, order.client_order_id)
-                self.broker.submit_order(order)
+                broker.submit_order(order)
                 placed.append(order.client_order_id)
         except BrokerError as exc:
             if placed:
@@ -1067,6 +1154,11 @@ class DalioLite:
                                   f"before: {', '.join(placed)}; the next run counts them)") \
                     from None
             raise
+        except Stopped as exc:
+            raise Stopped(exc.signum, f"stopped by {self.stop.name} after {len(placed)} of "
+                          f"{len(orders)} orders{_listed(placed)}: the intent (restore point "
+                          f"{self._intents[-1]}) stays open; the next run settles it with the "
+                          "broker and orders the rest, once") from None
         when = settlement.when if settlement is not None and settlement.when else None
         self._save_rebalance_date(when or datetime.now(UTC))
         # The run's point settles its intent (and the earlier run's it finished) only
@@ -1186,6 +1278,15 @@ class DalioLite:
                               "fix": p.fix} for p in problems]}
 
 
+def _outcome(exc: BaseException) -> str:
+    """How a run that raised ends, as autopilot_status.json and its point say."""
+    return "stopped" if isinstance(exc, Stopped) else "error"
+
+
+def _listed(client_order_ids: list[str]) -> str:
+    return f" ({', '.join(client_order_ids)})" if client_order_ids else ""
+
+
 def _broker_label(record: dict[str, Any]) -> str:
     if record.get("kind") == "paper":
         return "the paper broker"
@@ -1256,6 +1357,10 @@ def main(argv: list[str] | None = None) -> int:
                              "account starts with no last rebalance), then exit")
     parser.add_argument("--status", action="store_true", help="print the last run and backup "
                                                               "health as JSON, then exit")
+    parser.add_argument("--every", type=Every.parse, metavar="INTERVAL",
+                        help="run the daily check now and then every INTERVAL (90s, 30m, 24h, "
+                             "1d) in this process, until SIGTERM or Ctrl-C (a Procfile's "
+                             "worker)")
     parser.add_argument("--schedule", choices=PLATFORMS,
                         help="print the jobs that run this checkout on that scheduler (the "
                              "daily check, an hourly health check, a weekly check) and where "
@@ -1264,6 +1369,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --schedule systemd: system units (default: user units)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     args = parser.parse_args(argv)
+    if args.every is not None:
+        once = [f"--{name.replace('_', '-')}" for name in ONE_RUN_FLAGS if getattr(args, name)]
+        if once:
+            parser.error(f"--every repeats the plain daily check; {' and '.join(once)} "
+                         f"{'is' if len(once) == 1 else 'are'} for one run: run it by itself, "
+                         "without --every")
     if args.system and args.schedule != "systemd":
         parser.error("--system goes with --schedule systemd")
     if args.schedule:
@@ -1276,10 +1387,32 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         for handler in logging.getLogger().handlers:
             handler.addFilter(_said_as_a_dry_run)
+    if args.every is not None:
+        return run_every(args)
+    stop = StopRequest()
+    if args.status or args.switch_broker:
+        return run_once(args, stop)[0]
+    with stop.installed():
+        code, bot = run_once(args, stop)
+        if stop.signum is not None:
+            _send_owed(bot.backup_manager if bot else None, args.config)
+        return code
+
+
+# Flags that acknowledge or force something for one run, or are no daily check at all:
+# never repeated by --every.
+ONE_RUN_FLAGS = ("force_rebalance", "accept_fresh_state", "accept_rollback", "take_over",
+                 "switch_broker", "status", "schedule")
+
+
+def run_once(args: argparse.Namespace, stop: StopRequest) -> tuple[int, DalioLite | None]:
+    """One run as the command line asked for it: its exit code, and the bot that ran it."""
+    bot = None
     try:
         load_env_file(Path(args.config).resolve().parent / ENV_FILE)
         bot = DalioLite(args.config, accept_fresh_state=args.accept_fresh_state,
-                        accept_rollback=args.accept_rollback, take_over=args.take_over)
+                        accept_rollback=args.accept_rollback, take_over=args.take_over,
+                        stop=stop)
         _check_state_dir(bot.state_dir)
         if args.status:
             doc = bot.status()
@@ -1288,25 +1421,106 @@ def main(argv: list[str] | None = None) -> int:
                 sys.stdout.write("\n")
                 sys.stdout.flush()
             except BrokenPipeError:
-                return _output_closed()
-            return EXIT_OK if doc["ok"] else EXIT_ERROR
+                return _output_closed(), bot
+            return (EXIT_OK if doc["ok"] else EXIT_ERROR), bot
         if bot.config.broker["kind"] == "alpaca":
             _check_alpaca(bot)
         if args.switch_broker:
             log.info("%s", bot.switch_broker())
-            return EXIT_OK
+            return EXIT_OK, bot
         decision = bot.run_daily_check(dry_run=args.dry_run, force=args.force_rebalance)
     except StateUnrecoverableError as exc:
         log.critical("%s", exc)
-        return EXIT_REFUSED
+        return EXIT_REFUSED, bot
     except BrokerError as exc:
         log.error("%s; nothing is recorded as a rebalance", exc)
-        return EXIT_BROKER
+        return EXIT_BROKER, bot
     except (BackupError, ValueError, OSError, LockTimeout) as exc:
         log.error("%s", exc)
-        return EXIT_ERROR
+        return EXIT_ERROR, bot
+    except Stopped as exc:
+        log.warning("%s", exc)
+        return exc.exit_code, bot
     log.info("done: %s", decision.outcome)
-    return EXIT_OK
+    return EXIT_OK, bot
+
+
+@dataclass(frozen=True)
+class Every:
+    """--every's value: a whole number and a unit, as people write it (24h, 1d)."""
+
+    text: str
+    seconds: int
+
+    UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    LONGEST = 366 * 86400
+
+    @classmethod
+    def parse(cls, text: str) -> Every:
+        found = re.fullmatch(r"([0-9]+)([smhd])", text.strip())
+        seconds = int(found[1]) * cls.UNITS[found[2]] if found else 0
+        if not 0 < seconds <= cls.LONGEST:
+            raise argparse.ArgumentTypeError(
+                f"takes a whole number and a unit, s, m, h or d (90s, 30m, 24h, 1d), more "
+                f"than 0 and at most 366d; got {text!r}")
+        return cls(text.strip(), seconds)
+
+
+def run_every(args: argparse.Namespace) -> int:
+    """The daily check now and every `args.every`, in this process (a Procfile's worker),
+    counted from the start of each run. Each run is one as cron starts it: config, state
+    files and broker account read afresh under the run lock. A run that fails is logged
+    and the next one comes all the same. A stop (SIGTERM, Ctrl-C) while waiting sends the
+    copies still owed and exits 0; one during a run ends the loop with that run, which
+    starts no broker call or order after it, and exits with its code."""
+    try:
+        config = load_config(args.config)
+    except (BackupError, OSError) as exc:
+        log.error("%s; nothing was run", exc)
+        return EXIT_ERROR
+    if not config.backup["cloud_enabled"]:
+        log.warning("cloud backup is off (backup.cloud_enabled): state and its backups are "
+                    "on this disk only; where a redeploy wipes the disk, they go with it "
+                    "(docs/platforms.md)")
+    with StopRequest().installed() as stop:
+        log.info("running the daily check now and every %s; SIGTERM or Ctrl-C stops it",
+                 args.every.text)
+        while True:
+            started = time.monotonic()
+            try:
+                code, bot = run_once(args, stop)
+            except Exception:  # a bug in one run must not end the loop: the next may pass
+                log.exception("the daily check failed unexpectedly")
+                code, bot = EXIT_ERROR, None
+            if stop.signum is not None:
+                _send_owed(bot.backup_manager if bot else None, args.config)
+                return code
+            wait = args.every.seconds - (time.monotonic() - started)
+            log.log(logging.INFO if code == EXIT_OK else logging.WARNING,
+                    "%snext daily check at %s UTC (every %s)",
+                    "" if code == EXIT_OK else f"this daily check ended with exit {code}; ",
+                    f"{datetime.now(UTC) + timedelta(seconds=max(wait, 0)):%Y-%m-%d %H:%M:%S}",
+                    args.every.text)
+            if stop.sleep(wait):
+                log.info("%s while waiting: sending the copies still owed, then stopping",
+                         stop.name)
+                _send_owed(None, args.config)
+                return EXIT_OK
+
+
+def _send_owed(manager: BackupManager | None, config_path: str) -> None:
+    """Before a stopped process ends: the copies still owed, once more. Bounded by the S3
+    client's timeouts; a target that failed for `manager` (the run's) is not asked again."""
+    try:
+        manager = manager or BackupManager(**load_config(config_path).backup)
+    except (BackupError, OSError) as exc:
+        log.error("cannot send the copies still owed: %s", exc)
+        return
+    result = manager.send_owed()
+    if result.copied or result.pending or result.errors:
+        log.log(logging.INFO if not (result.pending or result.errors) else logging.ERROR,
+                "copies still owed: %d sent, %d not (they wait in %s)", result.copied,
+                result.pending, manager.backup_dir / OUTBOX_DIR)
 
 
 def _said_as_a_dry_run(record: logging.LogRecord) -> bool:

@@ -628,6 +628,12 @@ class BackupManager:
         complete += [point_name(n) for n in sorted(points_in(names)[0])]
         return self.copier.sync(complete, progress)
 
+    def send_owed(self) -> SyncResult:
+        """Send the copies the outbox owes, without listing the targets first (a host
+        about to stop). Never raises: what fails stays owed. A target that failed once
+        for this manager is not asked again, so a dead endpoint costs one timeout."""
+        return self.copier.send_owed()
+
     def status(self) -> dict[str, Any]:
         """Facts for monitoring: newest valid backup and its age per state file, disk
         use, and per copy target the pending count, oldest pending age, last success
