@@ -5,10 +5,12 @@ once; at start-up, missing or corrupt state is restored from backups before any
 decision is taken. Where state cannot be restored but evidence says it existed,
 DalioLite refuses to trade (exit 3) and says which command to run. Every broker
 call is bounded; a broker that fails ends the run with one line (exit 4) and no
-rebalance recorded.
+rebalance recorded. SIGTERM or Ctrl-C stops a run at its next safe place: no broker
+call, intent or order after the one in flight (exit 143 or 130 when that cut it short).
 
     python dalio_lite.py [--config PATH] [--dry-run] [--force-rebalance]
                          [--accept-fresh-state] [--switch-broker] [--status]
+    python dalio_lite.py [--config PATH] [--dry-run] --every 24h   # a Procfile's worker
     python dalio_lite.py [--config PATH] --schedule cron|launchd|systemd [--system]
 
 Variables of the secrets file beside config.yaml (.env, see dalio_schedule.py) that the

@@ -1,17 +1,22 @@
 """`dalio_lite.py --every INTERVAL`: the forms it takes, the usage errors that name the
 flag, the flags it refuses to repeat, and a config that cannot run stopping it at once.
-What the loop does is in tests/reliability/test_loop.py (real processes, signals)."""
+The checkout's Procfile runs it. What the loop does is in tests/reliability/test_loop.py
+(real processes, signals)."""
 
 from __future__ import annotations
 
 import os
+import shlex
+import signal
 import subprocess
 import sys
 
 import pytest
 
 from dalio_lite import Every
-from tests.helpers import ROOT
+from tests.helpers import ROOT, fresh_checkout
+from tests.reliability.procs import Background
+from tests.test_readme import marked
 
 
 def dalio(home, *args):
@@ -53,3 +58,27 @@ def test_a_config_that_cannot_be_read_stops_the_loop_at_once(home):
     assert proc.returncode == 1, proc.stderr
     assert "broker.kind must be paper or alpaca" in proc.stderr
     assert "nothing was run" in proc.stderr
+
+
+def test_the_procfile_is_the_one_docs_print_and_runs_the_loop_until_sigterm(tmp_path):
+    """The checkout's Procfile, run as a platform runs it (its command, from the
+    checkout, `python` the one with the dependencies), on a fresh copy of the checkout:
+    the first daily check, then SIGTERM while it waits: exit 0."""
+    procfile = (ROOT / "Procfile").read_text()
+    assert marked("file", "Procfile") == procfile
+    kind, line = procfile.strip().split(": ", 1)
+    assert kind == "worker"
+    app = fresh_checkout(tmp_path / "app")
+    argv = shlex.split(line)
+    assert argv[0] == "python"
+    bot = Background([sys.executable, *argv[1:]], cwd=app,
+                     env={**os.environ, "PYTHONPATH": str(app)})
+    try:
+        bot.wait_for("next daily check at")
+        bot.signal(signal.SIGTERM)
+        assert bot.wait(60) == 0, bot.stderr
+    finally:
+        bot.close()
+    assert "done: rebalanced" in bot.stderr
+    assert "every 24h" in bot.stderr
+    assert (app / "state" / "last_rebalance.json").exists()
