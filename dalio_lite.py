@@ -1397,7 +1397,7 @@ def main(argv: list[str] | None = None) -> int:
     with stop.installed():
         code, bot = run_once(args, stop)
         if stop.signum is not None:
-            _send_owed(bot.backup_manager if bot else None, args.config)
+            _stopping(stop, bot.backup_manager if bot else None, args.config)
         return code
 
 
@@ -1495,7 +1495,7 @@ def run_every(args: argparse.Namespace) -> int:
                 log.exception("the daily check failed unexpectedly")
                 code, bot = EXIT_ERROR, None
             if stop.signum is not None:
-                _send_owed(bot.backup_manager if bot else None, args.config)
+                _stopping(stop, bot.backup_manager if bot else None, args.config)
                 return code
             wait = args.every.seconds - (time.monotonic() - started)
             log.log(logging.INFO if code == EXIT_OK else logging.WARNING,
@@ -1504,15 +1504,15 @@ def run_every(args: argparse.Namespace) -> int:
                     f"{datetime.now(UTC) + timedelta(seconds=max(wait, 0)):%Y-%m-%d %H:%M:%S}",
                     args.every.text)
             if stop.sleep(wait):
-                log.info("%s while waiting: sending the copies still owed, then stopping",
-                         stop.name)
-                _send_owed(None, args.config)
+                _stopping(stop, None, args.config, " while waiting")
                 return EXIT_OK
 
 
-def _send_owed(manager: BackupManager | None, config_path: str) -> None:
+def _stopping(stop: StopRequest, manager: BackupManager | None, config_path: str,
+              when: str = "") -> None:
     """Before a stopped process ends: the copies still owed, once more. Bounded by the S3
     client's timeouts; a target that failed for `manager` (the run's) is not asked again."""
+    log.info("%s%s: sending the copies still owed, then stopping", stop.name, when)
     try:
         manager = manager or BackupManager(**load_config(config_path).backup)
     except (BackupError, OSError) as exc:
