@@ -7,17 +7,18 @@
 
 Standard library only at import time; boto3 is imported when cloud backup is
 first used. Modules, in reading order (each uses only those before it):
-errors, log, formats, atomic, writer, retention, store, local, s3, catalog, points,
-outbox, copies, folder, commit, restore, pruning, health, config, manager, recovery, intents, drill,
-metrics, console, commands, cli.
+errors, log, formats, content, atomic, writer, retention, store, local, s3, catalog,
+points, outbox, copies, folder, commit, restore, pruning, verify, status, problems, config,
+manager, recovery, intents, drill, metrics, console, commands, cli.
 
     errors     every error raised on purpose, one base class
     log        the package's logger (logging is imported only when it can show)
-    formats    backup names, sidecars, content rules
+    formats    backup names and stamps, sidecars
+    content    content rules of state files, and the moment a file's content records
     atomic     temp file, sync (F_FULLFSYNC on macOS), rename, sync the folder; locks
     writer     this machine's writer id (backups/.writer), made once
     retention  the pure policy: (name, time) records -> keep/remove and why
-    store      the Store contract every place holding backups offers
+    store      the Store contract every place holding backups offers; a verified read
     local, s3  the two stores: a folder, an S3 bucket
     catalog    which backups of which state file a store holds, newest first
     points     restore points: the manifest, its chain, the history every store holds
@@ -27,7 +28,9 @@ metrics, console, commands, cli.
     commit     commit a restore point of the state files as they stand
     restore    find what a point (or a named backup) holds, install it, keep what it replaces
     pruning    the disk side of retention
-    health     verify and status facts
+    verify     check every backup a store holds
+    status     the facts of an installation that status reports
+    problems   what in those facts needs a person, and what fixes it
     config     the backup: section of config.yaml
     manager    BackupManager, the thin entry point
     recovery   the start-up guard: every rule decided first, then install, catch up, commit
@@ -41,6 +44,12 @@ metrics, console, commands, cli.
 
 from .atomic import atomic_write, file_lock, read_state_file
 from .catalog import BackupInfo
+from .content import (
+    parse_iso_timestamp,
+    register_content_time,
+    register_validator,
+    validate_content,
+)
 from .copies import SyncResult
 from .errors import (
     BackupError,
@@ -60,25 +69,16 @@ from .errors import (
     UploadConflict,
     WriterConflict,
 )
-from .formats import (
-    CLOCK_SKEW,
-    StateKey,
-    fetch_verified,
-    parse_iso_timestamp,
-    register_content_time,
-    register_validator,
-    state_key,
-    validate_content,
-)
+from .formats import CLOCK_SKEW, StateKey, state_key
 from .manager import BackupManager, PointPlan, RestorePlan
 from .points import INTENT_LEASE, Entry, History, Point, PointKind
 from .retention import Decision, RetentionPolicy, plan_cleanup, plan_retention
-from .store import Store
+from .store import Store, fetch_verified
 from .writer import writer_id
 
 # Imported on first use (PEP 562): a cron `backup` run needs none of them.
-_LAZY = {"RestoreResult": "restore", "VerifyItem": "health", "VerifyReport": "health",
-         "status_problems": "health", "RecoveryReport": "recovery", "recover": "recovery",
+_LAZY = {"RestoreResult": "restore", "VerifyItem": "verify", "VerifyReport": "verify",
+         "status_problems": "problems", "RecoveryReport": "recovery", "recover": "recovery",
          "HostFacts": "recovery", "Refusal": "recovery", "RefusalKind": "recovery",
          "OrderFact": "intents", "Settlement": "intents", "settle": "intents",
          "unrecorded": "intents"}

@@ -31,9 +31,9 @@ from .console import (
 )
 from .copies import CLOUD_TARGET
 from .errors import BackupError, LockTimeout, NoValidBackupError
-from .formats import fetch_verified
 from .manager import BackupManager
 from .points import Point, PointKind
+from .store import fetch_verified
 
 # health (status and its rules) is imported by the commands that need it: a cron
 # `backup` run does not pay for it.
@@ -50,7 +50,7 @@ SYNC_PROGRESS_EVERY = 10  # without a terminal: one progress line per this many 
 
 
 def cmd_list(manager: BackupManager, args: argparse.Namespace, config: dict) -> int:
-    from .health import age
+    from .problems import age
     if args.points:
         if args.state_file:
             raise UsageError("list --points shows the whole history: name no STATE_FILE")
@@ -273,7 +273,7 @@ def _standing(manager: BackupManager, planned: Any, result: Any, args: argparse.
     newest = planned.newest
     lines = [f"history:  a ROLLBACK: restore point {result.point}, {result.behind} point(s) "
              f"older than the newest ({newest.sequence}, {newest.time:%Y-%m-%d %H:%M} UTC)"]
-    from .formats import content_time
+    from .content import content_time
     was = manager.entry_data(newest, planned.path.name)
     now, then = content_time(planned.path.name, planned.chosen.data), \
         content_time(planned.path.name, was) if was is not None else None
@@ -406,7 +406,7 @@ def cmd_prune(manager: BackupManager, args: argparse.Namespace, config: dict) ->
 
 
 def cmd_status(manager: BackupManager, args: argparse.Namespace, config: dict) -> int:
-    from .health import status_problems
+    from .problems import status_problems
     if args.max_age_hours is not None and not args.max_age_hours > 0:
         raise UsageError(f"--max-age-hours must be a number > 0, got {args.max_age_hours}")
     from .config import host_facts
@@ -439,7 +439,7 @@ def cmd_status(manager: BackupManager, args: argparse.Namespace, config: dict) -
 
 
 def _status_lines(doc: dict[str, Any], config: dict) -> list[str]:
-    from .health import age
+    from .problems import age
     rows = [[s["state_file"], s["newest_valid"] or "NONE", age(s["newest_valid_age_seconds"]),
              f"{s['complete']}/{s['backups']}"] for s in doc["state_files"]]
     lines = table(rows, ["STATE FILE", "NEWEST VALID BACKUP", "AGE", "COMPLETE/ALL"])
@@ -485,7 +485,7 @@ def _as_shown(doc: dict[str, Any], config: dict) -> dict[str, Any]:
 
 
 def cmd_sync(manager: BackupManager, args: argparse.Namespace, config: dict) -> int:
-    from .health import unconfigured_copies
+    from .status import unconfigured_copies
     if args.forget:
         return _forget(manager, args, config)
     terminal = sys.stderr.isatty()

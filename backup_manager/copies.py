@@ -16,9 +16,10 @@ from datetime import UTC, datetime
 
 from . import log
 from .errors import BackupError, IntegrityError, StoreUnreachable, UploadConflict
-from .formats import SIDECAR_SUFFIX, fetch_verified
+from .formats import SIDECAR_SUFFIX
 from .outbox import Outbox, PendingCopy
 from .retention import GRACE_PERIOD
+from .store import fetch_verified
 
 TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
 if TYPE_CHECKING:

@@ -21,8 +21,8 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 
 from . import log
-from .health import order_text
 from .points import History, Point, open_intents, recorded_orders
+from .problems import order_text
 from .recovery import HostFacts, Refusal, RefusalKind
 
 TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it

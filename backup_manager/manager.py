@@ -34,6 +34,7 @@ from .config import (
     timeout,
     whole_number,
 )
+from .content import validate_content
 from .copies import CLOUD_TARGET, Copier, SyncResult
 from .errors import (
     BackupError,
@@ -48,7 +49,7 @@ from .errors import (
     storage_error,
 )
 from .folder import BackupsFolder
-from .formats import SIDECAR_SUFFIX, check_timestamp_prefix, sha256_hex, state_key, validate_content
+from .formats import SIDECAR_SUFFIX, check_timestamp_prefix, sha256_hex, state_key
 from .local import LocalStore
 from .points import PointKind, point_name, points_in
 from .pruning import prune_backups
@@ -60,10 +61,10 @@ if TYPE_CHECKING:
     from typing import Any
 
     from .formats import StateKey
-    from .health import VerifyReport
     from .points import History, Point
     from .restore import Candidate, RestoreResult, Search
     from .store import Store
+    from .verify import VerifyReport
 
 
 class RestorePlan:
@@ -629,7 +630,7 @@ class BackupManager:
             if self.cloud is None:
                 raise ConfigError("verify --cloud needs backup.cloud_enabled and backup.s3_bucket")
             stores.append(self.cloud)
-        from .health import verify_stores, verify_uploaded
+        from .verify import verify_stores, verify_uploaded
         report = verify_stores(self.folder, stores, keys)
         if cloud:
             verify_uploaded(self.folder, self.cloud, CLOUD_TARGET, keys, report)
@@ -657,7 +658,7 @@ class BackupManager:
         """Facts for monitoring: newest valid backup and its age per state file, disk
         use, and per copy target the pending count, oldest pending age, last success
         and last error."""
-        from .health import status_facts
+        from .status import status_facts
         return status_facts(self.folder, self.state_files, self.copier.targets)
 
 

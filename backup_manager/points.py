@@ -17,8 +17,10 @@ from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from .content import parse_iso_timestamp
 from .errors import IntegrityError, InvalidStateError, StoreUnreachable
-from .formats import SIDECAR_SUFFIX, fetch_verified, parse_iso_timestamp, sha256_hex
+from .formats import SIDECAR_SUFFIX, sha256_hex
+from .store import fetch_verified
 
 TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
 if TYPE_CHECKING:

@@ -37,21 +37,14 @@ from pathlib import Path
 from . import log
 from .atomic import read_state_file, unlink_quietly, write_temp
 from .catalog import backups_of
+from .content import content_time, validate_content
 from .errors import (
     BackupError,
     InvalidStateError,
     StateUnrecoverableError,
     StoreUnreachable,
 )
-from .formats import (
-    CLOCK_SKEW,
-    SIDECAR_SUFFIX,
-    content_time,
-    parse_backup_name,
-    sha256_hex,
-    state_key,
-    validate_content,
-)
+from .formats import CLOCK_SKEW, SIDECAR_SUFFIX, parse_backup_name, sha256_hex, state_key
 from .manager import BackupManager
 from .points import INTENT_LEASE, PointKind, point_name
 from .restore import (

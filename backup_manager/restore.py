@@ -19,6 +19,7 @@ from pathlib import Path
 from . import log
 from .atomic import atomic_write, file_mode, fsync_dir, read_state_file
 from .catalog import BackupSet, backups_of, read_valid, sidecar_digest
+from .content import is_valid_content
 from .errors import (
     IntegrityError,
     InvalidStateError,
@@ -27,14 +28,7 @@ from .errors import (
     storage_error,
 )
 from .folder import CORRUPT_DIR, REPLACED_DIR, BackupsFolder
-from .formats import (
-    SIDECAR_SUFFIX,
-    is_valid_content,
-    parse_backup_name,
-    sha256_hex,
-    sidecar_text,
-    state_key,
-)
+from .formats import SIDECAR_SUFFIX, parse_backup_name, sha256_hex, sidecar_text, state_key
 from .points import Entry, History, Point
 
 TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it

@@ -56,7 +56,8 @@ from backup_manager.config import (
     status_hook,
 )
 from backup_manager.drill import drill
-from backup_manager.health import LIVE_BACKED_UP, LIVE_OLDER, LIVE_UNKNOWN, age
+from backup_manager.problems import age
+from backup_manager.status import LIVE_BACKED_UP, LIVE_OLDER, LIVE_UNKNOWN
 
 RUN_LOCK = "dalio_lite.lock"  # DalioLite holds it (in state.dir) around a daily check
 NEWEST = "the newest restore point's (what an automatic restore installs)"

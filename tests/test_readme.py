@@ -355,7 +355,7 @@ def test_a_container_with_an_ephemeral_disk_as_docs_print_it(tmp_path, bucket):
 def test_readme_explains_every_problem_status_can_print():
     """Each rule of status_problems, made to fire, has its row in "What status reports"."""
     from backup_manager import status_problems
-    from backup_manager.health import ProblemKind
+    from backup_manager.problems import ProblemKind
 
     rows = [line for line in section(README, "### What `status` reports").splitlines()
             if line.startswith("| `")]
