@@ -9,7 +9,8 @@ Standard library only at import time; boto3 is imported when cloud backup is
 first used. Modules, in reading order (each uses only those before it):
 errors, log, formats, content, atomic, writer, retention, store, local, s3, catalog,
 points, outbox, copies, folder, commit, restore, pruning, verify, status, problems, config,
-manager, recovery, intents, drill, metrics, console, commands, cli.
+manager, site, recovery, intents, drill, metrics, console, commands, restore_command,
+status_command, cli.
 
     errors     every error raised on purpose, one base class
     log        the package's logger (logging is imported only when it can show)
@@ -33,13 +34,17 @@ manager, recovery, intents, drill, metrics, console, commands, cli.
     problems   what in those facts needs a person, and what fixes it
     config     the backup: section of config.yaml
     manager    BackupManager, the thin entry point
+    site       one installation from its config.yaml: manager, state folder, run lock,
+               the host's record, status, and every command a person is told to run
     recovery   the start-up guard: every rule decided first, then install, catch up, commit
     intents    orders are placed once: an intent before orders, settled before deciding
     drill      rehearse recovery into a scratch folder, changing nothing live
     metrics    status facts in the Prometheus text format (status --format prometheus)
-    console    what the command line prints, and how it names paths and files
-    commands   one function per command of the command line
-    cli        python -m backup_manager: the parser and the way in
+    console    what the command line prints, and which state file an argument means
+    commands   list, backup, verify, prune, drill: each command's arguments and body
+    restore_command  restore (one file, or --all): its arguments and body
+    status_command   status and sync: their arguments and bodies
+    cli        python -m backup_manager: the table of commands and the way in
 """
 
 from .atomic import atomic_write, file_lock, read_state_file
@@ -81,7 +86,10 @@ _LAZY = {"RestoreResult": "restore", "VerifyItem": "verify", "VerifyReport": "ve
          "status_problems": "problems", "RecoveryReport": "recovery", "recover": "recovery",
          "HostFacts": "recovery", "Refusal": "recovery", "RefusalKind": "recovery",
          "OrderFact": "intents", "Settlement": "intents", "settle": "intents",
-         "unrecorded": "intents"}
+         "unrecorded": "intents", "Site": "site", "HOST_RECORD": "site", "RUN_LOCK": "site",
+         "facts_view": "site", "age": "problems", "rehearse": "drill",
+         "ProblemKind": "problems", "LIVE_BACKED_UP": "status", "LIVE_OLDER": "status",
+         "LIVE_UNKNOWN": "status"}
 
 
 def __getattr__(name: str):  # noqa: ANN202
@@ -101,7 +109,9 @@ def main(argv=None):
 
 
 __all__ = [
-    "BackupError", "BackupInfo", "BackupManager", "CLOCK_SKEW", "INTENT_LEASE", "CloudError",
+    "BackupError", "BackupInfo", "BackupManager", "CLOCK_SKEW", "HOST_RECORD", "INTENT_LEASE",
+    "LIVE_BACKED_UP", "LIVE_OLDER", "LIVE_UNKNOWN", "ProblemKind", "RUN_LOCK", "Site", "age",
+    "facts_view", "rehearse", "CloudError",
     "CloudUnavailable", "ConfigError", "Decision", "Entry", "History", "HostFacts",
     "IntegrityError", "IntentNotCommitted", "InvalidStateError", "LockTimeout",
     "MissingDependency", "NoValidBackupError", "OrderFact", "Point", "PointKind", "PointPlan",

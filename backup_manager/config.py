@@ -158,8 +158,8 @@ def backup_options(section: Mapping[str, Any] | None, base_dir: Path) -> dict[st
     sse = s["s3_sse"]
     if sse not in SSE_MODES:
         raise ConfigError(f"{where}s3_sse must be null, AES256 or aws:kms, got {sse!r}")
-    status_hook(section)  # read by the command line's status, not by BackupManager
-    host_lock(section, base_dir)  # read by the command line's restore; checked here too
+    status_hook(section)  # no longer used; checked so a config from before stays valid
+    host_lock(section, base_dir)  # read by the Site; checked here too
     dashboard_remote_restore(section)  # read by the Backups page; checked here too
     options = {
         "backup_dir": base_dir / directory,
@@ -211,6 +211,18 @@ def host_lock(section: Mapping[str, Any] | None, base_dir: Path) -> tuple[Path |
     return (base_dir / path if path is not None else None), wait
 
 
+def state_dir_of(config: Mapping[str, Any], base_dir: Path) -> Path:
+    """The host's state folder: `state.dir` of config.yaml (default `state`), against
+    the config's folder."""
+    section = config.get("state")
+    folder = section.get("dir") if isinstance(section, Mapping) else None
+    if folder is None:
+        folder = "state"
+    if not isinstance(folder, str) or not folder:
+        raise ConfigError(f"state.dir must be a folder path, got {folder!r}")
+    return base_dir / folder
+
+
 def dashboard_remote_restore(section: Mapping[str, Any] | None) -> bool:
     """`backup.dashboard_remote_restore`: whether the Backups page may restore while it
     is served beyond localhost. Off by default: anyone who reaches such a page could
@@ -221,33 +233,11 @@ def dashboard_remote_restore(section: Mapping[str, Any] | None) -> bool:
 
 
 def status_hook(section: Mapping[str, Any] | None) -> str | None:
-    """`backup.status_hook`: the host's "module:function" that `status` asks what the
-    host knows of its backups; None when the config names none."""
+    """`backup.status_hook`, from before the Site read the host's record itself: still
+    accepted (a config from then keeps working), checked, and not used."""
     section = section if isinstance(section, Mapping) else {}
     hook = section.get("status_hook")
     if hook is not None and (not isinstance(hook, str) or hook.count(":") != 1
                              or not all(hook.split(":"))):
         raise ConfigError(f"backup.status_hook must be 'module:function', got {hook!r}")
     return hook
-
-
-def host_facts(hook: str | None, config_path: Path) -> dict[str, Any]:
-    """What the host says through its status hook, called with the config file's path:
-    `last_backup_error` (a backup failure not caught up yet), `state_files` (its live
-    files) and `run_command` (how to run its daily check), each optional. {} without
-    a hook. The module is looked up beside config.yaml; a hook that fails is reported
-    as a backup error, never hidden."""
-    if not hook:
-        return {}
-    import importlib
-    import sys
-
-    module_name, function = hook.split(":")
-    folder = str(Path(config_path).parent)
-    if folder not in sys.path:
-        sys.path.insert(0, folder)
-    try:
-        facts = getattr(importlib.import_module(module_name), function)(Path(config_path))
-    except Exception as exc:  # the host's code: report it, never hide the backups' status
-        return {"last_backup_error": f"backup.status_hook {hook} failed: {exc}"}
-    return dict(facts or {})

@@ -54,13 +54,14 @@ from .local import LocalStore
 from .points import PointKind, point_name, points_in
 from .pruning import prune_backups
 from .retention import Decision, RetentionPolicy
-from .store import MAX_STATE_BYTES
+from .store import MAX_STATE_BYTES, fetch_verified
 
 TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
 if TYPE_CHECKING:
     from typing import Any
 
-    from .formats import StateKey
+    from .formats import BackupName, StateKey
+    from .outbox import PendingCopy
     from .points import History, Point
     from .restore import Candidate, RestoreResult, Search
     from .store import Store
@@ -653,6 +654,84 @@ class BackupManager:
         complete = [b.name for s in group_backups(names, None).values() for b in s.complete()]
         complete += [point_name(n) for n in sorted(points_in(names)[0])]
         return self.copier.sync(complete, progress)
+
+    # --- what the command line and the page ask about copies -----------------------------
+
+    def copy_targets(self) -> dict[str, str]:
+        """Each configured copy target's id and label (a mirror's folder, s3://...)."""
+        return {t_id: t.label for t_id, t in self.copier.targets.items()}
+
+    def pending_copies(self, target: str | None = None) -> list[PendingCopy]:
+        """The copies owed (to one target, or every one), oldest first."""
+        return self.outbox.pending(target)
+
+    def unconfigured_copies(self) -> list[dict[str, Any]]:
+        """Copies owed to targets no longer configured: per target, how many, how old."""
+        from .status import unconfigured_copies
+        return unconfigured_copies(self.outbox.pending(), self.copier.targets,
+                                   self.folder.clock())
+
+    def forget_copies(self, target: str) -> list[str]:
+        """Drop, on purpose, the copies owed to `target` (a target id): all of them when
+        it is no longer configured, the conflicting ones (never retried) when it is.
+        Returns the names dropped ([]: nothing to drop)."""
+        configured = target in self.copier.targets
+        with self.folder.locked():
+            self.copier.claim()  # a queue another store was owed is set aside first
+            owed = [c.name for c in self.outbox.pending(target)
+                    if c.conflict or not configured]
+            for name in owed:
+                self.outbox.forget(target, name)
+        return owed
+
+    def cloud_view(self) -> tuple[set[str] | None, set[str]]:
+        """What the bucket holds (None: no cloud, or it cannot be listed) and which
+        copies to it are pending."""
+        if self.cloud is None:
+            return None, set()
+        pending = {c.name for c in self.outbox.pending(CLOUD_TARGET)}
+        try:
+            return set(self.cloud.list_names("")), pending
+        except BackupError as exc:
+            log.warning("cannot list the cloud: %s", exc)
+            return None, pending
+
+    def cloud_label(self) -> str | None:
+        """The bucket's label (s3://bucket/prefix); None without cloud backup."""
+        return self.cloud.label if self.cloud is not None else None
+
+    def cloud_listing(self) -> list[str]:
+        """Every name in the bucket (raises StoreUnreachable when it cannot be listed)."""
+        return self.cloud.list_names("") if self.cloud is not None else []
+
+    def copies_of(self, keys: list[StateKey], cloud_names: list[str] | None = None
+                  ) -> tuple[list[tuple[str, str, BackupName, bool]], list[str]]:
+        """Every copy of the backups of the state files `keys`: (where: local, mirror or
+        cloud; the store's label; the backup; complete), and the stores that could not
+        be listed. `cloud_names`, the bucket's listing when the caller has one."""
+        found, unseen = [], []
+        stores = [("local", self.store), *(("mirror", m) for m in self.mirrors.values())]
+        for where, store in stores:
+            for key in keys:
+                try:
+                    found += [(where, store.label, b, complete)
+                              for b, complete in backups_of(store, key)]
+                except OSError as exc:
+                    unseen.append(f"{store.label}: {exc}")
+                    break
+        if self.cloud is not None and cloud_names is not None:
+            sets = group_backups(cloud_names, keys)
+            found += [("cloud", self.cloud.label, b, complete)
+                      for key in keys if key in sets for b, complete in sets[key]]
+        return found, unseen
+
+    def backup_verifies(self, name: str) -> bool:
+        """Whether backup `name` in backups/ matches its sidecar."""
+        try:
+            fetch_verified(self.store, name, max_bytes=self.max_state_bytes)
+        except BackupError:
+            return False
+        return True
 
     def status(self) -> dict[str, Any]:
         """Facts for monitoring: newest valid backup and its age per state file, disk
