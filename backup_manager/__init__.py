@@ -8,9 +8,9 @@
 Standard library only at import time; boto3 is imported when cloud backup is
 first used. Modules, in reading order (each uses only those before it):
 errors, log, formats, content, atomic, writer, retention, store, local, s3, catalog,
-points, outbox, copies, folder, commit, restore, pruning, verify, status, problems, config,
-manager, site, recovery, intents, drill, metrics, console, commands, restore_command,
-status_command, cli.
+points, history, outbox, copies, folder, commit, restore, install, pruning, verify,
+status, problems, config, manager, site, recovery, intents, drill, metrics, console,
+commands, restore_command, status_command, cli.
 
     errors     every error raised on purpose, one base class
     log        the package's logger (logging is imported only when it can show)
@@ -22,12 +22,14 @@ status_command, cli.
     store      the Store contract every place holding backups offers; a verified read
     local, s3  the two stores: a folder, an S3 bucket
     catalog    which backups of which state file a store holds, newest first
-    points     restore points: the manifest, its chain, the history every store holds
+    points     restore points: the manifest and its chain
+    history    the points every store holds; forks; intents no point settles
     outbox     the durable queue of copies owed to mirrors and S3
     copies     sending what the outbox owes
     folder     backups/: its store, lock, outbox and corrupt/
     commit     commit a restore point of the state files as they stand
-    restore    find what a point (or a named backup) holds, install it, keep what it replaces
+    restore    find what a point (or a named backup) holds, verified, in any store
+    install    install it, atomically, keeping what it replaces
     pruning    the disk side of retention
     verify     check every backup a store holds
     status     the facts of an installation that status reports
@@ -75,8 +77,9 @@ from .errors import (
     WriterConflict,
 )
 from .formats import CLOCK_SKEW, StateKey, state_key
+from .history import INTENT_LEASE, History
 from .manager import BackupManager, PointPlan, RestorePlan
-from .points import INTENT_LEASE, Entry, History, Point, PointKind
+from .points import Entry, Point, PointKind
 from .retention import Decision, RetentionPolicy, plan_cleanup, plan_retention
 from .store import Store, fetch_verified
 from .writer import writer_id

@@ -21,7 +21,8 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 
 from . import log
-from .points import History, Point, open_intents, recorded_orders
+from .history import History, open_intents, recorded_orders
+from .points import Point
 from .problems import order_text
 from .recovery import HostFacts, Refusal, RefusalKind
 

@@ -61,8 +61,9 @@ if TYPE_CHECKING:
     from typing import Any
 
     from .formats import BackupName, StateKey
+    from .history import History
     from .outbox import PendingCopy
-    from .points import History, Point
+    from .points import Point
     from .restore import Candidate, RestoreResult, Search
     from .store import Store
     from .verify import VerifyReport
@@ -458,7 +459,7 @@ class BackupManager:
     def history(self, source: str = "auto") -> History:
         """The restore points every store (of `source`) holds; records what it could
         not see, and the highest number seen."""
-        from .points import History
+        from .history import History
         history = History(self.sources(source), skip=self.copier.unreachable)
         for location, why in history.unseen.items():
             self.copier.note_unreachable(location, why)
@@ -524,7 +525,8 @@ class BackupManager:
                         rehearsal: bool = False) -> RestoreResult:
         """Install exactly the backup `plan` chose, keeping what the file held. A
         `rehearsal` (drill) writes only that file: backups/ is left as it is."""
-        from .restore import install, standing
+        from .install import install
+        from .restore import standing
         if plan.current:
             return standing(plan, None)
         point_from = plan.history.read_from(plan.point.sequence) if plan.point else None
@@ -607,7 +609,7 @@ class BackupManager:
     def quarantine(self, state_file_path: str | Path) -> list[str]:
         """Move every local backup of one state file, and the live file if invalid,
         into backups/corrupt/: a deliberate fresh start, never a deletion."""
-        from .restore import quarantine
+        from .install import quarantine
         return quarantine(self.folder, Path(state_file_path))
 
 

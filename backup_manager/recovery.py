@@ -45,24 +45,19 @@ from .errors import (
     StoreUnreachable,
 )
 from .formats import CLOCK_SKEW, SIDECAR_SUFFIX, parse_backup_name, sha256_hex, state_key
+from .history import INTENT_LEASE
+from .install import install, verified_holder
 from .manager import BackupManager
-from .points import INTENT_LEASE, PointKind, point_name
-from .restore import (
-    Candidate,
-    Search,
-    fetch_entry,
-    find_in_points,
-    find_newest_valid,
-    install,
-    verified_holder,
-)
+from .points import PointKind, point_name
+from .restore import Candidate, Search, fetch_entry, find_in_points, find_newest_valid
 from .writer import known_writer_id
 
 TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
 if TYPE_CHECKING:
     from typing import Any
 
-    from .points import History, Point
+    from .history import History
+    from .points import Point
 
 class RefusalKind(StrEnum):
     """Why the host must not trade."""

@@ -159,7 +159,7 @@ def _points_status(folder: BackupsFolder, files: list[str]) -> dict[str, Any]:
 def _open_intents(folder: BackupsFolder) -> list[dict[str, Any]]:
     """The intents in backups/ that no later point settles, with their orders as the
     host recorded them (the package never asks a broker)."""
-    from .points import History, open_intents
+    from .history import History, open_intents
     return [{"sequence": p.sequence, "time": p.time.isoformat(), "writer": p.writer,
              "orders": list(p.details.get("orders", ()))}
             for p in open_intents(History([("backups", folder.store)]), within=INTENTS_SHOWN)]
