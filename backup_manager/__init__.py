@@ -9,8 +9,9 @@ Standard library only at import time; boto3 is imported when cloud backup is
 first used. Modules, in reading order (each uses only those before it):
 errors, log, formats, content, atomic, writer, retention, store, local, s3, catalog,
 points, history, outbox, copies, folder, commit, restore, install, pruning, verify,
-status, problems, config, manager, site, recovery, intents, drill, metrics, console,
-commands, restore_command, status_command, cli.
+status, problems, config, backing, restoring, upkeep, manager, site, refusal, rules,
+planning, recovery, intents, drill, metrics, console, commands, restore_command,
+status_command, cli.
 
     errors     every error raised on purpose, one base class
     log        the package's logger (logging is imported only when it can show)
@@ -35,10 +36,17 @@ commands, restore_command, status_command, cli.
     status     the facts of an installation that status reports
     problems   what in those facts needs a person, and what fixes it
     config     the backup: section of config.yaml
-    manager    BackupManager, the thin entry point
+    backing    BackupManager's backups and restore points (also the claim before orders)
+    restoring  BackupManager's restores: plan and verify, then install
+    upkeep     BackupManager's listing, verify, prune, sync, and what is asked of copies
+    manager    BackupManager, built from the configuration: the three jobs above in one
     site       one installation from its config.yaml: manager, state folder, run lock,
                the host's record, status, and every command a person is told to run
-    recovery   the start-up guard: every rule decided first, then install, catch up, commit
+    refusal    why the host must not trade (Refusal), and what the host knows (HostFacts)
+    rules      the recovery rules, each asked of a plan: writers, older state, account,
+               the host's records, the clock
+    planning   the start-up guard decides, changing nothing: install, catch up, or refuse
+    recovery   the start-up guard: decide, then install, catch up, commit, queue copies
     intents    orders are placed once: an intent before orders, settled before deciding
     drill      rehearse recovery into a scratch folder, changing nothing live
     metrics    status facts in the Prometheus text format (status --format prometheus)
@@ -78,8 +86,9 @@ from .errors import (
 )
 from .formats import CLOCK_SKEW, StateKey, state_key
 from .history import INTENT_LEASE, History
-from .manager import BackupManager, PointPlan, RestorePlan
+from .manager import BackupManager
 from .points import Entry, Point, PointKind
+from .restoring import PointPlan, RestorePlan
 from .retention import Decision, RetentionPolicy, plan_cleanup, plan_retention
 from .store import Store, fetch_verified
 from .writer import writer_id
@@ -87,7 +96,7 @@ from .writer import writer_id
 # Imported on first use (PEP 562): a cron `backup` run needs none of them.
 _LAZY = {"RestoreResult": "restore", "VerifyItem": "verify", "VerifyReport": "verify",
          "status_problems": "problems", "RecoveryReport": "recovery", "recover": "recovery",
-         "HostFacts": "recovery", "Refusal": "recovery", "RefusalKind": "recovery",
+         "HostFacts": "refusal", "Refusal": "refusal", "RefusalKind": "refusal",
          "OrderFact": "intents", "Settlement": "intents", "settle": "intents",
          "unrecorded": "intents", "Site": "site", "HOST_RECORD": "site", "RUN_LOCK": "site",
          "facts_view": "site", "age": "problems", "rehearse": "drill",

@@ -13,12 +13,7 @@ from . import log
 from .atomic import atomic_write, file_mode, fsync_dir, read_state_file
 from .catalog import backups_of, sidecar_digest
 from .content import is_valid_content
-from .errors import (
-    IntegrityError,
-    StoreUnreachable,
-    UploadConflict,
-    storage_error,
-)
+from .errors import IntegrityError, StoreUnreachable, UploadConflict, storage_error
 from .folder import CORRUPT_DIR, REPLACED_DIR, BackupsFolder
 from .formats import SIDECAR_SUFFIX, sha256_hex, sidecar_text, state_key
 from .points import Point

@@ -24,7 +24,7 @@ from . import log
 from .history import History, open_intents, recorded_orders
 from .points import Point
 from .problems import order_text
-from .recovery import HostFacts, Refusal, RefusalKind
+from .refusal import HostFacts, Refusal, RefusalKind
 
 TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
 if TYPE_CHECKING:

@@ -14,11 +14,7 @@ from collections.abc import Iterable, Iterator, Mapping
 
 from . import log
 from .catalog import BackupSet, backups_of, read_valid, sidecar_digest
-from .errors import (
-    IntegrityError,
-    InvalidStateError,
-    StoreUnreachable,
-)
+from .errors import IntegrityError, InvalidStateError, StoreUnreachable
 from .formats import parse_backup_name, sha256_hex, state_key
 from .history import History
 from .points import Entry, Point

@@ -6,12 +6,7 @@ from collections import namedtuple
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 
-from .catalog import (
-    BackupSet,
-    backup_sets,
-    group_backups,
-    read_valid,
-)
+from .catalog import BackupSet, backup_sets, group_backups, read_valid
 from .errors import IntegrityError, InvalidStateError, StoreUnreachable
 from .folder import CORRUPT_DIR
 from .formats import CLOCK_SKEW, parse_any_backup_name
