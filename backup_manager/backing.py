@@ -14,7 +14,6 @@ from . import log
 from .atomic import read_state_file
 from .catalog import BackupSet, group_backups, next_stamp
 from .content import validate_content
-from .copies import Copier
 from .errors import (
     BackupError,
     IntentNotCommitted,
@@ -24,38 +23,22 @@ from .errors import (
     WriterConflict,
     storage_error,
 )
-from .folder import BackupsFolder
 from .formats import SIDECAR_SUFFIX, sha256_hex, state_key
-from .local import LocalStore
 from .points import PointKind
 from .pruning import prune_backups
-from .retention import RetentionPolicy
 
 TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
 if TYPE_CHECKING:
     from typing import Any
 
     from .formats import StateKey
-    from .outbox import Outbox
     from .points import Point
-    from .store import Store
 
 
 
 class Backing:
-    """BackupManager's backups and restore points."""
-
-    if TYPE_CHECKING:  # set by BackupManager.__init__
-        backup_dir: Path
-        folder: BackupsFolder
-        store: LocalStore
-        outbox: Outbox
-        mirrors: dict[str, Store]
-        cloud: Store | None
-        copier: Copier
-        policy: RetentionPolicy
-        state_files: list[Path]
-        max_state_bytes: int
+    """BackupManager's backups and restore points, on the parts BackupManager.__init__ sets up
+    (backup_dir, folder, store, outbox, mirrors, cloud, copier, policy, state_files)."""
 
     @property
     def writer(self) -> str:

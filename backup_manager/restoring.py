@@ -8,18 +8,14 @@ from pathlib import Path
 
 from . import log
 from .atomic import read_state_file
-from .copies import CLOUD_TARGET, Copier
+from .copies import CLOUD_TARGET
 from .errors import ConfigError, NoValidBackupError, UnseenStoresError
-from .folder import BackupsFolder
 from .formats import check_timestamp_prefix, sha256_hex, state_key
-from .local import LocalStore
-from .retention import RetentionPolicy
 
 TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
 if TYPE_CHECKING:
 
     from .history import History
-    from .outbox import Outbox
     from .points import Point
     from .restore import Candidate, RestoreResult, Search
     from .store import Store
@@ -55,19 +51,8 @@ class PointPlan:
 
 
 class Restoring:
-    """BackupManager's restores."""
-
-    if TYPE_CHECKING:  # set by BackupManager.__init__
-        backup_dir: Path
-        folder: BackupsFolder
-        store: LocalStore
-        outbox: Outbox
-        mirrors: dict[str, Store]
-        cloud: Store | None
-        copier: Copier
-        policy: RetentionPolicy
-        state_files: list[Path]
-        max_state_bytes: int
+    """BackupManager's restores, on the parts BackupManager.__init__ sets up
+    (backup_dir, folder, store, outbox, mirrors, cloud, copier, policy, state_files)."""
 
     def restore_from_backup(self, state_file_path: str | Path,
                             backup_timestamp: str | None = None) -> bool:

@@ -8,14 +8,12 @@ from pathlib import Path
 
 from . import log
 from .catalog import BackupInfo, backups_of, group_backups, state_files_in
-from .copies import CLOUD_TARGET, Copier, SyncResult
+from .copies import CLOUD_TARGET, SyncResult
 from .errors import BackupError, ConfigError
-from .folder import BackupsFolder
 from .formats import state_key
-from .local import LocalStore
 from .points import point_name, points_in
 from .pruning import prune_backups
-from .retention import Decision, RetentionPolicy
+from .retention import Decision
 from .store import fetch_verified
 
 TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
@@ -23,26 +21,16 @@ if TYPE_CHECKING:
     from typing import Any
 
     from .formats import BackupName, StateKey
-    from .outbox import Outbox, PendingCopy
+    from .outbox import PendingCopy
     from .store import Store
     from .verify import VerifyReport
 
 
 
 class Upkeep:
-    """BackupManager's listing, checking, pruning and copies."""
-
-    if TYPE_CHECKING:  # set by BackupManager.__init__
-        backup_dir: Path
-        folder: BackupsFolder
-        store: LocalStore
-        outbox: Outbox
-        mirrors: dict[str, Store]
-        cloud: Store | None
-        copier: Copier
-        policy: RetentionPolicy
-        state_files: list[Path]
-        max_state_bytes: int
+    """BackupManager's listing, checking, pruning and copies, on the parts
+    BackupManager.__init__ sets up (backup_dir, folder, store, outbox, mirrors, cloud,
+    copier, policy, state_files)."""
 
     def list_backups(self, state_file_path: str | Path) -> list[BackupInfo]:
         """Local backups of one state file, newest first (incomplete ones included)."""

@@ -14,11 +14,11 @@ backups/, the mirrors and S3, the copy queues, the last verify and drill with
 buttons to run them, and a restore that shows what it installs and what it
 replaces and asks for the state file's name.
 
-Everything is read through backup_manager's public API: BackupManager.status(),
-list_backups(), verify(), plan_restore() and a dry-run install_restore(), drill(),
-and status_problems() for the rules. The page writes nothing unless a button is
+Everything is read through names in backup_manager.__all__: the installation's Site
+(its manager, status and run lock), BackupManager's queries, plan_restore() and a
+dry-run install_restore(), rehearse(). The page writes nothing unless a button is
 pressed; a restore takes the backups folder's lock as the command line does, and
-refuses while DalioLite's run lock (state/dalio_lite.lock) is held. Served beyond
+waits for, then refuses while, DalioLite's run lock (the one the Site names) is held. Served beyond
 localhost (streamlit's server.address not a loopback address, or a request through a
 proxy), the page refuses to restore unless config.yaml allows it
 (backup.dashboard_remote_restore: true, for a page behind authentication).
