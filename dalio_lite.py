@@ -37,6 +37,7 @@ from types import SimpleNamespace
 from typing import Any, Protocol
 
 from backup_manager import (
+    HOST_RECORD,
     INTENT_LEASE,
     BackupError,
     BackupManager,
@@ -46,6 +47,7 @@ from backup_manager import (
     LockTimeout,
     OrderFact,
     PointKind,
+    Site,
     StateUnrecoverableError,
     atomic_write,
     file_lock,
@@ -54,7 +56,6 @@ from backup_manager import (
     recover,
     register_validator,
     settle,
-    status_problems,
     unrecorded,
     validate_content,
     writer_id,
@@ -76,8 +77,7 @@ log = logging.getLogger("dalio_lite")
 
 LAST_REBALANCE = "last_rebalance.json"
 PAPER_ACCOUNT = "paper_account.json"
-AUTOPILOT_STATUS = "autopilot_status.json"
-RUN_LOCK = "dalio_lite.lock"
+AUTOPILOT_STATUS = HOST_RECORD  # the Site reads DalioLite's record of its backups here
 EXIT_OK, EXIT_ERROR, EXIT_REFUSED, EXIT_BROKER = 0, 1, 3, 4
 # Every order DalioLite places carries a client order id that starts with this, then
 # the writer (backups/.writer) and the run that placed it, then a nonce.
@@ -671,9 +671,13 @@ class DalioLite:
                  accept_fresh_state: bool = False, accept_rollback: bool = False,
                  take_over: bool = False, stop: StopRequest | None = None):
         self.config_path = Path(config_path).resolve()
-        self.config = load_config(self.config_path)
+        doc = load_config_file(self.config_path)
+        self.config = parse_config(doc, self.config_path.parent)
         self.state_dir = self.config.state_dir
-        self.backup_manager = BackupManager(**self.config.backup)
+        # One Site for this installation: its backups, run lock, record and commands.
+        self.site = Site(self.config_path, doc=doc, state_files=self.config.backup[
+            "state_files"], host_program=Path(__file__).resolve())
+        self.backup_manager = self.site.manager
         self.accept_fresh_state = accept_fresh_state
         self.accept_rollback = accept_rollback
         self.take_over = take_over
@@ -784,21 +788,16 @@ class DalioLite:
         on_record = self._rebalance_on_record()
         records = {} if on_record is None else {LAST_REBALANCE: (
             on_record, f"{AUTOPILOT_STATUS} records a rebalance at {on_record.isoformat()}")}
-        host = f"{sys.executable} {Path(__file__).resolve()} --config {self.config_path}"
+        host = self.site.host_command
         return HostFacts(records=records, evidence=self._evidence,
                          identity=self._identity_or_none(),
                          describe=_identity_label,
-                         backup_command=self._module_command,
-                         commands={"run": host,
-                                   "accept_fresh": f"{host} --accept-fresh-state",
-                                   "accept_rollback": f"{host} --accept-rollback",
-                                   "accept_identity": f"{host} --switch-broker",
-                                   "accept_takeover": f"{host} --take-over"})
-
-    @property
-    def _module_command(self) -> str:
-        """How the operator runs the backup module's command line on this config."""
-        return f"{sys.executable} -m backup_manager --config {self.config_path}"
+                         backup_command=self.site.command(""),
+                         commands={"run": host(),
+                                   "accept_fresh": host("--accept-fresh-state"),
+                                   "accept_rollback": host("--accept-rollback"),
+                                   "accept_identity": host("--switch-broker"),
+                                   "accept_takeover": host("--take-over")})
 
     def _evidence(self, path: Path) -> str | None:
         """DalioLite's own records that a lost state file existed. A paper account is
@@ -866,11 +865,6 @@ class DalioLite:
         self.stop.check("its next broker call")
         return self.broker
 
-    @property
-    def _host_command(self) -> str:
-        """How the operator runs DalioLite on this config."""
-        return f"{sys.executable} {Path(__file__).resolve()} --config {self.config_path}"
-
     def _configured_broker(self) -> dict[str, Any]:
         """The broker and account config.yaml points at (Alpaca is asked for its account;
         the paper broker has one account per state folder, and its file is not read)."""
@@ -911,7 +905,7 @@ class DalioLite:
         the old history is kept (its last rebalance stays on record, and its files stay
         held by their backups); the new account starts with no last rebalance."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        with file_lock(self.state_path(RUN_LOCK), self.config.lock_timeout, "DalioLite run lock"):
+        with file_lock(self.site.run_lock, self.config.lock_timeout, "DalioLite run lock"):
             self.run_started = datetime.now(UTC)
             report = self.recover_state(switching=True)
             configured = self._configured_broker()
@@ -952,11 +946,11 @@ class DalioLite:
     def _run_lock(self, dry_run: bool) -> Any:
         """The run lock. A dry run writes nothing, not even the lock file: it takes the
         lock where a run made it, and none where no run ever did."""
-        if dry_run and not self.state_path(RUN_LOCK).exists():
+        if dry_run and not self.site.run_lock.exists():
             return contextlib.nullcontext()
         if not dry_run:
             self.state_dir.mkdir(parents=True, exist_ok=True)
-        return file_lock(self.state_path(RUN_LOCK), self.config.lock_timeout,
+        return file_lock(self.site.run_lock, self.config.lock_timeout,
                          "DalioLite run lock")
 
     def run_daily_check(self, *, dry_run: bool = False, force: bool = False) -> RunDecision:
@@ -1248,6 +1242,9 @@ class DalioLite:
             "fresh_start": None if last else self.fresh_start or previous.get("fresh_start"),
             # The broker account this history belongs to (see _check_broker).
             "broker": broker,
+            # What the backup module's status reads of its host (the Site's host record).
+            "state_files": [str(p) for p in self.backup_manager.state_files],
+            "run_command": self.site.host_command(),
         }
         self.save_state(AUTOPILOT_STATUS, doc)
         if doc["last_backup_error"] != self.last_backup_error:
@@ -1269,15 +1266,10 @@ class DalioLite:
             autopilot = self.read_state(AUTOPILOT_STATUS)
         except (InvalidStateError, OSError) as exc:
             autopilot = {"error": str(exc)}
-        backups = self.backup_manager.status()
-        backups["last_backup_error"] = (autopilot or {}).get("last_backup_error")
-        python = sys.executable
-        problems = status_problems(
-            backups, command=f"{python} -m backup_manager --config {self.config_path}",
-            host_command=f"{python} {Path(__file__).resolve()} --config {self.config_path}")
-        return {"ok": not problems, "autopilot": autopilot, "backups": backups,
-                "problems": [{"subject": p.subject, "kind": str(p.kind), "problem": p.what,
-                              "fix": p.fix} for p in problems]}
+        backups = self.site.status()
+        problems = backups.pop("problems")
+        return {"ok": backups.pop("ok"), "autopilot": autopilot, "backups": backups,
+                "problems": problems}
 
 
 def _outcome(exc: BaseException) -> str:
@@ -1312,24 +1304,6 @@ def _on_account(last: datetime | None, broker: Any) -> datetime | None:
     except InvalidStateError:
         pass  # an unreadable switch time: the date counts, the careful way
     return last
-
-
-def backup_status_facts(config_path: str | Path) -> dict[str, Any]:
-    """The `backup.status_hook` of config.yaml: what DalioLite recorded about its
-    backups, for `python -m backup_manager status` to show."""
-    config = load_config(config_path)
-    facts: dict[str, Any] = {
-        "state_files": [str(p) for p in config.backup["state_files"]],
-        "run_command": f"{sys.executable} {Path(__file__).resolve()} --config "
-                       f"{Path(config_path).resolve()}",
-    }
-    try:
-        doc = json.loads(read_state_file(config.state_dir / AUTOPILOT_STATUS)[0])
-    except (OSError, ValueError):
-        return facts
-    if isinstance(doc, dict):
-        facts["last_backup_error"] = doc.get("last_backup_error")
-    return facts
 
 
 # --- command line ------------------------------------------------------------------------
@@ -1514,7 +1488,7 @@ def _stopping(stop: StopRequest, manager: BackupManager | None, config_path: str
     client's timeouts; a target that failed for `manager` (the run's) is not asked again."""
     log.info("%s%s: sending the copies still owed, then stopping", stop.name, when)
     try:
-        manager = manager or BackupManager(**load_config(config_path).backup)
+        manager = manager or Site(config_path).manager
     except (BackupError, OSError) as exc:
         log.error("cannot send the copies still owed: %s", exc)
         return

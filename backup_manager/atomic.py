@@ -183,7 +183,18 @@ def file_lock(path: str | Path, timeout: float, what: str = "lock") -> Iterator[
     The lock belongs to the open file, so it is released when the process dies. A
     LockTimeout names the holder where the system says who it is (Linux).
     """
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        if exc.errno not in (errno.EROFS, errno.EACCES):
+            raise
+        # A folder that cannot be written (a read-only mount, a folder of another user)
+        # can still be read and restored from: flock needs an open file, not a writable
+        # one, so an existing lock file is locked as it is.
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            raise exc from None
     try:
         deadline = time.monotonic() + timeout
         delay = 0.001

@@ -12,6 +12,7 @@ from collections import namedtuple
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timedelta
 
+from .content import validate_content
 from .formats import (
     MAX_SIDECAR,
     SIDECAR_SUFFIX,
@@ -19,12 +20,11 @@ from .formats import (
     BackupName,
     StateKey,
     backup_from_stamp,
-    fetch_verified,
     parse_any_backup_name,
     parse_sidecar,
     stamp_time,
-    validate_content,
 )
+from .store import fetch_verified
 
 TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
 if TYPE_CHECKING:
@@ -132,10 +132,12 @@ def first_valid(store: Store, newest_first: Iterable[BackupName]) -> BackupName 
 
 def sidecar_digest(store: Store, name: str) -> str | None:
     """The digest backup `name`'s sidecar records; None if it has none or it is malformed."""
+    from .errors import IntegrityError
+
     try:
         sidecar = store.read(name + SIDECAR_SUFFIX, max_bytes=MAX_SIDECAR)
         return None if sidecar is None else parse_sidecar(sidecar, name)
-    except (ValueError, OSError):
+    except (ValueError, OSError, IntegrityError):
         return None
 
 

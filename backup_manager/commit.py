@@ -11,13 +11,15 @@ sidecar makes it complete, and follows the newest point this folder holds.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
 from pathlib import Path
 
 from . import log
 from .atomic import read_state_file
 from .catalog import BackupSet, group_backups, next_stamp, sidecar_digest
+from .content import validate_content
 from .errors import IntegrityError, InvalidStateError, storage_error
-from .formats import SIDECAR_SUFFIX, sha256_hex, state_key, validate_content
+from .formats import SIDECAR_SUFFIX, sha256_hex, state_key
 from .points import CARRIED, Entry, Point, encode_point, point_name, points_in, read_point
 
 TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
@@ -42,20 +44,20 @@ def newest_local_point(folder: BackupsFolder, names: list[str]) -> tuple[Point |
 def commit_point(folder: BackupsFolder, state_files: Iterable[Path], *, writer: str,
                  kind: str, reason: str, record: Callable[[str], None],
                  details: Mapping[str, Any] | None = None,
-                 made: Mapping[str, tuple[str, str]] = {},
+                 made: Mapping[str, tuple[str, str, datetime]] = {},
                  fresh: Iterable[str] = (), seen: int = 0, force: bool = False,
                  names: list[str] | None = None, follows: Point | None = None,
                  publish: Callable[[Point, bytes], Iterable[str]] | None = None
                  ) -> Point | None:
     """Commit a point of the state files as they stand; None when nothing changed since
-    the newest point (unless `force`). `made` maps file names to (name, SHA-256) of
-    the backup just made of them; `fresh` names files started over on purpose (entry
-    cleared); `seen` is the highest number seen in any other store; `record(name)` owes
-    the point to every copy target; `names`, a fresh listing of backups/ when the caller
-    has one (taken under the same lock hold). `follows` is the point it follows when not
-    this folder's newest (a take-over follows another writer's). `publish(point, data)`
-    creates it elsewhere first (a claim) and returns the targets it reached: those are
-    not owed it."""
+    the newest point (unless `force`). `made` maps file names to (name, SHA-256, clock
+    reading) of the backup just made of them; `fresh` names files started over on
+    purpose (entry cleared); `seen` is the highest number seen in any other store;
+    `record(name)` owes the point to every copy target; `names`, a fresh listing of
+    backups/ when the caller has one (taken under the same lock hold). `follows` is the
+    point it follows when not this folder's newest (a take-over follows another
+    writer's). `publish(point, data)` creates it elsewhere first (a claim) and returns
+    the targets it reached: those are not owed it."""
     names = folder.store.list_names() if names is None else names
     newest, highest = newest_local_point(folder, names)
     base = follows if follows is not None else newest
@@ -89,7 +91,7 @@ def commit_point(folder: BackupsFolder, state_files: Iterable[Path], *, writer: 
 
 
 def _entry_of(folder: BackupsFolder, path: Path, names: list[str], had: Entry | None,
-              made: tuple[str, str] | None, record: Callable[[str], None]
+              made: tuple[str, str, datetime] | None, record: Callable[[str], None]
               ) -> Entry | None:
     """The entry for the live file at `path`; None to keep what the point had (the file
     is missing or invalid)."""
@@ -115,15 +117,23 @@ def _entry_of(folder: BackupsFolder, path: Path, names: list[str], had: Entry | 
     # Only the newest backup may stand for the live bytes: an older one holding them
     # means the file went back (a restore), and the history records that as new.
     if newest is not None and sidecar_digest(folder.store, newest.name) == digest and \
-            folder.store.read(newest.name) == live:
+            _holds(folder, newest.name, live):
         return Entry(newest.name, digest)
-    when = next_stamp(backups, folder.clock(), folder.store.is_object)
+    now = folder.clock()
+    when = next_stamp(backups, now, folder.store.is_object)
     try:
         name = folder.store.create_backup(*key, live, mode, when, before_commit=record)
     except OSError as exc:
         raise storage_error(exc, f"cannot back up {path} in {folder.root}") from None
     log.warning("%s held bytes no backup held: backed up now as %s", path, name)
-    return Entry(name, digest)
+    return Entry(name, digest, now)
+
+
+def _holds(folder: BackupsFolder, name: str, live: bytes) -> bool:
+    try:
+        return folder.store.read(name) == live
+    except IntegrityError:  # too large to read, or damaged: not these bytes
+        return False
 
 
 def _digests(files: Mapping[str, Entry | None]) -> dict[str, str | None]:

@@ -47,7 +47,12 @@ BACKUP_DEFAULTS: dict[str, Any] = {
     "host_lock": None,
     "host_lock_timeout_seconds": 60,
     "dashboard_remote_restore": False,
+    "max_state_bytes": 16 * 1024 * 1024,
 }
+MIN_STATE_BOUND = 64 * 1024
+"""The least backup.max_state_bytes: sidecars and restore points are read under the same
+bound (DalioLite's points are under 1 KiB)."""
+MAX_STATE_BOUND = 1024 ** 3
 SSE_MODES = (None, "AES256", "aws:kms")
 MAX_TIMEOUT = 3600.0
 
@@ -153,8 +158,8 @@ def backup_options(section: Mapping[str, Any] | None, base_dir: Path) -> dict[st
     sse = s["s3_sse"]
     if sse not in SSE_MODES:
         raise ConfigError(f"{where}s3_sse must be null, AES256 or aws:kms, got {sse!r}")
-    status_hook(section)  # read by the command line's status, not by BackupManager
-    host_lock(section, base_dir)  # read by the command line's restore; checked here too
+    status_hook(section)  # no longer used; checked so a config from before stays valid
+    host_lock(section, base_dir)  # read by the Site; checked here too
     dashboard_remote_restore(section)  # read by the Backups page; checked here too
     options = {
         "backup_dir": base_dir / directory,
@@ -166,6 +171,8 @@ def backup_options(section: Mapping[str, Any] | None, base_dir: Path) -> dict[st
         "keep_daily": whole_number(where + "keep_daily", s["keep_daily"], maximum=MAX_DAYS),
         "durable": flag(where + "durable", s["durable"]),
         "require_fence": flag(where + "require_fence", s["require_fence"]),
+        "max_state_bytes": whole_number(where + "max_state_bytes", s["max_state_bytes"],
+                                        minimum=MIN_STATE_BOUND, maximum=MAX_STATE_BOUND),
         "lock_timeout": timeout(where + "lock_timeout_seconds", s["lock_timeout_seconds"]),
         "cloud_enabled": flag(where + "cloud_enabled", s["cloud_enabled"]),
         "mirror_dirs": path_list(where + "mirror_dirs", s["mirror_dirs"], base_dir),
@@ -204,6 +211,18 @@ def host_lock(section: Mapping[str, Any] | None, base_dir: Path) -> tuple[Path |
     return (base_dir / path if path is not None else None), wait
 
 
+def state_dir_of(config: Mapping[str, Any], base_dir: Path) -> Path:
+    """The host's state folder: `state.dir` of config.yaml (default `state`), against
+    the config's folder."""
+    section = config.get("state")
+    folder = section.get("dir") if isinstance(section, Mapping) else None
+    if folder is None:
+        folder = "state"
+    if not isinstance(folder, str) or not folder:
+        raise ConfigError(f"state.dir must be a folder path, got {folder!r}")
+    return base_dir / folder
+
+
 def dashboard_remote_restore(section: Mapping[str, Any] | None) -> bool:
     """`backup.dashboard_remote_restore`: whether the Backups page may restore while it
     is served beyond localhost. Off by default: anyone who reaches such a page could
@@ -214,33 +233,11 @@ def dashboard_remote_restore(section: Mapping[str, Any] | None) -> bool:
 
 
 def status_hook(section: Mapping[str, Any] | None) -> str | None:
-    """`backup.status_hook`: the host's "module:function" that `status` asks what the
-    host knows of its backups; None when the config names none."""
+    """`backup.status_hook`, from before the Site read the host's record itself: still
+    accepted (a config from then keeps working), checked, and not used."""
     section = section if isinstance(section, Mapping) else {}
     hook = section.get("status_hook")
     if hook is not None and (not isinstance(hook, str) or hook.count(":") != 1
                              or not all(hook.split(":"))):
         raise ConfigError(f"backup.status_hook must be 'module:function', got {hook!r}")
     return hook
-
-
-def host_facts(hook: str | None, config_path: Path) -> dict[str, Any]:
-    """What the host says through its status hook, called with the config file's path:
-    `last_backup_error` (a backup failure not caught up yet), `state_files` (its live
-    files) and `run_command` (how to run its daily check), each optional. {} without
-    a hook. The module is looked up beside config.yaml; a hook that fails is reported
-    as a backup error, never hidden."""
-    if not hook:
-        return {}
-    import importlib
-    import sys
-
-    module_name, function = hook.split(":")
-    folder = str(Path(config_path).parent)
-    if folder not in sys.path:
-        sys.path.insert(0, folder)
-    try:
-        facts = getattr(importlib.import_module(module_name), function)(Path(config_path))
-    except Exception as exc:  # the host's code: report it, never hide the backups' status
-        return {"last_backup_error": f"backup.status_hook {hook} failed: {exc}"}
-    return dict(facts or {})

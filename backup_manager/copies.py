@@ -16,9 +16,10 @@ from datetime import UTC, datetime
 
 from . import log
 from .errors import BackupError, IntegrityError, StoreUnreachable, UploadConflict
-from .formats import SIDECAR_SUFFIX, fetch_verified
+from .formats import SIDECAR_SUFFIX
 from .outbox import Outbox, PendingCopy
 from .retention import GRACE_PERIOD
+from .store import fetch_verified
 
 TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
 if TYPE_CHECKING:
@@ -46,6 +47,15 @@ class Copier:
         self.outbox = outbox
         self.targets = targets
         self.unreachable: dict[str, str] = {}
+        self._claimed = False
+
+    def claim(self) -> None:
+        """Make each target's queue in the outbox that of the store configured now (once
+        per Copier): what another store was owed, and its history, is not this one's."""
+        if not self._claimed:
+            for target_id, target in self.targets.items():
+                self.outbox.claim(target_id, target_identity(target))
+            self._claimed = True
 
     def note_unreachable(self, target_id: str, exc: Exception) -> None:
         self.unreachable.setdefault(target_id, str(exc))
@@ -54,6 +64,7 @@ class Copier:
         """Record that every target (but those in `skip`, which already hold it) needs
         object `name` (before it is complete: an OSError here fails that backup rather
         than leave a copy unowed)."""
+        self.claim()
         for target_id in self.targets:
             if target_id not in skip:
                 self.outbox.add(target_id, name)
@@ -70,6 +81,7 @@ class Copier:
 
     def drain(self, progress: Callable[[int, int], None] | None = None) -> SyncResult:
         result = SyncResult()
+        self.claim()
         work = [c for c in self.outbox.pending() if not c.conflict]
         for copy in work:
             target = self.targets.get(copy.target)
@@ -88,6 +100,7 @@ class Copier:
         Targets are asked afresh: an explicit sync is the retry."""
         complete = list(complete)
         self.unreachable.clear()
+        self.claim()
         for target_id, target in self.targets.items():
             try:
                 present = set(target.list_names(""))
@@ -141,6 +154,13 @@ class Copier:
         except OSError as exc:
             log.error("cannot update the outbox entry of %s: %s", copy.name, exc)
         return False
+
+
+def target_identity(target: Store) -> str:
+    """What a copy target is: where it is (a folder, or bucket and prefix) and the
+    endpoint that serves it. A target whose identity changed is another target."""
+    endpoint = getattr(target, "endpoint_url", None)
+    return target.label + (f" at {endpoint}" if endpoint else "")
 
 
 def _recent(copy: PendingCopy) -> bool:

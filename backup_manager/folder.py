@@ -12,6 +12,7 @@ from .atomic import file_lock
 from .errors import LockTimeout, storage_error
 from .local import LocalStore
 from .outbox import Outbox
+from .store import MAX_STATE_BYTES
 
 TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
 if TYPE_CHECKING:
@@ -31,12 +32,12 @@ class BackupsFolder:
     """The backups folder of one site. Nothing touches the disk until it is used."""
 
     def __init__(self, root: str | Path, *, durable: bool, lock_timeout: float,
-                 clock: Callable[[], datetime]):
+                 clock: Callable[[], datetime], max_bytes: int = MAX_STATE_BYTES):
         self.root = Path(root)
         self.durable = durable
         self.lock_timeout = lock_timeout
         self.clock = clock
-        self.store = LocalStore(self.root, durable=durable)
+        self.store = LocalStore(self.root, durable=durable, max_bytes=max_bytes)
         self.outbox = Outbox(self.root / OUTBOX_DIR, durable=durable)
 
     @contextmanager

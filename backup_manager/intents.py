@@ -21,9 +21,10 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 
 from . import log
-from .health import order_text
-from .points import History, Point, open_intents, recorded_orders
-from .recovery import HostFacts, Refusal, RefusalKind
+from .history import History, open_intents, recorded_orders
+from .points import Point
+from .problems import order_text
+from .refusal import HostFacts, Refusal, RefusalKind
 
 TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
 if TYPE_CHECKING:

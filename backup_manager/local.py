@@ -10,9 +10,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from .atomic import fsync_dir, publish_new, unlink_quietly, write_temp
-from .errors import UploadConflict, unreachable
+from .errors import IntegrityError, UploadConflict, unreachable
 from .formats import SIDECAR_SUFFIX, format_backup_name, sha256_hex, sidecar_text
-from .store import Store
+from .store import MAX_STATE_BYTES, Store, too_large
 
 # O_NONBLOCK: a FIFO planted at a backup's name must not hang whoever lists it.
 _READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -22,9 +22,11 @@ _MAX_NAME_CLASHES = 1000
 class LocalStore(Store):
     """A folder of backups. Symlinks and sub-folders in it are never objects."""
 
-    def __init__(self, root: str | Path, *, durable: bool = True):
+    def __init__(self, root: str | Path, *, durable: bool = True,
+                 max_bytes: int = MAX_STATE_BYTES):
         self.root = Path(root)
         self.durable = durable
+        self.max_bytes = max_bytes
 
     def __repr__(self) -> str:
         return f"LocalStore({str(self.root)!r})"
@@ -70,17 +72,19 @@ class LocalStore(Store):
         return files, others
 
     def list_names(self, prefix: str = "") -> list[str]:
-        # listdir, not scan(): no per-entry objects. A symlink or folder listed here is
-        # no object all the same: read() refuses it.
+        # Regular files only, from the folder's own entry types (no stat per name): a
+        # symlink or folder named like a backup is no backup, and must not take a
+        # keep_last place, stand for the newest, or be counted by status.
         try:
             try:
-                names = os.listdir(self.root)
+                with os.scandir(self.root) as entries:
+                    return [e.name for e in entries if e.name.startswith(prefix)
+                            and e.is_file(follow_symlinks=False)]
             except FileNotFoundError:
                 self._check_absent()
                 return []
         except OSError as exc:
             raise unreachable(exc, f"cannot list {self.root}") from None
-        return [n for n in names if n.startswith(prefix)] if prefix else names
 
     def _check_absent(self) -> None:
         # A folder never made is empty; one whose parent is gone is a drive not mounted.
@@ -98,16 +102,33 @@ class LocalStore(Store):
                 return None  # a symlink is never a backup
             raise unreachable(exc, f"cannot read {name} in {self.root}") from None
         try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
+            info = os.fstat(fd)
+            bounded = max_bytes is not None and max_bytes < self.max_bytes
+            if not stat.S_ISREG(info.st_mode) or (info.st_size > self.max_bytes
+                                                   and not bounded):
                 os.close(fd)
+                if stat.S_ISREG(info.st_mode):
+                    raise too_large(self, name, info.st_size)
                 return None
             with os.fdopen(fd, "rb") as f:
-                return f.read() if max_bytes is None else f.read(max_bytes + 1)
+                limit = self.max_bytes if max_bytes is None else min(max_bytes, self.max_bytes)
+                # By the size fstat says: read(n) allocates n bytes before reading any.
+                want = min(limit, info.st_size) + 1
+                data = f.read(want)
+                if len(data) == want <= limit:  # it grew since fstat: the rest, bounded
+                    data += f.read(limit + 1 - want)
         except OSError as exc:
             raise unreachable(exc, f"cannot read {name} in {self.root}") from None
+        if len(data) > self.max_bytes:  # it grew while read
+            raise too_large(self, name, len(data))
+        return data
 
     def write(self, name: str, data: bytes, *, mode: int = 0o600) -> None:
-        existing = self.read(name)
+        try:
+            existing = self.read(name)
+        except IntegrityError as exc:  # an object too large to read is other bytes
+            raise UploadConflict(f"{self.root / name} exists with other content "
+                                 f"({exc}); not overwritten") from None
         if existing is not None:
             if existing == data:
                 return
@@ -223,3 +244,4 @@ class LocalStore(Store):
             return os.lstat(self.root / name).st_size
         except FileNotFoundError:
             return None
+

@@ -19,6 +19,8 @@ from .formats import TEMP_MARK
 
 _ENTRY = ".json"
 _LAST_SUCCESS = "last-success"
+_IDENTITY = "target"
+"""Which store a target's queue belongs to (its label and endpoint), as text."""
 
 
 class PendingCopy(namedtuple("PendingCopy", "target name queued_at attempts last_error conflict")):
@@ -59,6 +61,37 @@ class Outbox:
     def forget(self, target: str, name: str) -> None:
         """Drop a copy owed, on purpose (the operator's `sync --forget`): no success."""
         unlink_quietly(os.fspath(self._entry(target, name)))
+
+    def identity(self, target: str) -> str | None:
+        """The identity `target`'s queue was recorded under; None when none was (a queue
+        from before identities, or no queue yet)."""
+        try:
+            return read_state_file(self.root / target / _IDENTITY)[0].decode()
+        except (OSError, UnicodeDecodeError):
+            return None
+
+    def belongs(self, target: str, identity: str) -> bool:
+        """Whether `target`'s queue (pending copies, last success, errors) is that of
+        the store `identity` names; a queue recorded under no identity is."""
+        return self.identity(target) in (None, identity)
+
+    def claim(self, target: str, identity: str) -> None:
+        """Make `target`'s queue that of `identity`. A queue recorded under another
+        identity (a bucket renamed, a mistyped one fixed) is that store's, not this
+        one's: it moves aside as `{target}-{hash}` (what it still owes shows as owed to
+        a target no longer configured), and a queue set aside earlier for `identity`
+        comes back; so a changed target starts with no history."""
+        folder = self.root / target
+        recorded = self.identity(target)
+        if recorded == identity:
+            return
+        if recorded is not None:
+            os.replace(folder, self.root / aside_name(target, recorded))
+            kept = self.root / aside_name(target, identity)
+            if kept.is_dir():
+                os.replace(kept, folder)
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        atomic_write(folder / _IDENTITY, identity.encode(), durable=self.durable, mode=0o600)
 
     def last_success(self, target: str) -> datetime | None:
         try:
@@ -116,6 +149,13 @@ class Outbox:
         doc = {"queued_at": queued.isoformat(), "attempts": attempts, "last_error": error,
                "conflict": conflict}
         atomic_write(path, json.dumps(doc).encode(), durable=self.durable, mode=0o600)
+
+
+def aside_name(target: str, identity: str) -> str:
+    """Where the queue of `target` recorded under `identity` goes when set aside."""
+    from .formats import sha256_hex
+
+    return f"{target}-{sha256_hex(identity.encode())[:12]}"
 
 
 def _now() -> datetime:

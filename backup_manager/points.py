@@ -13,12 +13,14 @@ never both create the same number in one store.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Mapping
-from datetime import datetime, timedelta
+from collections.abc import Iterable, Mapping
+from datetime import datetime
 from enum import StrEnum
 
-from .errors import IntegrityError, InvalidStateError, StoreUnreachable
-from .formats import SIDECAR_SUFFIX, fetch_verified, parse_iso_timestamp, sha256_hex
+from .content import parse_iso_timestamp
+from .errors import InvalidStateError
+from .formats import sha256_hex
+from .store import fetch_verified
 
 TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
 if TYPE_CHECKING:
@@ -51,12 +53,20 @@ class PointKind(StrEnum):
 
 
 class Entry(tuple):
-    """Where a state file's bytes are at one point: (backup name, SHA-256)."""
+    """Where a state file's bytes are at one point: (backup name, SHA-256, made).
+
+    `made` is the clock reading when that backup was made (None: not recorded, a point
+    of an older release). It lives here, not in the backup's name or sidecar: the name
+    is pinned after the newest stamp when the clock is behind (promise 9), the sidecar
+    must stay what `sha256sum -c` reads, and the point that first names a backup is
+    committed in the same lock hold as the backup; every later point carries the entry
+    on unchanged, so the reading outlives that first point. Retention takes ages and
+    days from it, so a backup named after a glitched one ages by when it was made."""
 
     __slots__ = ()
 
-    def __new__(cls, backup: str, sha256: str) -> Entry:
-        return super().__new__(cls, (backup, sha256))
+    def __new__(cls, backup: str, sha256: str, made: datetime | None = None) -> Entry:
+        return super().__new__(cls, (backup, sha256, made))
 
     @property
     def backup(self) -> str:
@@ -65,6 +75,10 @@ class Entry(tuple):
     @property
     def sha256(self) -> str:
         return self[1]
+
+    @property
+    def made(self) -> datetime | None:
+        return self[2]
 
 
 CARRIED = ("identity",)
@@ -128,12 +142,18 @@ def encode_point(point: Point) -> bytes:
         "reason": point.reason,
         "follows": None if point.follows is None else
         {"sequence": point.follows[0], "sha256": point.follows[1]},
-        "files": {name: None if entry is None else {"backup": entry.backup,
-                                                    "sha256": entry.sha256}
+        "files": {name: None if entry is None else _entry_doc(entry)
                   for name, entry in sorted(point.files.items())},
         "details": point.details,
     }
     return (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode()
+
+
+def _entry_doc(entry: Entry) -> dict[str, str]:
+    doc = {"backup": entry.backup, "sha256": entry.sha256}
+    if entry.made is not None:  # optional in format 1: older points have none
+        doc["made"] = entry.made.isoformat()
+    return doc
 
 
 def decode_point(data: bytes, name: str) -> Point:
@@ -188,7 +208,9 @@ def _files(value: Any) -> dict[str, Entry | None]:
             raise ValueError(f"{backup!r} is not a backup of {file_name}")
         if not isinstance(digest, str) or not _HEX64.fullmatch(digest):
             raise ValueError(f"{file_name}: sha256 {digest!r} is not a SHA-256")
-        files[file_name] = Entry(backup, digest)
+        made = entry.get("made")
+        files[file_name] = Entry(backup, digest, None if made is None else
+                                 parse_iso_timestamp(made))
     return files
 
 
@@ -203,19 +225,25 @@ def read_point(store: Store, sequence: int) -> Point:
 
 
 _TIME_FIELD = re.compile(rb'"time": "([^"]{1,64})"')
-_BACKUP_FIELD = re.compile(rb'"backup": "([^"]{1,255})"')
+# Keys are sorted, so an entry's "made" (when it has one) comes right after its "backup".
+_BACKUP_FIELD = re.compile(rb'"backup": "([^"]{1,255})",(?:\s*"made": "([^"]{1,64})",)?')
 
 
-def glance(data: bytes) -> tuple[datetime | None, set[str]]:
-    """(time, backup names) of a manifest's bytes, found without parsing or checking
-    it: what retention needs, thousands of times cheaper than read_point. Times that
-    cannot be read are None."""
+def glance(data: bytes) -> tuple[datetime | None, dict[str, datetime | None]]:
+    """(time, {backup name: when it was made}) of a manifest's bytes, found without
+    parsing or checking it: what retention needs, thousands of times cheaper than
+    read_point. Times that are not recorded or cannot be read are None."""
     found = _TIME_FIELD.search(data)
+    return _time_or_none(found[1] if found else None), {
+        backup.decode(errors="replace"): _time_or_none(made)
+        for backup, made in _BACKUP_FIELD.findall(data)}
+
+
+def _time_or_none(text: bytes | None) -> datetime | None:
     try:
-        when = parse_iso_timestamp(found[1].decode()) if found else None
+        return parse_iso_timestamp(text.decode()) if text else None
     except (InvalidStateError, UnicodeDecodeError):
-        when = None
-    return when, {m.decode(errors="replace") for m in _BACKUP_FIELD.findall(data)}
+        return None
 
 
 def points_in(names: Iterable[str]) -> tuple[set[int], set[int]]:
@@ -228,180 +256,9 @@ def points_in(names: Iterable[str]) -> tuple[set[int], set[int]]:
     return numbers & sidecars, numbers - sidecars
 
 
-class History:
-    """The restore points that a list of stores holds, newest first.
-
-    `unseen` maps each store that could not be listed (its location) to why: it
-    may hold newer points; stores in `skip` (location -> why) failed earlier in this
-    run and are not asked again. Points are read on demand; a copy that does not verify
-    in one store is passed over for the same number in another, and a number with
-    no good copy anywhere is recorded in `damaged`.
-    """
-
-    def __init__(self, sources: Iterable[tuple[str, Store]],
-                 skip: Mapping[str, str] | None = None):
-        self.sources = list(sources)
-        self.locations: dict[int, list[tuple[str, Store]]] = {}
-        self.unseen: dict[str, str] = {}
-        self.damaged: dict[int, str] = {}
-        self._read: dict[int, Point | None] = {}
-        self._read_from: dict[int, tuple[Store, bytes]] = {}
-        self._known: dict[tuple[int, str], str] = {}  # (number, location) -> digest read
-        self.names: dict[str, list[str]] = {}
-        """Each store's whole listing (by location), read once: what a caller needs
-        besides the points (copies a target lacks) is found here without asking again."""
-        for location, store in self.sources:
-            if skip and location in skip:  # it failed earlier in this run: not asked again
-                self.unseen[location] = "not asked again: " + skip[location]
-                continue
-            try:
-                self.names[location] = store.list_names("")
-            except StoreUnreachable as exc:
-                self.unseen[location] = str(exc)
-                continue
-            complete, _incomplete = points_in(self.names[location])
-            for number in complete:
-                self.locations.setdefault(number, []).append((location, store))
-
-    @property
-    def highest(self) -> int:
-        """The highest number any store holds (readable or not); 0 when none."""
-        return max(self.locations, default=0)
-
-    def point(self, sequence: int) -> Point | None:
-        """Point `sequence` from the first store whose copy verifies; None if none does."""
-        if sequence not in self._read:
-            self._read[sequence] = self._first_good(sequence)
-        return self._read[sequence]
-
-    def _first_good(self, sequence: int) -> Point | None:
-        why = []
-        for location, store in self.locations.get(sequence, ()):
-            try:
-                name = point_name(sequence)
-                data = fetch_verified(store, name, max_bytes=MAX_POINT_BYTES)
-                point = decode_point(data, name)
-                self._read_from[sequence] = (store, data)
-                self._known[(sequence, location)] = point.digest
-                return point
-            except (IntegrityError, InvalidStateError) as exc:
-                why.append(f"{store.label}: {exc}")
-            except StoreUnreachable as exc:
-                self.unseen.setdefault(location, str(exc))
-                why.append(f"{store.label}: {exc}")
-        self.damaged[sequence] = "; ".join(why) or "not found"
-        return None
-
-    def __iter__(self) -> Iterator[Point]:
-        """Every readable point, newest first."""
-        for sequence in sorted(self.locations, reverse=True):
-            point = self.point(sequence)
-            if point is not None:
-                yield point
-
-    def newest(self) -> Point | None:
-        return next(iter(self), None)
-
-    def read_from(self, sequence: int) -> tuple[Store, bytes] | None:
-        """(the store whose copy of point `sequence` was read, the manifest's bytes)."""
-        self.point(sequence)
-        return self._read_from.get(sequence)
-
-    def where(self, sequence: int) -> list[str]:
-        """The locations holding point `sequence`."""
-        return [location for location, _ in self.locations.get(sequence, ())]
-
-    def fork(self) -> Fork | None:
-        """Two histories where there must be one (two writers, or a cloned disk that
-        kept one writer id), seen at the newest point: stores holding different points
-        under its number, or a newest point that does not follow the point it names.
-        None when the newest point and its chain agree everywhere it can be read."""
-        newest = self.newest()
-        if newest is None:
-            return None
-        digests = self._digests(newest.sequence)
-        if len(set(digests.values())) > 1:
-            return Fork(newest.sequence, digests, "stores hold different points under it")
-        if newest.follows is not None:
-            number, digest = newest.follows
-            before = self._digests(number)
-            if before and digest not in before.values():
-                return Fork(newest.sequence, {**before, "follows": digest},
-                            f"it follows another point {number} than the one the stores hold")
-        return None
-
-    def _digests(self, sequence: int) -> dict[str, str]:
-        """The SHA-256 each store's copy of point `sequence` records (its sidecar)."""
-        found = {}
-        for location, store in self.locations.get(sequence, ()):
-            if (sequence, location) in self._known:  # read already: no second request
-                found[location] = self._known[(sequence, location)]
-                continue
-            try:
-                sidecar = store.read(point_name(sequence) + SIDECAR_SUFFIX, max_bytes=4096)
-            except StoreUnreachable as exc:
-                self.unseen.setdefault(location, str(exc))
-                continue
-            digest = _sidecar_digest(sidecar or b"")
-            if digest is not None:
-                found[location] = digest
-        return found
 
 
-class Fork(tuple):
-    """(the point's number, {location: digest}, why): where one history became two."""
-
-    __slots__ = ()
-
-    def __new__(cls, sequence: int, digests: Mapping[str, str], why: str) -> Fork:
-        return super().__new__(cls, (sequence, dict(digests), why))
-
-    @property
-    def sequence(self) -> int:
-        return self[0]
-
-    @property
-    def digests(self) -> dict[str, str]:
-        return self[1]
-
-    @property
-    def why(self) -> str:
-        return self[2]
-
-
-def _sidecar_digest(data: bytes) -> str | None:
+def sidecar_digest_of(data: bytes) -> str | None:
+    """The digest a point's sidecar records, or None when it records none."""
     found = _HEX64.match(data.decode("ascii", errors="replace").lower())
     return found[0] if found else None
-
-
-# How long an intent keeps its claim: its writer places no order of it later than this
-# after committing it (every broker call is bounded; four orders take seconds), and
-# another machine settles it only after this (it is taken as abandoned).
-INTENT_LEASE = timedelta(minutes=15)
-
-
-def open_intents(history: History, within: int = 500) -> list[Point]:
-    """The intents (points of kind orders) that no later point settles, oldest first,
-    among the newest `within` points: a run made them and did not live to commit what
-    its orders did."""
-    settled: set[int] = set()
-    found = []
-    for n, point in enumerate(history):
-        if n >= within:
-            break
-        settled.update(point.details.get("settles", ()))
-        if point.kind == PointKind.ORDERS and point.sequence not in settled:
-            found.append(point)
-    return found[::-1]
-
-
-def recorded_orders(history: History, within: int = 500) -> set[str]:
-    """The client order ids the newest `within` points record (intents, reconciliations)."""
-    found: set[str] = set()
-    for n, point in enumerate(history):
-        if n >= within:
-            break
-        found.update(o.get("client_order_id", "") for o in point.details.get("orders", ())
-                     if isinstance(o, dict))
-    found.discard("")
-    return found

@@ -18,7 +18,7 @@ from . import log
 from .catalog import BackupSet, first_valid, group_backups, sidecar_time
 from .errors import BackupError
 from .formats import CLOCK_SKEW, SIDECAR_SUFFIX, TEMP_MARK
-from .points import MAX_POINT_BYTES, POINT_PREFIX, glance, point_name, point_number, points_in
+from .points import MAX_POINT_BYTES, glance, point_name, point_number, points_in
 from .retention import Decision, RetentionPolicy, plan_cleanup, plan_retention
 
 TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from .folder import BackupsFolder
     from .formats import StateKey
     from .local import LocalStore
+    from .store import Store
 
 
 def prune_backups(folder: BackupsFolder, mirrors: Mapping[str, LocalStore],
@@ -51,14 +52,8 @@ def prune_backups(folder: BackupsFolder, mirrors: Mapping[str, LocalStore],
     # target that was removed would keep it forever.
     targets = set(targets)
     waiting = {c.name for c in pending if c.target in targets}
-    plan: list[Decision] = []
-    for backups in sets.values():
-        if removals_only and len(backups.complete_stamps) <= policy.keep_last:
-            continue  # keep_last alone keeps them all: no need for their times
-        plan += _plan_set(folder.store, backups, policy, waiting, now, known_good)
-    plan = _with_points(folder.store, files, plan, policy, waiting, now,
-                        points_too=key is None or removals_only)
-    plan += plan_cleanup(_leftovers(folder.store, files, sets, key), now)
+    plan = _plan_store(folder.store, files, sets, policy, waiting, now, known_good,
+                       key=key, removals_only=removals_only)
     if not dry_run:
         _apply(plan, folder.store)
     for target_id, mirror in mirrors.items():
@@ -67,27 +62,63 @@ def prune_backups(folder: BackupsFolder, mirrors: Mapping[str, LocalStore],
     return plan
 
 
-def _with_points(store: LocalStore, files: list[str], plan: list[Decision],
-                 policy: RetentionPolicy, waiting: set[str], now: datetime, *,
-                 points_too: bool) -> list[Decision]:
-    """`plan` with every backup that a kept restore point names kept, plus the plan of
-    the points themselves when `points_too` (a prune of one state file leaves the
-    points, which belong to every state file, to the next full prune)."""
-    removing = [d for d in plan if not d.keep]
+def _plan_store(store: LocalStore, files: list[str], sets: Mapping[StateKey, BackupSet],
+                policy: RetentionPolicy, waiting: set[str], now: datetime,
+                known_good: str | None, *, key: StateKey | None, removals_only: bool
+                ) -> list[Decision]:
+    """Retention of the backups and points in one store (backups/ or a mirror), and the
+    clean-up of its leftovers, from its own listing."""
+    planned = [b for b in sets.values()
+               if not (removals_only and len(b.complete_stamps) <= policy.keep_last)]
+    points_too = key is None or removals_only
     complete, _ = points_in(files)
-    if not complete or not (removing or (points_too and len(complete) > policy.keep_last)):
-        return plan  # nothing to protect, and keep_last alone keeps every point
+    glanced = _glance(store, complete) if planned or (
+        points_too and len(complete) > policy.keep_last) else {}
+    made = {backup: when for _, entries in glanced.values()
+            for backup, when in entries.items() if when is not None}
+    plan: list[Decision] = []
+    for backups in planned:
+        plan += _plan_set(store, backups, policy, waiting, now, known_good, made)
+    plan = _with_points(glanced, complete, plan, policy, waiting, now, points_too=points_too)
+    return plan + plan_cleanup(_leftovers(store, files, sets, key), now)
+
+
+def made_readings(store: Store, names: list[str]) -> dict[str, datetime]:
+    """When each backup in `store` was made, as the restore points it holds record it
+    (backups no point records are left out)."""
+    return {backup: when for _, entries in _glance(store, points_in(names)[0]).values()
+            for backup, when in entries.items() if when is not None}
+
+
+def _glance(store: Store, complete: set[int]
+            ) -> dict[str, tuple[datetime | None, dict[str, datetime | None]]]:
+    """(time, {backup: when made}) of each complete point in `store`, by point name."""
     glanced = {}
     for number in complete:
         name = point_name(number)
         data = store.read(name, max_bytes=MAX_POINT_BYTES)
         if data is not None:
             glanced[name] = glance(data)
+    return glanced
+
+
+def _with_points(glanced: Mapping[str, tuple[datetime | None, dict[str, datetime | None]]],
+                 complete: set[int], plan: list[Decision], policy: RetentionPolicy,
+                 waiting: set[str], now: datetime, *, points_too: bool) -> list[Decision]:
+    """`plan` with every backup that a kept restore point names kept, plus the plan of
+    the points themselves when `points_too` (a prune of one state file leaves the
+    points, which belong to every state file, to the next full prune). Points are
+    planned by the time in each manifest, in sequence order: clock-proof like backups."""
+    removing = any(not d.keep for d in plan)
+    if not glanced or not (removing or (points_too and len(complete) > policy.keep_last)):
+        return plan  # nothing to protect, and keep_last alone keeps every point
     newest = point_name(max(complete))
     protect = {name: "waiting for upload" for name in waiting & glanced.keys()}
     protect[newest] = "newest restore point"
-    records = [(name, when) for name, (when, _) in glanced.items() if when is not None]
-    points = plan_retention(records, policy, protect, now=now, what="restore point")
+    records = [(name, when) for name, (when, _) in sorted(glanced.items(), reverse=True)
+               if when is not None]
+    points = plan_retention(records, policy, protect, now=now, what="restore point",
+                            in_order=True)
     kept = {d.name for d in points if d.keep} | {n for n, (when, _) in glanced.items()
                                                  if when is None}
     named = {}
@@ -103,16 +134,13 @@ def _with_points(store: LocalStore, files: list[str], plan: list[Decision],
 def _prune_mirror(mirror: LocalStore, policy: RetentionPolicy, key: StateKey | None,
                   owed: set[str], now: datetime, dry_run: bool, removals_only: bool
                   ) -> list[Decision]:
+    """Retention and the clean-up of leftovers (a killed copy's temp file or incomplete
+    backup) in one mirror, planned from its own listing as in backups/."""
     try:
-        sets = group_backups(mirror.list_names(key.stem + "_" if key else ""),
-                             [key] if key else None)
-        plan = []
-        for backups in sets.values():
-            if not (removals_only and len(backups.complete_stamps) <= policy.keep_last):
-                plan += _plan_set(mirror, backups, policy, owed, now, None)
-        plan = _with_points(mirror, mirror.list_names(POINT_PREFIX) if plan or key is None
-                            else [], plan, policy, owed, now,
-                            points_too=key is None or removals_only)
+        files = mirror.list_names()
+        sets = group_backups(files, [key] if key else None)
+        plan = _plan_store(mirror, files, sets, policy, owed, now, None, key=key,
+                           removals_only=removals_only)
         if not dry_run:
             _apply(plan, mirror)
     except (OSError, BackupError) as exc:
@@ -123,17 +151,20 @@ def _prune_mirror(mirror: LocalStore, policy: RetentionPolicy, key: StateKey | N
 
 
 def _plan_set(store: LocalStore, backups: BackupSet, policy: RetentionPolicy,
-              waiting: set[str], now: datetime, known_good: str | None) -> list[Decision]:
+              waiting: set[str], now: datetime, known_good: str | None,
+              made: Mapping[str, datetime]) -> list[Decision]:
     records = backups.retention_records()
     names = {name for name, _ in records}
     if known_good not in names:
         known_good = getattr(first_valid(store, backups.complete()), "name", None)
     protect = {name: "waiting for upload" for name in waiting & names}
+    # Made under a clock ahead of this one: a clock problem for a person. One only named
+    # after such a backup (pinned, promise 9) but made at a sane time is no problem.
     protect.update((name, "stamped in the future: a clock problem, see verify")
-                   for name, when in records if when > now + CLOCK_SKEW)
+                   for name, when in records if made.get(name, when) > now + CLOCK_SKEW)
     if known_good is not None:
         protect[known_good] = "newest valid backup"
-    return plan_retention(records, policy, protect, now=now)
+    return plan_retention(records, policy, protect, now=now, made=made)
 
 
 def _leftovers(store: LocalStore, files: list[str], sets: Mapping[StateKey, BackupSet],

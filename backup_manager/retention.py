@@ -1,8 +1,9 @@
 """Retention policy: pure functions from a list of backups to keep/remove decisions.
 
 Nothing here touches the disk, so every rule is tested with tables of cases.
-Ages come from the time in each backup's name, never from mtime, and are
-measured from the newest backup, so a bot idle for months keeps its history.
+Ages come from the clock reading recorded when each backup was made (else the time
+in its name), never from mtime, and are measured from the newest backup, so a bot
+idle for months keeps its history and a clock glitch voids none.
 """
 
 from __future__ import annotations
@@ -46,22 +47,62 @@ def plan_retention(
     protect: Mapping[str, str] | None = None,
     now: datetime | None = None,
     what: str = "backup",
+    made: Mapping[str, datetime] | None = None,
+    in_order: bool = False,
 ) -> list[Decision]:
     """Decide keep/remove for the complete backups of one state file (or the restore
     points, `what` names which for the reasons), newest first.
 
-    `records` are (name, aware time) pairs. `protect` maps names that must stay
-    whatever the rules say to the reason (the newest valid backup, a pending
-    upload); when None, the newest record is protected as the newest backup.
-    retention_days counts back from the newest backup, or from `now` when the
-    newest is stamped ahead of it: a clock glitch never voids real history.
+    `records` are (name, aware time in its name) pairs, planned in creation order:
+    by that time (name order, promise 9), or as given, newest first, with `in_order`
+    (restore points: by sequence). `protect` maps names that must stay whatever the
+    rules say to the reason (the newest valid backup, a pending upload); when None,
+    the newest record is protected as the newest backup.
+
+    Ages and days come from the clock reading when each was made (`made`, where
+    recorded; else the time in its name), never later than that of the one made after
+    it: after a clock glitch, names stay pinned after the glitched one but each backup
+    ages by when it was made. retention_days counts back from the newest reading, or
+    from `now` when that is earlier. A jump ahead of more than
+    retention_days between neighbours (a clock glitch, or a bot idle that long)
+    deletes nothing: the records before it are planned as they were before it, and
+    those after it on their own.
     """
-    ordered = sorted(records, key=_by_time, reverse=True)
+    ordered = list(records) if in_order else sorted(records, key=_by_time, reverse=True)
     if not ordered:
         return []
     if protect is None:
         protect = {ordered[0][0]: "newest backup"}
-    newest = ordered[0][1] if now is None else min(ordered[0][1], now)
+    readings = _readings(ordered, made or {})
+    window = timedelta(days=policy.retention_days)
+    jump = next((i for i in range(1, len(ordered)) if readings[i - 1] - readings[i] > window),
+                len(ordered))
+    return _plan_run(ordered[:jump], readings[:jump], policy, protect, what, now) + \
+        _plan_run(ordered[jump:], readings[jump:], policy, protect, what, now)
+
+
+def _readings(ordered: list[tuple[str, datetime]], made: Mapping[str, datetime]
+              ) -> list[datetime]:
+    """Each record's clock reading, newest first, each no later than the one before it
+    (made after it)."""
+    readings, ceiling = [], None
+    for name, when in ordered:
+        reading = made.get(name, when)
+        if ceiling is not None and reading > ceiling:
+            reading = ceiling
+        readings.append(reading)
+        ceiling = reading
+    return readings
+
+
+def _plan_run(ordered: list[tuple[str, datetime]], readings: list[datetime],
+              policy: RetentionPolicy, protect: Mapping[str, str], what: str,
+              now: datetime | None) -> list[Decision]:
+    """The rules over records made without a jump between them, newest first;
+    retention_days counts back from the newest, or from `now` when that is earlier."""
+    if not ordered:
+        return []
+    newest = readings[0] if now is None else min(readings[0], now)
     try:
         cutoff = newest - timedelta(days=policy.retention_days)
     except OverflowError:  # a legacy name from year 1: nothing is older
@@ -69,14 +110,16 @@ def plan_retention(
     keep_last, keep_daily, utc = policy.keep_last, policy.keep_daily, UTC
     days, day = 0, None
     plan = []
-    for rank, (name, when) in enumerate(ordered, start=1):
-        previous, day = day, (when if when.tzinfo is utc else when.astimezone(utc)).date()
-        newest_of_day = day != previous  # newest first, so a day's backups are adjacent
+    for rank, ((name, when), reading) in enumerate(zip(ordered, readings, strict=True),
+                                                   start=1):
+        previous = day
+        day = (reading if reading.tzinfo is utc else reading.astimezone(utc)).date()
+        newest_of_day = day != previous  # readings never rise going back: days are adjacent
         days += newest_of_day
         reasons = []
         if rank <= keep_last:
             reasons.append(f"keep_last: {rank} of the {keep_last} newest")
-        if newest_of_day and days <= keep_daily and when >= cutoff:
+        if newest_of_day and days <= keep_daily and reading >= cutoff:
             reasons.append(f"keep_daily: newest of {day}")
         if name in protect:
             reasons.append(protect[name])
@@ -84,7 +127,7 @@ def plan_retention(
             plan.append(Decision(name, when, True, tuple(reasons)))
         else:
             plan.append(Decision(name, when, False, _why_removed(
-                policy, day, newest_of_day, when < cutoff, what)))
+                policy, day, newest_of_day, reading < cutoff, what)))
     return plan
 
 

@@ -12,7 +12,7 @@ import hashlib
 import threading
 
 from .errors import CloudError, CloudUnavailable, IntegrityError, MissingDependency, UploadConflict
-from .store import Store
+from .store import MAX_STATE_BYTES, Store, too_large
 
 TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
 if TYPE_CHECKING:
@@ -52,8 +52,10 @@ class S3Store(Store):
                  endpoint_url: str | None = None, region: str | None = None,
                  sse: str | None = None, kms_key_id: str | None = None,
                  expected_owner: str | None = None,
-                 client_config: dict[str, Any] | None = None, client: Any = None):
+                 client_config: dict[str, Any] | None = None, client: Any = None,
+                 max_bytes: int = MAX_STATE_BYTES):
         self.bucket = bucket
+        self.max_bytes = max_bytes
         self.prefix = prefix.strip("/")
         self.endpoint_url = endpoint_url
         self.region = region
@@ -134,10 +136,24 @@ class S3Store(Store):
         try:
             reply = self.client.get_object(Bucket=self.bucket, Key=self.key(name),
                                            ChecksumMode="ENABLED", **self._owner)
-            if max_bytes is not None and reply.get("ContentLength", 0) > max_bytes:
-                with reply["Body"] as body:
+            size = reply.get("ContentLength", 0)
+            # Not `with body`: that reads the raw stream, past botocore's checksum check.
+            body = reply["Body"]
+            try:
+                if max_bytes is not None and max_bytes < self.max_bytes and size > max_bytes:
                     return body.read(max_bytes + 1)
-            data = reply["Body"].read()
+                if size > self.max_bytes:  # closed unread: never downloaded
+                    raise too_large(self, name, size)
+                # By the size S3 reports (a read allocates what it asks for), then one
+                # more read sees the end, where botocore checks length and checksum.
+                data = body.read(size + 1)
+                data += body.read(1) if len(data) <= size else b""
+            finally:
+                body.close()
+            if len(data) > self.max_bytes:
+                raise too_large(self, name, len(data))
+        except IntegrityError:
+            raise
         except Exception as exc:
             if _error_code(exc) in _NOT_FOUND:
                 return None
@@ -179,8 +195,11 @@ class S3Store(Store):
         stored = self.stored_checksum(name)
         if stored is None or "-" in stored:
             # A store that keeps no SHA-256: compare the bytes themselves.
-            if self.read(name) == data:
-                return
+            try:
+                if self.read(name) == data:
+                    return
+            except IntegrityError:  # too large, or damaged: other bytes all the same
+                pass
         elif stored == digest:
             return
         raise UploadConflict(f"{self.label}/{name} exists with other content; not overwritten")

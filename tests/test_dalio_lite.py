@@ -65,7 +65,7 @@ def test_autopilot_status_has_documented_keys(home):
     doc = status(home)
     assert set(doc) == {"last_run", "outcome", "reason", "next_eligible_rebalance",
                         "last_backup", "last_backup_error", "fresh_start", "rebalance_on_record",
-                        "broker"}
+                        "broker", "state_files", "run_command"}
     assert doc["broker"] == {"kind": "paper", "account": None, "since": None}
     assert doc["last_backup_error"] is None
     assert doc["last_backup"].startswith("last_rebalance_")
@@ -222,18 +222,22 @@ def test_first_run_refuses_when_the_backups_folder_cannot_be_listed(home):
     assert "Not a directory" in done.stderr and "refusing to trade" in done.stderr
 
 
-def test_disk_full_during_backup_never_fails_the_save(home, monkeypatch):
-    assert DalioLite(home / "config.yaml").run_daily_check().outcome == "rebalanced"
+def fill_disk_of(folder, monkeypatch):
+    """Every write into `folder` fails as on a full disk (ENOSPC), from now on."""
     real_write = os.write
-    backups_dir = str(home / "backups")
 
     def write(fd, data):
-        if os.readlink(f"/proc/self/fd/{fd}").startswith(backups_dir):
+        if os.readlink(f"/proc/self/fd/{fd}").startswith(str(folder)):
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_write(fd, data)
 
-    before = sorted(p.name for p in (home / "backups").iterdir())
     monkeypatch.setattr(os, "write", write)
+
+
+def test_disk_full_during_backup_never_fails_the_save(home, monkeypatch):
+    assert DalioLite(home / "config.yaml").run_daily_check().outcome == "rebalanced"
+    before = sorted(p.name for p in (home / "backups").iterdir())
+    fill_disk_of(home / "backups", monkeypatch)
     decision = DalioLite(home / "config.yaml").run_daily_check()
     monkeypatch.undo()
     assert decision.outcome == "no_action"
@@ -244,15 +248,7 @@ def test_disk_full_during_backup_never_fails_the_save(home, monkeypatch):
 
 
 def test_disk_full_before_the_orders_places_none(home, monkeypatch):
-    real_write = os.write
-    backups_dir = str(home / "backups")
-
-    def write(fd, data):
-        if os.readlink(f"/proc/self/fd/{fd}").startswith(backups_dir):
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real_write(fd, data)
-
-    monkeypatch.setattr(os, "write", write)
+    fill_disk_of(home / "backups", monkeypatch)
     with pytest.raises(IntentNotCommitted, match="No space left"):
         DalioLite(home / "config.yaml").run_daily_check()
     monkeypatch.undo()

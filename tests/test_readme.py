@@ -355,7 +355,7 @@ def test_a_container_with_an_ephemeral_disk_as_docs_print_it(tmp_path, bucket):
 def test_readme_explains_every_problem_status_can_print():
     """Each rule of status_problems, made to fire, has its row in "What status reports"."""
     from backup_manager import status_problems
-    from backup_manager.health import ProblemKind
+    from backup_manager.problems import ProblemKind
 
     rows = [line for line in section(README, "### What `status` reports").splitlines()
             if line.startswith("| `")]
@@ -363,6 +363,7 @@ def test_readme_explains_every_problem_status_can_print():
              "stamped_in_future": ["x_2099-01-01_00-00-00.000000Z.json"], "newest_valid": "n",
              "newest_valid_age_seconds": 7200.0}
     facts = {"backup_dir": "backups", "last_backup_error": "disk full",
+             "backups_unwritable": "Read-only file system",
              "state_files": [stale, {**stale, "live": "backed up", "stamped_in_future": [],
                                      "newest_valid": None}],
              "targets": [{"target": "s3://b/p", "pending": 2, "conflicts": 1,

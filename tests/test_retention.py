@@ -50,11 +50,16 @@ RETENTION_CASES = [
     ("several a day: the newest of each day is the one kept",
      series(days=[0, 1]) + series(hours=[3, 27]), RetentionPolicy(keep_last=0, keep_daily=5),
      None, {n for n, _ in series(hours=[3, 27])}),
-    ("idle bot: ages measured from the newest backup, not now",
+    ("idle bot: ages measured from the newest backup, not now; a pause longer than "
+     "retention_days deletes nothing before it",
      series(days=[-400, -399, -398, -215, -214, -213, -212, -211, -210, -209, -208, -207,
                   -206, -205, -204, -203, -202, -201, -200]),
      RetentionPolicy(), None,
-     names_at(days=range(-215, -199))),
+     names_at(days=[-400, -399, -398, *range(-215, -199)])),
+    ("idle bot, short pauses: retention_days counts across them",
+     series(days=[-240, -239, -238, -215, -214, -200]),
+     RetentionPolicy(keep_last=1, keep_daily=30, retention_days=30), None,
+     names_at(days=[-215, -214, -200])),
     ("nothing kept by rules: the newest is still kept",
      series(days=range(5)), RetentionPolicy(keep_last=0, keep_daily=0), None,
      names_at(days=[4])),
@@ -240,3 +245,25 @@ def test_cleanup_keeps_what_is_exactly_as_old_as_the_grace_period():
     assert [(d.name, d.when, d.keep) for d in plan] == [
         ("by mtime", None, True), ("by name", limit, True),
         ("stale", limit - timedelta(seconds=1), False)]
+
+
+def test_ages_and_days_come_from_when_each_was_made_not_from_a_pinned_name():
+    # A glitch a year ahead, then 40 daily backups named just after it (promise 9).
+    glitch = T0 + timedelta(days=365)
+    names = [format_backup_name("s", ".json", glitch + timedelta(microseconds=i))
+             for i in range(41)]
+    records = [(name, glitch + timedelta(microseconds=i)) for i, name in enumerate(names)]
+    made = {names[0]: glitch, **{names[i]: T0 + timedelta(days=i) for i in range(1, 41)}}
+    plan = plan_retention(records, RetentionPolicy(keep_last=0, keep_daily=30,
+                                                   retention_days=30), made=made)
+    assert kept(plan) == set(names[11:]), "the 30 newest days, by when each was made"
+
+
+def test_restore_points_in_sequence_order_with_a_glitched_time_keep_their_days():
+    # Points are given in sequence order; the first was made under a clock a year ahead.
+    names = [f"point-{n:010d}.json" for n in range(41, 0, -1)]
+    times = [T0 + timedelta(days=n) for n in range(40, 0, -1)] + [T0 + timedelta(days=400)]
+    plan = plan_retention(list(zip(names, times, strict=True)),
+                          RetentionPolicy(keep_last=0, keep_daily=30, retention_days=30),
+                          in_order=True)
+    assert kept(plan) == set(names[:30])

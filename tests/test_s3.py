@@ -196,7 +196,7 @@ def test_two_writers_claiming_one_number_in_the_bucket_one_wins(tmp_path, bucket
     orders: the bucket's exclusive create lets one through; the other commits nothing,
     here or there, and the refusal is recorded for status."""
     from backup_manager import WriterConflict
-    from backup_manager.health import status_problems
+    from backup_manager.problems import status_problems
 
     endpoint, name = bucket
     a = cloud_manager(endpoint, name, backup_dir=tmp_path / "a" / "backups")

@@ -105,6 +105,26 @@ def test_read_with_max_bytes_returns_at_most_one_byte_more(store, max_bytes, exp
     assert store.read(NAME) == DATA, "a bounded read changes nothing"
 
 
+def test_an_object_over_the_stores_bound_is_too_large_and_never_read(store):
+    store.write(NAME, DATA)
+    store.max_bytes = len(DATA) - 1
+    bodies = []
+    if isinstance(store, S3Store):
+        store.client.meta.events.register("after-call.s3.GetObject",
+                                          lambda parsed, **_: bodies.append(parsed["Body"]))
+    for bound in (None, len(DATA) - 1, 10 * len(DATA)):
+        with pytest.raises(IntegrityError) as info:
+            store.read(NAME, max_bytes=bound)
+        assert info.value.kind == "too large" and NAME in info.value.detail
+        assert f"{len(DATA):,} bytes" in info.value.detail
+    assert [body._amount_read for body in bodies] == [0] * len(bodies), "downloaded"
+    assert store.read(NAME, max_bytes=4) == DATA[:5], "a smaller bound reads one byte more"
+    with pytest.raises(UploadConflict):
+        store.write(NAME, b"other bytes")  # what cannot be read is never taken as equal
+    store.max_bytes = len(DATA)
+    assert store.read(NAME) == DATA, "an object of exactly the bound is read"
+
+
 # --- listing -------------------------------------------------------------------------
 
 
