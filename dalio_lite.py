@@ -70,7 +70,6 @@ from backup_manager.config import (
     timeout,
     whole_number,
 )
-from backup_manager.folder import OUTBOX_DIR
 from dalio_schedule import ENV_FILE, PLATFORMS, load_env_file, print_schedule
 
 log = logging.getLogger("dalio_lite")
@@ -1346,7 +1345,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     args = parser.parse_args(argv)
     if args.every is not None:
-        once = [f"--{name.replace('_', '-')}" for name in ONE_RUN_FLAGS if getattr(args, name)]
+        once = ['--' + '-'.join(name.split('_')) for name in ONE_RUN_FLAGS if getattr(args, name)]
         if once:
             parser.error(f"--every repeats the plain daily check; {' and '.join(once)} "
                          f"{'is' if len(once) == 1 else 'are'} for one run: run it by itself, "
@@ -1495,8 +1494,8 @@ def _stopping(stop: StopRequest, manager: BackupManager | None, config_path: str
     result = manager.send_owed()
     if result.copied or result.pending or result.errors:
         log.log(logging.INFO if not (result.pending or result.errors) else logging.ERROR,
-                "copies still owed: %d sent, %d not (they wait in %s)", result.copied,
-                result.pending, manager.backup_dir / OUTBOX_DIR)
+                "copies still owed: %d sent, %d not (they stay owed: the next run, or "
+                "python -m backup_manager sync, sends them)", result.copied, result.pending)
 
 
 def _said_as_a_dry_run(record: logging.LogRecord) -> bool:
