@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import http.client
 import os
+import re
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import uuid
 from datetime import timedelta
@@ -117,12 +119,14 @@ def told(**runs):
 
 
 class S3Proxy:
-    """An HTTP proxy to the S3 endpoint that, told `kill(pid, method, path end)`,
-    SIGKILLs process `pid` when that request arrives and drops it: the process dies
-    between two of its requests (a redeploy's SIGKILL, the OOM killer)."""
+    """An HTTP proxy to the S3 endpoint that acts when a request whose method and path
+    end as told arrives: `kill(pid, ...)` SIGKILLs process `pid` and drops the request
+    (the process dies between two of its requests: a redeploy's SIGKILL, the OOM
+    killer); `meanwhile(action, ...)` runs `action()` (another process, to its end),
+    then passes the request on (two instances racing, the other one a step ahead)."""
 
     def __init__(self, upstream_port):
-        self.trap: tuple[int, str, str] | None = None
+        self.trap: tuple[str, str, object, bool] | None = None
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -135,12 +139,13 @@ class S3Proxy:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
                 trap = proxy.trap
-                if trap and self.command == trap[1] and \
-                        self.path.split("?")[0].endswith(trap[2]):
+                if trap and self.command == trap[0] and \
+                        self.path.split("?")[0].endswith(trap[1]):
                     proxy.trap = None
-                    os.kill(trap[0], signal.SIGKILL)
-                    self.close_connection = True
-                    return
+                    trap[2]()
+                    if trap[3]:
+                        self.close_connection = True
+                        return
                 upstream = http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=30)
                 headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
                 upstream.request(self.command, self.path, body=body, headers=headers)
@@ -166,7 +171,10 @@ class S3Proxy:
         self.thread.start()
 
     def kill(self, pid, method, path_end):
-        self.trap = (pid, method, path_end)
+        self.trap = (method, path_end, lambda: os.kill(pid, signal.SIGKILL), True)
+
+    def meanwhile(self, action, method, path_end):
+        self.trap = (method, path_end, action, False)
 
     def close(self):
         self.server.shutdown()
@@ -238,6 +246,31 @@ def test_a_clone_that_runs_a_day_after_its_twin_is_caught_as_another_writer(
     assert not any(c.endswith("--accept-rollback") for c in commands), commands
 
 
+def test_a_machine_behind_another_writer_is_offered_only_commands_that_work(
+        tmp_path, bucket):
+    """A machine comes back after another took the history over (a VM resumed): it
+    refuses, rightly ("another machine has moved this history on"), and lists what to
+    run. Beside adopting and taking over, the list offers --accept-rollback ("keep the
+    older state on purpose"), because its files are also older than the newest point;
+    run, that command is refused again with the same refusal (and must be: the machine
+    is behind another writer). A refusal offers only commands that lift it."""
+    endpoint, name = bucket
+    back = make_home(tmp_path, "back")
+    set_cloud(back, endpoint, name)
+    assert run(back).returncode == 0
+    other = make_home(tmp_path, "other")
+    set_cloud(other, endpoint, name)
+    assert run(other, days=1).returncode == 0  # the other machine moves the history on
+    refused = run(back, days=2)
+    assert refused.returncode == 3, refused.stderr
+    headline, _, commands = refusal_of(refused.stderr)
+    assert headline == "another machine has moved this history on", refused.stderr
+    offered = [c for c in commands if c.endswith("--accept-rollback")]
+    followed = run(back, "--accept-rollback", days=2) if offered else None
+    assert not offered, "offers --accept-rollback, which is then refused: " + told(
+        followed=followed)
+
+
 def test_an_intent_seconds_old_on_a_machine_whose_clock_is_slow_is_refused(
         tmp_path, server, bucket):
     """An overlapping redeploy: the old instance, on a host whose clock is twenty minutes
@@ -289,6 +322,39 @@ def test_a_claim_killed_between_its_point_and_its_sidecar_does_not_block_for_eve
             break
     assert runs[attempt].returncode == 0, told(**runs)
     assert today(server, before) == SYMBOLS
+
+
+def test_a_run_that_loses_the_claim_says_what_to_run(tmp_path, server, bucket, s3_proxy):
+    """An overlapping redeploy: the new instance (a fresh disk, its state from the
+    bucket) and the old one decide at the same moment; the old one claims number 3
+    first, and the new one's claim gets the bucket's 412: it places nothing (exit 3),
+    as it should. What it says is not a refusal like the others ("refusing to trade:",
+    the reasons, numbered commands): one line, and `status` then offers `python -m
+    backup_manager restore --all --yes`, without this installation's interpreter or
+    --config, unlike every other command printed (run from anywhere but the project
+    folder, it restores another folder or fails)."""
+    endpoint, name = bucket
+    old = make_home(tmp_path, "old", kind="alpaca", base_url=server.url)
+    set_cloud(old, endpoint, name)
+    month_of_history(old, server)
+    new = make_home(tmp_path, "new", kind="alpaca", base_url=server.url)
+    set_cloud(new, s3_proxy.url, name)
+    config = yaml.safe_load((new / "config.yaml").read_text())
+    config["backup"]["s3_read_timeout_seconds"] = 60  # while the old one claims first
+    (new / "config.yaml").write_text(yaml.safe_dump(config))
+    before = len(server.submitted())
+    first = []
+    s3_proxy.meanwhile(lambda: first.append(run(old)), "PUT", "/point-0000000003.json")
+    lost = run(new)
+    assert first and first[0].returncode == 0, first and first[0].stderr
+    assert lost.returncode == 3 and today(server, before) == SYMBOLS, told(lost=lost)
+    assert "refusing to trade: " in lost.stderr, told(lost=lost)
+    status = subprocess.run([sys.executable, "-m", "backup_manager", "--config",
+                             str(new / "config.yaml"), "status"], cwd=tmp_path, text=True,
+                            capture_output=True, env=environment(), timeout=TIMEOUT)
+    fixes = [line.split(". ", 1)[1] for line in status.stdout.splitlines()
+             if re.match(r"\s+\d+\. ", line)]
+    assert fixes and all(str(new / "config.yaml") in fix for fix in fixes), status.stdout
 
 
 # --- orders are placed once (promise 15) ---------------------------------------------
