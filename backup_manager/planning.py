@@ -101,6 +101,8 @@ def _plan_with_points(manager: BackupManager, plan: RecoveryPlan, facts: HostFac
             if entry is not None and lf.digest == entry.sha256 or plan.taking_over:
                 plan.kept.append(path)  # a take-over keeps this machine's state, whole
                 continue
+            if plan.other_writer:
+                continue
             older = older_than_newest(manager, plan, path, lf, sources, search)
             if older is None:
                 refusals.add(RefusalKind.DAMAGED, str(path),

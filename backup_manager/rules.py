@@ -73,6 +73,9 @@ class RecoveryPlan:
         self.refusal: Refusal | None = None
         self.backups_problem: str | None = None
         self.taking_over = False
+        self.other_writer = False
+        """Another writer's history, or a fork: the writer refusal's own commands (adopt,
+        take over) settle every live file, so no file is judged a rollback or catch-up."""
 
     @property
     def commit_kind(self) -> PointKind | None:
@@ -101,6 +104,7 @@ def check_writers(manager: BackupManager, plan: RecoveryPlan, facts: HostFacts,
     fork = plan.history.fork()
     if fork is not None:
         where = ", ".join(f"{loc}: {digest[:12]}" for loc, digest in fork.digests.items())
+        plan.other_writer = True
         refusals.add(RefusalKind.FORK, "site", f"restore point {fork.sequence}: {fork.why} "
                      f"({where}); two machines (or a cloned disk) wrote it", take_over)
         return
@@ -112,6 +116,7 @@ def check_writers(manager: BackupManager, plan: RecoveryPlan, facts: HostFacts,
         # Another machine's intent that nothing follows may be in flight: settling it
         # here would race that machine's own orders. Past its lease it is abandoned.
         expires = newest.time + INTENT_LEASE
+        plan.other_writer = True
         refusals.add(RefusalKind.WRITER, "site",
                      f"writer {newest.writer} committed restore point {newest.sequence} "
                      f"({newest.time:%Y-%m-%d %H:%M:%S} UTC) to place "
@@ -126,6 +131,7 @@ def check_writers(manager: BackupManager, plan: RecoveryPlan, facts: HostFacts,
     differs = [p for p, lf in plan.live.items() if lf.status == "valid" and
                (newest.entry(p.name) is None or newest.entry(p.name).sha256 != lf.digest)]
     if differs:
+        plan.other_writer = True
         refusals.add(RefusalKind.WRITER, "site",
                      f"writer {newest.writer} committed restore point {newest.sequence} "
                      f"({newest.time:%Y-%m-%d %H:%M} UTC); this machine (writer {me or 'new'}) "
