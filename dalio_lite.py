@@ -50,6 +50,7 @@ from backup_manager import (
     Site,
     StateUnrecoverableError,
     atomic_write,
+    claim_intent,
     file_lock,
     parse_iso_timestamp,
     read_state_file,
@@ -1177,11 +1178,11 @@ class DalioLite:
         store. A claim another writer holds first stops the run before any order."""
         intent = [{"client_order_id": o.client_order_id, "symbol": o.symbol,
                    "side": o.side, "notional": round(o.notional, 2)} for o in orders]
-        details = {"orders": intent, "identity": self._identity()}
+        details = {"identity": self._identity()}
         if settlement is not None:
             details["continues"] = settlement.sequences
-        point, unfenced = self.backup_manager.claim_point(
-            PointKind.ORDERS, f"intent: {len(orders)} order(s)", details=details)
+        point, unfenced = claim_intent(self.backup_manager, intent, self._facts(),
+                                       details=details)
         self._intents.append(point.sequence)
         self._claimed_at = point.time
         log.info("intent committed as restore point %d before %d order(s)%s", point.sequence,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 from . import log
@@ -19,6 +19,7 @@ from .errors import (
     IntentNotCommitted,
     InvalidStateError,
     StoreUnreachable,
+    UnfencedClaim,
     UploadConflict,
     WriterConflict,
     storage_error,
@@ -155,7 +156,7 @@ class Backing:
                     continue
                 reached.append(target_id)
             if unfenced and require_fence:
-                raise WriterConflict(
+                raise UnfencedClaim(
                     "no claim without every store (backup.require_fence): " + "; ".join(
                         f"{self.copier.targets[t].label}: {why}" for t, why in unfenced.items()))
             return reached
@@ -164,26 +165,14 @@ class Backing:
             with self.folder.locked():
                 point = self._commit(kind, reason, details=details, force=True,
                                      publish=publish)
-        except WriterConflict as exc:
-            self._record_claim_refused(exc)
-            raise
+        except WriterConflict:
+            raise  # the history moved on elsewhere: no claim, and nothing to fix here
         except (BackupError, OSError) as exc:
             raise IntentNotCommitted(f"the intent before orders could not be committed in "
                                      f"{self.backup_dir} ({exc}): no order was placed; fix "
                                      "the backups folder and run again") from exc
         self.copier.send_owed()
         return point, unfenced
-
-    def _record_claim_refused(self, exc: WriterConflict) -> None:
-        """What `status` shows while the history belongs to another writer."""
-        try:
-            self.folder.record_recovery({
-                "time": datetime.now(UTC).isoformat(), "unseen": {},
-                "refused": {"kind": "writer", "headline": "another machine has moved this "
-                            "history on", "reasons": [["site", str(exc)]],
-                            "commands": ["python -m backup_manager restore --all --yes"]}})
-        except OSError as error:
-            log.error("cannot record the refused claim in %s: %s", self.backup_dir, error)
 
     @contextmanager
     def changes(self, kind: str = "run", reason: str = "",

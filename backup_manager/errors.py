@@ -60,6 +60,11 @@ class WriterConflict(StateUnrecoverableError):
     on elsewhere, and nothing that needed the claim (orders) may go ahead."""
 
 
+class UnfencedClaim(WriterConflict):
+    """A claim made with backup.require_fence while a copy target could not be asked:
+    a newer writer there would go unseen, so nothing that needed the claim goes ahead."""
+
+
 class IntentNotCommitted(StateUnrecoverableError):
     """The intent before orders could not be committed (backups/ cannot be written): no
     order may be placed, or a run stopped between its orders and its record would be

@@ -17,14 +17,15 @@ The host gives facts (how to ask the broker, what it answered); the rules are he
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 
 from . import log
+from .errors import UnfencedClaim, WriterConflict
 from .history import History, open_intents, recorded_orders
-from .points import Point
+from .points import Point, PointKind
 from .problems import order_text
-from .refusal import HostFacts, Refusal, RefusalKind
+from .refusal import HEADLINES, HostFacts, Refusal, RefusalKind, writer_commands
 
 TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
 if TYPE_CHECKING:
@@ -97,6 +98,23 @@ class Settlement:
                 "placed": sorted(f.client_order_id for f in self.placed),
                 "rejected": sorted(f.client_order_id for f in self.rejected),
                 "void": self.void}
+
+
+def claim_intent(manager: BackupManager, orders: list[dict[str, Any]], facts: HostFacts, *,
+                 details: Mapping[str, Any] | None = None) -> tuple[Point, dict[str, str]]:
+    """Commit the intent before `orders` (each with its client order id), claimed in
+    every store (manager.claim_point). A claim another writer holds first is a refusal
+    (recorded for `status`) naming the ways out: nothing may be placed."""
+    try:
+        return manager.claim_point(PointKind.ORDERS, f"intent: {len(orders)} order(s)",
+                                   details={**(details or {}), "orders": orders})
+    except WriterConflict as exc:
+        kind = RefusalKind.FENCE if isinstance(exc, UnfencedClaim) else RefusalKind.WRITER
+        refusal = Refusal(kind, HEADLINES[kind],
+                          [("site", f"{exc}; no order was placed")],
+                          [*writer_commands(facts), f"{facts.backup_command} status"])
+        _record_refusal(manager, refusal)
+        raise refusal from None
 
 
 def settle(manager: BackupManager, history: History,

@@ -136,6 +136,14 @@ def rollback_commands(facts: HostFacts, path: Path) -> list[str]:
             + "  # keep the older state on purpose"]
 
 
+def writer_commands(facts: HostFacts) -> list[str]:
+    """The two ways out when another writer moved the history on: adopt it, or keep this
+    machine's state on purpose."""
+    return [f"{facts.backup_command} restore --all --yes  # adopt the newest point's state",
+            facts.command("accept_takeover", "(the host's take-over command)")
+            + "  # keep this machine's state: it becomes the newest point"]
+
+
 def fresh_commands(facts: HostFacts) -> list[str]:
     fresh = facts.commands.get("accept_fresh", "recover(..., accept_fresh=True)")
     return [f"{fresh}  # start over on purpose; damaged backups move to backups/corrupt/"]

@@ -15,7 +15,7 @@ from .history import INTENT_LEASE
 from .install import verified_holder
 from .manager import BackupManager
 from .points import PointKind
-from .refusal import HostFacts, Refusal, RefusalKind, Refusals
+from .refusal import HostFacts, Refusal, RefusalKind, Refusals, writer_commands
 from .restore import Candidate, Search, fetch_entry
 from .writer import known_writer_id
 
@@ -98,9 +98,7 @@ def check_writers(manager: BackupManager, plan: RecoveryPlan, facts: HostFacts,
     """One writer per history: a history that forked, or whose newest point another
     machine wrote while this one's live state differs from it, is not this machine's to
     go on with until it adopts that history or takes it over on purpose."""
-    take_over = facts.command("accept_takeover", "(the host's take-over command)") + \
-        "  # keep this machine's state: it becomes the newest point"
-    adopt = f"{facts.backup_command} restore --all --yes  # adopt the newest point's state"
+    adopt, take_over = writer_commands(facts)
     fork = plan.history.fork()
     if fork is not None:
         where = ", ".join(f"{loc}: {digest[:12]}" for loc, digest in fork.digests.items())
