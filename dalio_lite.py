@@ -1172,6 +1172,15 @@ class DalioLite:
             raise BrokerError(f"the intent claimed at {self._claimed_at.isoformat()} is "
                               f"older than its lease ({INTENT_LEASE}): no more of its orders "
                               "are placed; the next run settles them with the broker")
+        # A clock that stood still while this machine was paused says nothing of the
+        # lease: the history does. Another writer's point after the intent means it was
+        # taken as abandoned and settled elsewhere.
+        moved = self._intents and self.backup_manager.moved_past(self._intents[-1])
+        if moved:
+            raise BrokerError(f"another machine committed a restore point after this run's "
+                              f"intent ({self._intents[-1]}) in {moved}: it took the intent "
+                              "as abandoned; no more of its orders are placed here, the next "
+                              "run settles them with the broker")
 
     def _claim_intent(self, orders: list[MarketOrder], settlement: Any) -> None:
         """The intent before the orders: a restore point naming each one, claimed in every

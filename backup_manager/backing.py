@@ -20,12 +20,14 @@ from .errors import (
     InvalidStateError,
     StoreUnreachable,
     UnfencedClaim,
+    UnfinishedClaim,
     UploadConflict,
     WriterConflict,
     storage_error,
 )
 from .formats import SIDECAR_SUFFIX, sha256_hex, state_key
-from .points import PointKind
+from .history import finish_abandoned_claim
+from .points import MAX_POINT_BYTES, PointKind, decode_point, point_name
 from .pruning import prune_backups
 
 TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
 
     from .formats import StateKey
     from .points import Point
+    from .store import Store
 
 
 
@@ -147,9 +150,7 @@ class Backing:
                     target.write(point.name + SIDECAR_SUFFIX,
                                  sidecar_text(sha256_hex(data), point.name))
                 except UploadConflict:
-                    raise WriterConflict(
-                        f"{target.label} already holds another restore point {point.sequence}"
-                        ": another writer committed it first") from None
+                    raise self._taken(target, point.sequence) from None
                 except StoreUnreachable as exc:
                     self.copier.note_unreachable(target_id, exc)
                     unfenced[target_id] = str(exc)
@@ -173,6 +174,40 @@ class Backing:
                                      "the backups folder and run again") from exc
         self.copier.send_owed()
         return point, unfenced
+
+    def _taken(self, target: Store, sequence: int) -> WriterConflict:
+        """Why `target` refused number `sequence` to this claim: another writer's point,
+        or an unfinished claim (its sidecar never written), finished now if it is this
+        writer's own or past its lease, so the next run settles it."""
+        try:
+            unfinished = finish_abandoned_claim(target, sequence, self.writer,
+                                                self.folder.clock())
+        except (BackupError, OSError):
+            unfinished = None
+        if unfinished is not None:
+            return UnfinishedClaim(
+                f"{target.label} held an unfinished claim of restore point {sequence} (writer "
+                f"{unfinished.writer}, {unfinished.time:%Y-%m-%d %H:%M:%S} UTC): its run "
+                "stopped between the point and its sidecar, before any order; it is "
+                "finished now, and the next run settles it")
+        return WriterConflict(f"{target.label} already holds another restore point "
+                              f"{sequence}: another writer committed it first")
+
+    def moved_past(self, sequence: int) -> str | None:
+        """Where a store already holds a point after `sequence`, another writer's (the
+        history moved on while this run placed the orders of intent `sequence`); None
+        when no store that answers does."""
+        name = point_name(sequence + 1)
+        for _, store in self.sources():
+            try:
+                if store.written_at(name) is None:
+                    continue
+                data = store.read(name, max_bytes=MAX_POINT_BYTES)
+                if data is not None and decode_point(data, name).writer != self.writer:
+                    return store.label
+            except (BackupError, OSError):
+                continue  # a store that cannot answer now is asked again at the next order
+        return None
 
     @contextmanager
     def changes(self, kind: str = "run", reason: str = "",

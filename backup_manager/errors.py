@@ -65,6 +65,11 @@ class UnfencedClaim(WriterConflict):
     a newer writer there would go unseen, so nothing that needed the claim goes ahead."""
 
 
+class UnfinishedClaim(WriterConflict):
+    """The claimed number was taken by an unfinished claim (a run killed between its
+    point and its sidecar, before any order), now finished: the next run settles it."""
+
+
 class IntentNotCommitted(StateUnrecoverableError):
     """The intent before orders could not be committed (backups/ cannot be written): no
     order may be placed, or a run stopped between its orders and its record would be

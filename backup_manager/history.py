@@ -4,10 +4,10 @@ chain says: forks, the intents no point settles, the orders the points record.""
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from .errors import IntegrityError, InvalidStateError, StoreUnreachable
-from .formats import SIDECAR_SUFFIX
+from .formats import SIDECAR_SUFFIX, sha256_hex, sidecar_text
 from .points import (
     MAX_POINT_BYTES,
     Point,
@@ -103,6 +103,21 @@ class History:
         self.point(sequence)
         return self._read_from.get(sequence)
 
+    def written(self, sequence: int) -> datetime | None:
+        """The latest time a store that holds point `sequence` says it was written, by the
+        store's own clock (None: none says): unlike the point's own time, no writer's
+        clock can set it back."""
+        found = []
+        for location, store in self.locations.get(sequence, ()):
+            try:
+                when = store.written_at(point_name(sequence))
+            except StoreUnreachable as exc:
+                self.unseen.setdefault(location, str(exc))
+                continue
+            if when is not None:
+                found.append(when)
+        return max(found, default=None)
+
     def where(self, sequence: int) -> list[str]:
         """The locations holding point `sequence`."""
         return [location for location, _ in self.locations.get(sequence, ())]
@@ -169,6 +184,39 @@ class Fork(tuple):
 # after committing it (every broker call is bounded; four orders take seconds), and
 # another machine settles it only after this (it is taken as abandoned).
 INTENT_LEASE = timedelta(minutes=15)
+
+
+def lease_ends(history: History, intent: Point) -> datetime:
+    """When an intent's lease ends: INTENT_LEASE after the later of its own time (its
+    writer's clock) and the time its stores say it was written (theirs), so a writer
+    whose clock is slow cannot make an intent in flight look abandoned."""
+    written = history.written(intent.sequence)
+    return max(intent.time, written or intent.time) + INTENT_LEASE
+
+
+def finish_abandoned_claim(store: Store, sequence: int, writer: str,
+                           now: datetime) -> Point | None:
+    """A claim whose point reached `store` and whose sidecar never did (its run was killed
+    between the two: no order of it was placed) is finished here, its own bytes given
+    their sidecar, when it is this writer's own or past its lease: it then counts as an
+    intent like any other, and is settled. Returns that point; None when the object
+    under the number is complete, another writer's claim still in its lease, or no
+    point at all."""
+    name = point_name(sequence)
+    if store.read(name + SIDECAR_SUFFIX, max_bytes=MAX_POINT_BYTES) is not None:
+        return None
+    data = store.read(name, max_bytes=MAX_POINT_BYTES)
+    try:
+        point = decode_point(data, name) if data is not None else None
+    except InvalidStateError:
+        return None
+    if point is None or point.kind != PointKind.ORDERS:
+        return None
+    written = store.written_at(name) or point.time
+    if point.writer != writer and now < max(point.time, written) + INTENT_LEASE:
+        return None
+    store.write(name + SIDECAR_SUFFIX, sidecar_text(sha256_hex(data), name))
+    return point
 
 
 def open_intents(history: History, within: int = 500) -> list[Point]:

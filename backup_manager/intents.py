@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 
 from . import log
-from .errors import UnfencedClaim, WriterConflict
+from .errors import UnfencedClaim, UnfinishedClaim, WriterConflict
 from .history import History, open_intents, recorded_orders
 from .points import Point, PointKind
 from .problems import order_text
@@ -110,9 +110,13 @@ def claim_intent(manager: BackupManager, orders: list[dict[str, Any]], facts: Ho
                                    details={**(details or {}), "orders": orders})
     except WriterConflict as exc:
         kind = RefusalKind.FENCE if isinstance(exc, UnfencedClaim) else RefusalKind.WRITER
-        refusal = Refusal(kind, HEADLINES[kind],
-                          [("site", f"{exc}; no order was placed")],
-                          [*writer_commands(facts), f"{facts.backup_command} status"])
+        commands = writer_commands(facts)
+        if isinstance(exc, UnfinishedClaim):
+            kind = RefusalKind.INTENT
+            commands = [facts.command("run", "(the host's daily check)") + "  # again: it "
+                        "settles that claim with the broker, then decides"]
+        refusal = Refusal(kind, HEADLINES[kind], [("site", f"{exc}; no order was placed")],
+                          [*commands, f"{facts.backup_command} status"])
         _record_refusal(manager, refusal)
         raise refusal from None
 

@@ -11,7 +11,7 @@ from .atomic import read_state_file
 from .content import content_time, validate_content
 from .errors import InvalidStateError, StoreUnreachable
 from .formats import CLOCK_SKEW, parse_backup_name, sha256_hex, state_key
-from .history import INTENT_LEASE
+from .history import lease_ends
 from .install import verified_holder
 from .manager import BackupManager
 from .points import PointKind
@@ -110,10 +110,10 @@ def check_writers(manager: BackupManager, plan: RecoveryPlan, facts: HostFacts,
     me = known_writer_id(manager.backup_dir)
     if newest.writer == me:
         return
-    if newest.kind == PointKind.ORDERS and facts.clock() < newest.time + INTENT_LEASE:
+    if newest.kind == PointKind.ORDERS and facts.clock() < lease_ends(plan.history, newest):
         # Another machine's intent that nothing follows may be in flight: settling it
         # here would race that machine's own orders. Past its lease it is abandoned.
-        expires = newest.time + INTENT_LEASE
+        expires = lease_ends(plan.history, newest)
         plan.other_writer = True
         refusals.add(RefusalKind.WRITER, "site",
                      f"writer {newest.writer} committed restore point {newest.sequence} "

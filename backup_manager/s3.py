@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import threading
+from datetime import UTC, datetime
 
 from .errors import CloudError, CloudUnavailable, IntegrityError, MissingDependency, UploadConflict
 from .store import MAX_STATE_BYTES, Store, too_large
@@ -166,6 +167,16 @@ class S3Store(Store):
             raise IntegrityError("checksum mismatch",
                                  f"{self.label}/{name}: S3's stored checksum does not match")
         return data
+
+    def written_at(self, name: str) -> datetime | None:
+        try:
+            reply = self.client.head_object(Bucket=self.bucket, Key=self.key(name),
+                                            **self._owner)
+        except Exception as exc:
+            if _error_code(exc) in _NOT_FOUND:
+                return None
+            raise translate_error(exc, f"checking {self.label}/{name}") from None
+        return reply["LastModified"].astimezone(UTC)
 
     def stored_checksum(self, name: str) -> str | None:
         """S3's stored SHA-256 (base64) of an object; None if missing or not recorded."""

@@ -10,6 +10,8 @@ once written.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from .errors import IntegrityError
 from .formats import MAX_SIDECAR, SIDECAR_SUFFIX, parse_sidecar, sha256_hex
 
@@ -78,6 +80,12 @@ class Store:
     def mtime(self, name: str) -> float | None:
         """When the object was last written (seconds since the epoch); None if it is
         missing or the store does not say."""
+        raise NotImplementedError
+
+    def written_at(self, name: str) -> datetime | None:
+        """When the object was written by the store's own account (S3: LastModified, S3's
+        clock; a folder: the file's mtime), UTC; None if it is missing. Raises
+        StoreUnreachable when the store cannot be asked."""
         raise NotImplementedError
 
 
