@@ -152,7 +152,7 @@ def test_a_cloned_writer_id_is_a_fork(tmp_path, bucket):
     a = machine(tmp_path, "a", endpoint, name)
     assert run(a).returncode == 0
     clone = tmp_path / "clone"
-    shutil.copytree(a, clone)  # a disk image restored elsewhere: the same writer id
+    shutil.copytree(a, clone)  # a disk copied elsewhere: forked whichever ids it keeps
     (clone / "config.yaml").write_text((a / "config.yaml").read_text())
     assert writer_of(clone) == writer_of(a)
     proxy = FaultProxy(int(endpoint.rsplit(":", 1)[1]))
