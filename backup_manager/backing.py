@@ -198,15 +198,20 @@ class Backing:
         history moved on while this run placed the orders of intent `sequence`); None
         when no store that answers does."""
         name = point_name(sequence + 1)
-        for _, store in self.sources():
+        for location, store in self.sources():
+            if location in self.copier.unreachable:
+                continue  # it failed in this run: each order must not wait for it again
             try:
                 if store.written_at(name) is None:
                     continue
                 data = store.read(name, max_bytes=MAX_POINT_BYTES)
                 if data is not None and decode_point(data, name).writer != self.writer:
                     return store.label
+            except StoreUnreachable as exc:
+                if location in self.copier.targets:
+                    self.copier.note_unreachable(location, exc)
             except (BackupError, OSError):
-                continue  # a store that cannot answer now is asked again at the next order
+                continue  # damaged or not a point: no writer's claim
         return None
 
     @contextmanager
