@@ -67,8 +67,13 @@ def endpoint(moto_server):
     import boto3
 
     ep = Endpoint()
-    boto3.client("s3", endpoint_url=ep.url, region_name="us-east-1").create_bucket(
-        Bucket="restartable")
+    s3 = boto3.client("s3", endpoint_url=ep.url, region_name="us-east-1")
+    s3.create_bucket(Bucket="restartable")
+    # moto keeps buckets in process memory, shared by every server: what an earlier
+    # test left in "restartable" would be this test's (its points, its copies).
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket="restartable"):
+        for item in page.get("Contents", ()):
+            s3.delete_object(Bucket="restartable", Key=item["Key"])
     yield ep
     ep.stop()
 

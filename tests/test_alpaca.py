@@ -113,7 +113,7 @@ def test_orders_carry_client_order_ids_of_this_writer_and_run(tmp_path, alpaca_s
     home = on_alpaca(tmp_path, alpaca_server)
     assert dalio(home).returncode == 0
     ids = [o["client_order_id"] for o in alpaca_server.submitted()]
-    writer = (home / "backups" / ".writer").read_text().strip()
+    writer = (home / "backups" / ".writer").read_text().splitlines()[0]
     assert len(set(ids)) == 4
     for client_order_id in ids:
         assert re.fullmatch(ID_PATTERN, client_order_id)

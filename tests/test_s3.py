@@ -254,11 +254,26 @@ def test_another_writers_unfinished_claim_is_finished_only_past_its_lease(
     with me.changes("run", "day 0"):
         pass
     _unfinished_claim(endpoint, name, tmp_path, me.history().newest())
-    with pytest.raises(WriterConflict) as refused:
-        me.claim_point("orders", "intent", details={"orders": []})
-    assert isinstance(refused.value, UnfinishedClaim) == finished
+    if finished:
+        with pytest.raises(UnfinishedClaim, match="finished now"):
+            me.claim_point("orders", "intent", details={"orders": []})
+    else:
+        with pytest.raises(WriterConflict, match="another writer") as refused:
+            me.claim_point("orders", "intent", details={"orders": []})
+        assert not isinstance(refused.value, UnfinishedClaim)
     keys = remote_keys(endpoint, name)
     assert ("dalio-lite-backups/point-0000000002.json.sha256" in keys) == finished
     if finished:
         newest = me.history().newest()
         assert (newest.sequence, newest.kind) == (2, "orders")
+
+
+def test_a_claim_with_require_fence_and_the_bucket_unreachable_commits_nothing(tmp_path):
+    """backup.require_fence: a claim that cannot reach every store raises UnfencedClaim,
+    and nothing is committed here either (the orders never go ahead)."""
+    from backup_manager import UnfencedClaim
+
+    bm = cloud_manager("http://127.0.0.1:9", "nowhere", backup_dir=tmp_path / "backups")
+    with pytest.raises(UnfencedClaim, match="require_fence"):
+        bm.claim_point("orders", "intent", details={"orders": []}, require_fence=True)
+    assert not list((tmp_path / "backups").glob("point-*"))
