@@ -70,7 +70,8 @@ class Protection(namedtuple("Protection", "versioning locking retention asked un
 
     @property
     def exposure(self) -> Exposure:
-        if self.locking is None and self.versioning is None:
+        # Object Lock needs versioning on: with it off or suspended there is no lock.
+        if self.locking is None and self.versioning in (None, "Enabled"):
             return Exposure.UNKNOWN
         mode = self.lock_mode
         if mode == "COMPLIANCE":

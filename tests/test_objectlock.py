@@ -19,7 +19,7 @@ from botocore.exceptions import ClientError
 from backup_manager import BackupManager, ConfigError
 from backup_manager.config import backup_options
 from backup_manager.objectlock import Exposure, ObjectLock, Protection
-from tests.helpers import ROOT, cloud_manager, rebalance_doc
+from tests.helpers import ROOT, cloud_manager, count_requests, rebalance_doc
 
 GOVERNANCE_3 = {"mode": "GOVERNANCE", "days": 3}
 
@@ -216,6 +216,19 @@ def test_status_and_verify_report_a_locked_bucket(project, state_file, locked_bu
     assert doc["bucket"]["leaked_key_can"] == str(Exposure.NOTHING)
 
 
+def test_a_default_retention_in_years_is_read_as_years(project, locked_bucket):
+    endpoint, bucket = locked_bucket
+    client(endpoint).put_object_lock_configuration(Bucket=bucket, ObjectLockConfiguration={
+        "ObjectLockEnabled": "Enabled",
+        "Rule": {"DefaultRetention": {"Mode": "COMPLIANCE", "Years": 1}}})
+    write_config(project, endpoint, bucket)
+    _, doc, protection = status_target(project)
+    assert protection["default_retention"] == {"mode": "COMPLIANCE", "days": None, "years": 1}
+    assert protection["leaked_key_can"] == str(Exposure.NOTHING)
+    assert "Object Lock on, default retention COMPLIANCE 1 year(s)" in cli(project,
+                                                                           "status").stdout
+
+
 def test_status_and_verify_report_a_bucket_without_protection(project, state_file, bucket):
     endpoint, name = bucket
     write_config(project, endpoint, name)
@@ -270,6 +283,22 @@ def test_status_with_the_endpoint_down_reads_nothing_and_says_so(project, state_
     assert "object-lock-refused" not in {p["kind"] for p in doc["problems"]}
 
 
+def test_status_asks_the_bucket_once_when_one_answer_says_enough(locked_bucket, bucket,
+                                                                   endpoint):
+    """Object Lock on means versioning on: one request. A bucket that cannot be reached
+    costs one timeout, not two. Only a bucket without Object Lock is asked twice."""
+    locked = cloud_manager(*locked_bucket)
+    sent = count_requests(locked)
+    assert locked.cloud.protection().versioning == "Enabled" and len(sent) == 1
+    plain = cloud_manager(*bucket)
+    sent = count_requests(plain)
+    assert plain.cloud.protection().versioning == "off" and len(sent) == 2
+    endpoint.stop()
+    down = cloud_manager(endpoint.url, "restartable")
+    sent = count_requests(down)
+    assert down.cloud.protection().unread and len(sent) == 1
+
+
 @pytest.mark.parametrize("protection,exposure", [
     (Protection("off", False, None, None, None), Exposure.ERASE),
     (Protection("Suspended", False, None, None, None), Exposure.ERASE),
@@ -283,6 +312,8 @@ def test_status_with_the_endpoint_down_reads_nothing_and_says_so(project, state_
     (Protection("off", False, None, ObjectLock("COMPLIANCE", 1), None), Exposure.ERASE),
     (Protection(None, None, None, None, "down"), Exposure.UNKNOWN),
     (Protection(None, False, None, None, "denied"), Exposure.UNKNOWN),
+    (Protection("Enabled", None, None, None, "denied"), Exposure.UNKNOWN),
+    (Protection("off", None, None, None, "denied"), Exposure.ERASE),
 ])
 def test_what_a_leaked_key_can_do(protection, exposure):
     assert protection.exposure == exposure
@@ -332,6 +363,19 @@ def test_object_lock_without_cloud_backup_is_refused(tmp_path):
         backup_options({"s3_object_lock": GOVERNANCE_3}, tmp_path)
     with pytest.raises(ConfigError, match="s3_object_lock is set but cloud backup is off"):
         BackupManager(s3_object_lock=GOVERNANCE_3)
+
+
+def test_an_object_lock_given_to_the_python_api_is_checked_too(project):
+    with pytest.raises(ConfigError, match="s3_object_lock.mode must be GOVERNANCE or "
+                                          "COMPLIANCE, got 'governance'"):
+        BackupManager(cloud_enabled=True, s3_bucket="b",
+                      s3_object_lock=ObjectLock("governance", 3))
+    with pytest.raises(ConfigError, match="s3_object_lock.days must be a whole number"):
+        BackupManager(cloud_enabled=True, s3_bucket="b", s3_object_lock=ObjectLock(
+            "GOVERNANCE", 0))
+    locked = BackupManager(cloud_enabled=True, s3_bucket="b",
+                           s3_object_lock=ObjectLock("COMPLIANCE", 5))
+    assert locked.cloud.object_lock == ObjectLock("COMPLIANCE", 5)
 
 
 def test_good_object_lock_values_are_taken(tmp_path):
