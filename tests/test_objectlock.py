@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -19,7 +20,14 @@ from botocore.exceptions import ClientError
 from backup_manager import BackupManager, ConfigError
 from backup_manager.config import backup_options
 from backup_manager.objectlock import Exposure, ObjectLock, Protection
-from tests.helpers import ROOT, cloud_manager, count_requests, rebalance_doc
+from tests.helpers import (
+    ROOT,
+    cloud_home,
+    cloud_manager,
+    count_requests,
+    rebalance_doc,
+    run_bot,
+)
 
 GOVERNANCE_3 = {"mode": "GOVERNANCE", "days": 3}
 
@@ -392,3 +400,44 @@ def test_a_bad_value_in_config_yaml_stops_the_command_with_the_key(project, buck
     assert proc.returncode != 0
     assert "backup.s3_object_lock.days must be a whole number" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+# --- DalioLite itself, and a break-in -----------------------------------------------------
+
+
+def test_a_break_in_on_a_locked_bucket_is_undone_as_the_docs_say(tmp_path, locked_bucket):
+    """DalioLite runs with the lock; a leaked key cannot delete a version (403), hides
+    every copy behind a delete marker; the docs' procedure removes the markers, and a
+    new machine restores its state from the bucket."""
+    endpoint, bucket = locked_bucket
+    old = tmp_path / "old"
+    old.mkdir()
+    home = cloud_home(old, endpoint, bucket, s3_object_lock={"mode": "GOVERNANCE", "days": 1})
+    first = run_bot(home)
+    assert first.returncode == 0, first.stderr
+    s3 = client(endpoint)
+    held = versions(endpoint, bucket)
+    assert held and all(s3.head_object(Bucket=bucket, Key=k, VersionId=v)["ObjectLockMode"]
+                        == "GOVERNANCE" for k, v in held)
+
+    for key, version in held:  # the leaked key
+        with pytest.raises(ClientError, match="AccessDenied"):
+            s3.delete_object(Bucket=bucket, Key=key, VersionId=version)
+        s3.delete_object(Bucket=bucket, Key=key)
+    assert s3.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
+
+    # docs/undeletable.md, "After a break-in": remove the latest delete markers.
+    markers = s3.list_object_versions(Bucket=bucket, Prefix="dalio-lite-backups/")
+    for marker in markers.get("DeleteMarkers", []):
+        if marker["IsLatest"]:
+            s3.delete_object(Bucket=bucket, Key=marker["Key"], VersionId=marker["VersionId"])
+    assert versions(endpoint, bucket) == held
+
+    new = tmp_path / "new"
+    new.mkdir()
+    shutil.copytree(home, new / "bot", ignore=shutil.ignore_patterns("state", "backups"))
+    again = run_bot(new / "bot")
+    assert again.returncode == 0, again.stderr
+    for name in ("last_rebalance.json", "paper_account.json"):
+        assert (new / "bot" / "state" / name).read_bytes() == \
+            (home / "state" / name).read_bytes()
