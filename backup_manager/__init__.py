@@ -7,11 +7,11 @@
 
 Standard library only at import time; boto3 is imported when cloud backup is
 first used. Modules, in reading order (each uses only those before it):
-errors, log, formats, content, atomic, writer, retention, store, local, s3, catalog,
-points, history, outbox, copies, folder, commit, restore, install, pruning, verify,
-status, problems, config, backing, restoring, upkeep, manager, site, refusal, rules,
-planning, recovery, intents, drill, metrics, console, commands, restore_command,
-status_command, cli.
+errors, log, formats, content, atomic, writer, retention, store, local, objectlock,
+s3, catalog, points, history, outbox, copies, folder, commit, restore, install,
+pruning, verify, status, problems, config, backing, restoring, upkeep, manager, site,
+refusal, rules, planning, recovery, intents, drill, metrics, console, commands,
+restore_command, status_command, cli.
 
     errors     every error raised on purpose, one base class
     log        the package's logger (logging is imported only when it can show)
@@ -22,6 +22,8 @@ status_command, cli.
     retention  the pure policy: (name, time) records -> keep/remove and why
     store      the Store contract every place holding backups offers; a verified read
     local, s3  the two stores: a folder, an S3 bucket
+    objectlock what backup.s3_object_lock asks of S3, and what a bucket's settings leave
+               a leaked key able to do
     catalog    which backups of which state file a store holds, newest first
     points     restore points: the manifest and its chain
     history    the points every store holds; forks; intents no point settles

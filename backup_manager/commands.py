@@ -180,8 +180,23 @@ def cmd_verify(site: Site, args: argparse.Namespace) -> int:
              + ("all ok" if report.ok else f"{len(report.problems)} problem(s)")]
     lines += [f"  {i.status}: {site.shown(i.location)}/{i.name}"
               + (f" ({i.detail})" if i.detail else "") for i in report.problems]
+    if report.bucket is not None:
+        doc["bucket"] = report.bucket
+        lines += bucket_lines(report.bucket)
     emit(args, doc, lines)
     return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def bucket_lines(bucket: dict[str, Any]) -> list[str]:
+    """The bucket's protection, and its newest point's lock, as verify --cloud says it."""
+    from .objectlock import protection_lines
+    lines = [f"bucket: {line}" for line in protection_lines(bucket)]
+    newest, lock = bucket.get("newest_point"), bucket.get("newest_point_lock")
+    if newest:
+        lines.append(f"bucket: newest restore point {newest}: " + (
+            f"locked {lock['mode']} until {lock['retain_until'][:19]} UTC" if lock else
+            "not locked"))
+    return lines
 
 
 # --- prune -----------------------------------------------------------------------------

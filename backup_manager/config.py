@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from .errors import ConfigError, MissingDependency
+from .objectlock import MAX_LOCK_DAYS, MODES, ObjectLock
 from .retention import MAX_DAYS
 
 TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 
 __all__ = ["BACKUP_DEFAULTS", "MAX_DAYS", "backup_options", "check_keys",
            "dashboard_remote_restore", "flag", "host_lock", "load_config_file", "number",
-           "path_list", "text_or_none", "timeout", "whole_number"]
+           "object_lock", "path_list", "text_or_none", "timeout", "whole_number"]
 
 BACKUP_DEFAULTS: dict[str, Any] = {
     "dir": "backups",
@@ -41,6 +42,7 @@ BACKUP_DEFAULTS: dict[str, Any] = {
     "s3_connect_timeout_seconds": 1,
     "s3_read_timeout_seconds": 2,
     "s3_max_attempts": 1,
+    "s3_object_lock": None,
     "mirror_dirs": [],
     "status_hook": None,
     "require_fence": False,
@@ -195,7 +197,34 @@ def backup_options(section: Mapping[str, Any] | None, base_dir: Path) -> dict[st
     }
     if options["cloud_enabled"] and not options["s3_bucket"]:
         raise ConfigError(f"{where}cloud_enabled is true but {where}s3_bucket is not set")
+    options["s3_object_lock"] = object_lock(where + "s3_object_lock", s["s3_object_lock"],
+                                            options["cloud_enabled"])
     return options
+
+
+def object_lock(key: str, value: Any, cloud_enabled: bool) -> ObjectLock | None:
+    """`backup.s3_object_lock` ({mode: GOVERNANCE|COMPLIANCE, days: N}, or null): the
+    lock every object put in S3 gets. Asked without cloud backup it would protect
+    nothing, so that is an error too."""
+    if value is None:
+        return None
+    if isinstance(value, ObjectLock):
+        value = value._asdict()
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{key} must be a mapping {{mode: GOVERNANCE or COMPLIANCE, days: "
+                          f"N}}, or null, got {value!r}")
+    check_keys(value, {"mode": None, "days": None}, key)
+    mode, days = value.get("mode"), value.get("days")
+    if mode not in MODES:
+        raise ConfigError(f"{key}.mode must be GOVERNANCE or COMPLIANCE, got {mode!r}")
+    if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= MAX_LOCK_DAYS:
+        raise ConfigError(f"{key}.days must be a whole number of days from 1 to "
+                          f"{MAX_LOCK_DAYS:,}, got {days!r}")
+    if not cloud_enabled:
+        raise ConfigError(f"{key} is set but cloud backup is off (backup.cloud_enabled: "
+                          "false): it locks copies in S3 only; turn cloud backup on, or "
+                          "remove the key")
+    return ObjectLock(mode, days)
 
 
 def host_lock(section: Mapping[str, Any] | None, base_dir: Path) -> tuple[Path | None, float]:

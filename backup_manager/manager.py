@@ -21,6 +21,7 @@ from .config import (
     backup_options,
     distinct_file_names,
     load_config_file,
+    object_lock,
     timeout,
     whole_number,
 )
@@ -58,6 +59,7 @@ class BackupManager(Backing, Restoring, Upkeep):
                  s3_sse: str | None = None, s3_kms_key_id: str | None = None,
                  s3_expected_bucket_owner: str | None = None,
                  s3_client_config: Mapping[str, Any] | None = None,
+                 s3_object_lock: Mapping[str, Any] | None = None,
                  max_state_bytes: int = MAX_STATE_BYTES,
                  clock: Callable[[], datetime] | None = None, require_fence: bool = False):
         try:
@@ -86,6 +88,7 @@ class BackupManager(Backing, Restoring, Upkeep):
         self.mirrors = {_mirror_id(Path(d)): LocalStore(d, durable=self.durable,
                                                         max_bytes=self.max_state_bytes)
                         for d in mirror_dirs}
+        lock = object_lock("s3_object_lock", s3_object_lock, cloud_enabled)
         self.cloud = None
         if cloud_enabled:
             from .s3 import S3Store
@@ -94,7 +97,7 @@ class BackupManager(Backing, Restoring, Upkeep):
                                  region=s3_region, sse=s3_sse, kms_key_id=s3_kms_key_id,
                                  expected_owner=s3_expected_bucket_owner,
                                  client_config=dict(s3_client_config or {}),
-                                 max_bytes=self.max_state_bytes)
+                                 max_bytes=self.max_state_bytes, object_lock=lock)
         targets: dict[str, Store] = dict(self.mirrors)
         if self.cloud is not None:
             targets[CLOUD_TARGET] = self.cloud

@@ -33,6 +33,7 @@ class ProblemKind(StrEnum):
     COPIES_LATE = "copies-pending-too-long"
     UNCONFIGURED_TARGET = "copies-owed-to-unconfigured-target"
     INTENT_UNSETTLED = "intent-unsettled"
+    LOCK_REFUSED = "object-lock-refused"
 
 
 class Problem(namedtuple("Problem", "subject kind what fix")):
@@ -176,6 +177,15 @@ def _file_problems(s: Mapping[str, Any], facts: Mapping[str, Any], limit: float 
 def _target_problems(t: Mapping[str, Any], limit: float | None, command: str) -> list[Problem]:
     problems = []
     target = t["target"]
+    protection = t.get("protection") or {}
+    if protection.get("lock_refused"):
+        asked = protection["asked"]
+        problems.append(Problem(
+            target, ProblemKind.LOCK_REFUSED,
+            f"backup.s3_object_lock asks for {asked['mode']} for {asked['days']} day(s), but "
+            f"the bucket of {target} has no Object Lock: every upload is refused and waits in "
+            "the outbox", "turn Object Lock on for the bucket (docs/undeletable.md), or "
+            f"remove backup.s3_object_lock; then {command} sync"))
     if t["conflicts"]:
         problems.append(Problem(
             target, ProblemKind.COPY_CONFLICTS,

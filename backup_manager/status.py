@@ -73,7 +73,7 @@ def status_facts(folder: BackupsFolder, state_files: list[Path], targets: Mappin
     """Per state file (the configured ones, or every state file with backups) the
     newest valid backup, its age and how the live file stands against it; disk
     use; per copy target the pending count, oldest pending age, last success and
-    last error."""
+    last error, and for a bucket its versioning and Object Lock (`protection`)."""
     now = folder.clock()
     files, _ = folder.store.scan()
     sets = group_backups(files, None)
@@ -206,8 +206,11 @@ def _target_status(folder: BackupsFolder, target_id: str, target: Store,
     errors = [c for c in mine if c.last_error]
     last_ok = folder.outbox.last_success(target_id) if folder.outbox.belongs(
         target_id, target_identity(target)) else None
+    from .s3 import S3Store
     return {
         "target": target.label,
+        # Read from the bucket at each status: one request (two without Object Lock).
+        "protection": target.protection().as_facts() if isinstance(target, S3Store) else None,
         "pending": len(mine),
         "conflicts": sum(c.conflict for c in mine),
         "oldest_pending_age_seconds":

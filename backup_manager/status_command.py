@@ -52,6 +52,7 @@ def cmd_status(site: Site, args: argparse.Namespace) -> int:
 
 
 def _status_lines(doc: dict[str, Any], site: Site) -> list[str]:
+    from .objectlock import protection_lines
     from .problems import age
     rows = [[s["state_file"], s["newest_valid"] or "NONE", age(s["newest_valid_age_seconds"]),
              f"{s['complete']}/{s['backups']}"] for s in doc["state_files"]]
@@ -69,6 +70,8 @@ def _status_lines(doc: dict[str, Any], site: Site) -> list[str]:
                         else "") + (f", {t['conflicts']} conflict(s)" if t["conflicts"] else "")
                      + f", last success {t['last_success'] or 'never'}"
                      + (f", last error: {t['last_error']}" if t["last_error"] else ""))
+        if t.get("protection"):
+            lines += [f"  bucket: {line}" for line in protection_lines(t["protection"])]
     for t in doc["unconfigured_targets"]:
         lines.append(f"copies to {t['target']} (no longer configured): {t['pending']} pending")
     if doc["last_backup_error"]:

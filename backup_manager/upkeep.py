@@ -52,10 +52,11 @@ class Upkeep:
             if self.cloud is None:
                 raise ConfigError("verify --cloud needs backup.cloud_enabled and backup.s3_bucket")
             stores.append(self.cloud)
-        from .verify import verify_stores, verify_uploaded
+        from .verify import verify_bucket, verify_stores, verify_uploaded
         report = verify_stores(self.folder, stores, keys)
         if cloud:
             verify_uploaded(self.folder, self.cloud, CLOUD_TARGET, keys, report)
+            verify_bucket(self.cloud, report)
         return report
 
     def prune(self, state_file_path: str | Path | None = None,

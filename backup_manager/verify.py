@@ -15,9 +15,11 @@ from .retention import GRACE_PERIOD
 
 TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
 if TYPE_CHECKING:
+    from typing import Any
 
     from .folder import BackupsFolder
     from .formats import BackupName, StateKey
+    from .s3 import S3Store
     from .store import Store
 
 
@@ -37,6 +39,8 @@ class VerifyReport:
 
     def __init__(self) -> None:
         self.items: list[VerifyItem] = []
+        self.bucket: dict[str, Any] | None = None
+        """With --cloud: the bucket's protection facts, and the lock of its newest point."""
 
     @property
     def ok(self) -> bool:
@@ -82,6 +86,28 @@ def verify_uploaded(folder: BackupsFolder, cloud: Store, target_id: str,
                 status = "upload pending" if backup.name in pending else "not uploaded"
                 report.items.append(VerifyItem(cloud.label, backup.name, status,
                                                "local backup has no copy in the cloud"))
+
+
+def verify_bucket(cloud: S3Store, report: VerifyReport) -> None:
+    """Record the bucket's versioning and Object Lock, and the lock of the newest restore
+    point it holds (HeadObject); a lock that config asks for and the bucket cannot give
+    is a problem."""
+    from .objectlock import refused_text
+    from .points import point_name, points_in
+    protection = cloud.protection()
+    report.bucket = protection.as_facts()
+    if protection.refused:
+        report.items.append(VerifyItem(cloud.label, "", "object lock refused",
+                                       refused_text(cloud.label, protection.asked)))
+    try:
+        complete, _ = points_in(cloud.list_names(""))
+        newest = point_name(max(complete)) if complete else None
+        lock = cloud.lock_of(newest) if newest else None
+    except StoreUnreachable:
+        return  # already reported as unreachable
+    report.bucket["newest_point"] = newest
+    report.bucket["newest_point_lock"] = lock and {"mode": lock[0],
+                                                   "retain_until": lock[1].isoformat()}
 
 
 def _verify_set(folder: BackupsFolder, store: Store, backups: BackupSet,

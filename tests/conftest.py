@@ -61,6 +61,22 @@ def bucket(moto_server, request):
 
 
 @pytest.fixture
+def locked_bucket(moto_server, request):
+    """A fresh bucket made with Object Lock (so versioning is on), named by the test and
+    a random suffix: a locked version can never be cleared for the next run. Yields
+    (endpoint, bucket name)."""
+    import uuid
+
+    import boto3
+
+    base = "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:40]
+    name = f"l-{base.strip('-')}-{uuid.uuid4().hex[:8]}".replace("--", "-")
+    boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1").create_bucket(
+        Bucket=name, ObjectLockEnabledForBucket=True)
+    return moto_server, name
+
+
+@pytest.fixture
 def endpoint(moto_server):
     """A moto server of the test's own, with the bucket "restartable": the test may
     stop it and start it again on the same port."""

@@ -368,7 +368,9 @@ def test_readme_explains_every_problem_status_can_print():
                                      "newest_valid": None}],
              "targets": [{"target": "s3://b/p", "pending": 2, "conflicts": 1,
                           "oldest_pending_age_seconds": 7200.0, "last_success": None,
-                          "last_error": "x"}],
+                          "last_error": "x", "protection": {
+                              "lock_refused": True,
+                              "asked": {"mode": "GOVERNANCE", "days": 30}}}],
              "unconfigured_targets": [{"target": "s3", "pending": 3,
                                        "oldest_pending_age_seconds": 1.0}]}
     stale["newest_damaged"] = "x_2026-01-01_00-00-00.000000Z.json"
