@@ -7,7 +7,8 @@
 
 Standard library only at import time; boto3 is imported when cloud backup is
 first used. Modules, in reading order (each uses only those before it):
-errors, log, formats, content, atomic, writer, retention, store, local, s3, catalog,
+errors, log, formats, content, atomic, writer, retention, store, local, s3, keys, seal,
+catalog,
 points, history, outbox, copies, folder, commit, restore, install, pruning, verify,
 status, problems, config, manager, site, recovery, intents, drill, metrics, console,
 commands, restore_command, status_command, cli.
@@ -21,6 +22,9 @@ commands, restore_command, status_command, cli.
     retention  the pure policy: (name, time) records -> keep/remove and why
     store      the Store contract every place holding backups offers; a verified read
     local, s3  the two stores: a folder, an S3 bucket
+    keys       key files: keys with ids, the newest signs, every one verifies (rotation)
+    seal       signed (and encrypted) copies: a store whose reads return only what a key
+               of this site wrote; refused objects are recorded for status
     catalog    which backups of which state file a store holds, newest first
     points     restore points: the manifest and its chain
     history    the points every store holds; forks; intents no point settles
@@ -66,6 +70,7 @@ from .errors import (
     IntegrityError,
     IntentNotCommitted,
     InvalidStateError,
+    KeyUnavailable,
     LockTimeout,
     MissingDependency,
     NoValidBackupError,
@@ -116,7 +121,8 @@ __all__ = [
     "LIVE_BACKED_UP", "LIVE_OLDER", "LIVE_UNKNOWN", "ProblemKind", "RUN_LOCK", "Site", "age",
     "facts_view", "rehearse", "CloudError",
     "CloudUnavailable", "ConfigError", "Decision", "Entry", "History", "HostFacts",
-    "IntegrityError", "IntentNotCommitted", "InvalidStateError", "LockTimeout",
+    "IntegrityError", "IntentNotCommitted", "InvalidStateError", "KeyUnavailable",
+    "LockTimeout",
     "MissingDependency", "NoValidBackupError", "OrderFact", "Point", "PointKind", "PointPlan",
     "RecoveryReport", "Refusal", "RefusalKind", "RestorePlan", "RestoreResult",
     "RetentionPolicy", "Settlement", "StateKey", "StateUnrecoverableError", "StorageError",

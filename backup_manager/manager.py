@@ -54,6 +54,7 @@ from .local import LocalStore
 from .points import PointKind, point_name, points_in
 from .pruning import prune_backups
 from .retention import Decision, RetentionPolicy
+from .seal import Sealing, seal_stores
 from .store import MAX_STATE_BYTES, fetch_verified
 
 TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
@@ -115,7 +116,8 @@ class BackupManager:
                  s3_expected_bucket_owner: str | None = None,
                  s3_client_config: Mapping[str, Any] | None = None,
                  max_state_bytes: int = MAX_STATE_BYTES,
-                 clock: Callable[[], datetime] | None = None, require_fence: bool = False):
+                 clock: Callable[[], datetime] | None = None, require_fence: bool = False,
+                 sealing: Sealing | None = None):
         try:
             self.policy = RetentionPolicy(keep_last, keep_daily, retention_days)
         except ValueError as exc:
@@ -151,6 +153,7 @@ class BackupManager:
                                  expected_owner=s3_expected_bucket_owner,
                                  client_config=dict(s3_client_config or {}),
                                  max_bytes=self.max_state_bytes)
+        self.mirrors, self.cloud = seal_stores(self.mirrors, self.cloud, sealing, lambda: self.writer, self.backup_dir, self.durable)  # noqa: E501 - issue 22: copies are signed
         targets: dict[str, Store] = dict(self.mirrors)
         if self.cloud is not None:
             targets[CLOUD_TARGET] = self.cloud
