@@ -11,7 +11,7 @@ errors, log, formats, content, atomic, writer, retention, store, local, s3, keys
 catalog,
 points, history, outbox, copies, folder, commit, restore, install, pruning, verify,
 status, problems, config, manager, site, recovery, intents, drill, metrics, console,
-commands, restore_command, status_command, cli.
+key_check, commands, restore_command, status_command, key_command, cli.
 
     errors     every error raised on purpose, one base class
     log        the package's logger (logging is imported only when it can show)
@@ -46,10 +46,12 @@ commands, restore_command, status_command, cli.
     intents    orders are placed once: an intent before orders, settled before deciding
     drill      rehearse recovery into a scratch folder, changing nothing live
     metrics    status facts in the Prometheus text format (status --format prometheus)
+    key_check  the key opens the newest point, and its backups, in every store
     console    what the command line prints, and which state file an argument means
     commands   list, backup, verify, prune, drill: each command's arguments and body
     restore_command  restore (one file, or --all): its arguments and body
     status_command   status and sync: their arguments and bodies
+    key_command      key init, rotate, check, decrypt: its arguments and body
     cli        python -m backup_manager: the table of commands and the way in
 """
 
