@@ -5,7 +5,7 @@ A key file holds one key a line, oldest first: `dalio-key-1 ID SECRET`, the secr
 under a label (so a damaged line is found, and a copy names the key that signed it
 without telling anything about it). The newest key signs; every key listed verifies,
 so copies signed before a rotation still restore. `backup.key_env` names an
-environment variable holding the same lines instead (';' may stand for a newline).
+environment variable holding the same lines instead (on one line, ';' separates them).
 The key itself never goes in config.yaml.
 """
 
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 KEY_LINE_TAG = "dalio-key-1"
 _ID = re.compile(r"[0-9a-f]{12}")
-FILE_HEADER = ("# DalioLite backup keys (backup.key_file), oldest first; the newest signs.\n"
+FILE_HEADER = ("# DalioLite backup keys (backup.key_file), oldest first: the newest signs.\n"
                "# Keep a copy away from this machine: without it the copies in mirrors and\n"
                "# S3 cannot be checked or decrypted, and restore refuses them.\n")
 
@@ -91,7 +91,7 @@ class KeySource:
             if not text:
                 raise KeyUnavailable(f"the {self.label} (backup.key_env) is not set: "
                                      "signed copies cannot be made or checked")
-            return text.replace(";", "\n")
+            return text if "\n" in text else text.replace(";", "\n")
         try:
             return self.file.read_text(encoding="utf-8")
         except FileNotFoundError:
