@@ -161,7 +161,8 @@ def test_encryption_without_cryptography_says_what_to_install(project, state_fil
         "    KeySource(file=Path('backup.key')), encrypt=True))\n"
         "bm.backup_state_file('state/last_rebalance.json')\n"
         "with pytest.raises(MissingDependency) as info:\n"
-        "    bm.mirrors[next(iter(bm.mirrors))].write('x_2026-01-01_00-00-00.000000Z.json', b'{}')\n"
+        "    mirror = bm.mirrors[next(iter(bm.mirrors))]\n"
+        "    mirror.write('x_2026-01-01_00-00-00.000000Z.json', b'{}')\n"
         "print(info.value)\n")
     proc = subprocess.run([sys.executable, "-c", code], cwd=project, capture_output=True,
                           text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
