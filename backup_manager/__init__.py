@@ -8,10 +8,10 @@
 Standard library only at import time; boto3 is imported when cloud backup is
 first used. Modules, in reading order (each uses only those before it):
 errors, log, formats, content, atomic, writer, retention, store, local, objectlock,
-s3, catalog, points, history, outbox, copies, folder, commit, restore, install,
-pruning, verify, status, problems, config, backing, restoring, upkeep, manager, site,
-refusal, rules, planning, recovery, intents, drill, metrics, console, commands,
-restore_command, status_command, cli.
+s3, keys, seal, catalog, points, history, outbox, copies, folder, commit, restore,
+install, pruning, verify, status, problems, config, backing, restoring, upkeep, manager,
+site, refusal, rules, planning, recovery, intents, drill, metrics, console, key_check,
+commands, restore_command, status_command, key_command, cli.
 
     errors     every error raised on purpose, one base class
     log        the package's logger (logging is imported only when it can show)
@@ -24,6 +24,9 @@ restore_command, status_command, cli.
     local, s3  the two stores: a folder, an S3 bucket
     objectlock what backup.s3_object_lock asks of S3, and what a bucket's settings leave
                a leaked key able to do
+    keys       key files: keys with ids, the newest signs, every one verifies (rotation)
+    seal       signed (and encrypted) copies: a store whose reads return only what a key
+               of this site wrote; refused objects are recorded for status
     catalog    which backups of which state file a store holds, newest first
     points     restore points: the manifest and its chain
     history    the points every store holds; forks; intents no point settles
@@ -53,9 +56,11 @@ restore_command, status_command, cli.
     drill      rehearse recovery into a scratch folder, changing nothing live
     metrics    status facts in the Prometheus text format (status --format prometheus)
     console    what the command line prints, and which state file an argument means
+    key_check  the key opens the newest point, and its backups, in every store
     commands   list, backup, verify, prune, drill: each command's arguments and body
     restore_command  restore (one file, or --all): its arguments and body
     status_command   status and sync: their arguments and bodies
+    key_command      key init, rotate, check, decrypt: its arguments and body
     cli        python -m backup_manager: the table of commands and the way in
 """
 
@@ -76,6 +81,7 @@ from .errors import (
     IntegrityError,
     IntentNotCommitted,
     InvalidStateError,
+    KeyUnavailable,
     LockTimeout,
     MissingDependency,
     NoValidBackupError,
@@ -128,14 +134,15 @@ __all__ = [
     "BackupError", "BackupInfo", "BackupManager", "CLOCK_SKEW", "CloudError",
     "CloudUnavailable", "ConfigError", "Decision", "Entry", "HOST_RECORD", "History",
     "HostFacts", "INTENT_LEASE", "IntegrityError", "IntentNotCommitted", "InvalidStateError",
-    "LIVE_BACKED_UP", "LIVE_OLDER", "LIVE_UNKNOWN", "LockTimeout", "MissingDependency",
-    "NoValidBackupError", "OrderFact", "Point", "PointKind", "PointPlan", "ProblemKind",
-    "RUN_LOCK", "RecoveryReport", "Refusal", "RefusalKind", "RestorePlan", "RestoreResult",
-    "RetentionPolicy", "Settlement", "Site", "StateKey", "StateUnrecoverableError",
-    "StorageError", "Store", "StoreUnreachable", "SyncResult", "UnfencedClaim",
-    "UnfinishedClaim", "UnseenStoresError", "UploadConflict", "VerifyItem", "VerifyReport",
-    "WriterConflict", "age", "atomic_write", "claim_intent", "facts_view", "fetch_verified",
-    "file_lock", "main", "parse_iso_timestamp", "plan_cleanup", "plan_retention",
-    "read_state_file", "recover", "register_content_time", "register_validator", "rehearse",
-    "settle", "state_key", "status_problems", "unrecorded", "validate_content", "writer_id",
+    "KeyUnavailable", "LIVE_BACKED_UP", "LIVE_OLDER", "LIVE_UNKNOWN", "LockTimeout",
+    "MissingDependency", "NoValidBackupError", "OrderFact", "Point", "PointKind", "PointPlan",
+    "ProblemKind", "RUN_LOCK", "RecoveryReport", "Refusal", "RefusalKind", "RestorePlan",
+    "RestoreResult", "RetentionPolicy", "Settlement", "Site", "StateKey",
+    "StateUnrecoverableError", "StorageError", "Store", "StoreUnreachable", "SyncResult",
+    "UnfencedClaim", "UnfinishedClaim", "UnseenStoresError", "UploadConflict", "VerifyItem",
+    "VerifyReport", "WriterConflict", "age", "atomic_write", "claim_intent", "facts_view",
+    "fetch_verified", "file_lock", "main", "parse_iso_timestamp", "plan_cleanup",
+    "plan_retention", "read_state_file", "recover", "register_content_time",
+    "register_validator", "rehearse", "settle", "state_key", "status_problems", "unrecorded",
+    "validate_content", "writer_id",
 ]

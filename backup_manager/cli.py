@@ -52,6 +52,7 @@ COMMANDS = {
     "status": ("backup health for cron and monitors", "status_command"),
     "sync": ("upload every pending copy now", "status_command"),
     "drill": ("rehearse recovery into a temporary folder", "commands"),
+    "key": ("the key that signs copies: init, rotate, check, decrypt", "key_command"),
 }
 
 

@@ -220,6 +220,15 @@ def cmd_prune(site: Site, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _drill_key(site: Site) -> list[dict[str, Any]]:
+    """With a key, drill --cloud also proves the key opens the newest point in S3."""
+    from .key_check import check_key
+    from .seal import signed
+    if site.manager.cloud is None or not signed(site.manager.cloud):
+        return []
+    return check_key(site.manager, cloud_only=True)
+
+
 # --- drill -----------------------------------------------------------------------------
 
 
@@ -235,10 +244,15 @@ def cmd_drill(site: Site, args: argparse.Namespace) -> int:
     rows = [[site.shown(d["state_file"]), d["backup"] or "-", d["source"] or "-",
              f"{d['seconds'] * 1000:.0f} ms", "ok" if d["ok"] else "FAILED"] for d in doc]
     failed = [d for d in doc if not d["ok"]]
+    keys = _drill_key(site) if args.cloud else []
+    failed += [k for k in keys if not k["ok"]]
+    rows += [[f"key: {site.shown(k['store'])}", f"point {k['point'] or '-'}", "-", "-",
+              "ok" if k["ok"] else "FAILED"] for k in keys]
     lines = table(rows, ["STATE FILE", "BACKUP", "SOURCE", "TIME TO RECOVER", "RESULT"]) + [
-        f"  {site.shown(d['state_file'])}: {d['error']}" for d in failed] + [
+        f"  {site.shown(d['state_file'])}: {d['error']}" for d in failed
+        if "state_file" in d] + [f"  key check: {k['detail']}" for k in keys if not k["ok"]] + [
         "drill: every state file can be recovered" if not failed
         else f"drill: {len(failed)} state file(s) cannot be recovered"]
-    emit(args, {"ok": not failed, "state_files": doc}, lines if targets else
+    emit(args, {"ok": not failed, "state_files": doc, "key_check": keys}, lines if targets else
          ["drill: no state files configured and no backups found"])
     return EXIT_OK if targets and not failed else EXIT_FAILED

@@ -50,6 +50,9 @@ BACKUP_DEFAULTS: dict[str, Any] = {
     "host_lock_timeout_seconds": 60,
     "dashboard_remote_restore": False,
     "max_state_bytes": 16 * 1024 * 1024,
+    "key_file": None,
+    "key_env": None,
+    "encrypt": False,
 }
 MIN_STATE_BOUND = 64 * 1024
 """The least backup.max_state_bytes: sidecars and restore points are read under the same
@@ -199,6 +202,7 @@ def backup_options(section: Mapping[str, Any] | None, base_dir: Path) -> dict[st
         raise ConfigError(f"{where}cloud_enabled is true but {where}s3_bucket is not set")
     options["s3_object_lock"] = object_lock(where + "s3_object_lock", s["s3_object_lock"],
                                             options["cloud_enabled"])
+    options["sealing"] = sealing(s, base_dir)
     return options
 
 
@@ -225,6 +229,32 @@ def object_lock(key: str, value: Any, cloud_enabled: bool) -> ObjectLock | None:
                           "false): it locks copies in S3 only; turn cloud backup on, or "
                           "remove the key")
     return ObjectLock(mode, days)
+
+
+_ENV_NAME = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_"
+
+
+def sealing(s: Mapping[str, Any], base_dir: Path) -> Any:
+    """What `backup.key_file`, `backup.key_env` and `backup.encrypt` say: a Sealing (the
+    copies in mirrors and S3 are signed, and maybe encrypted), or None (no key)."""
+    key_file = text_or_none("backup.key_file", s.get("key_file"))
+    key_env = text_or_none("backup.key_env", s.get("key_env"))
+    encrypt = flag("backup.encrypt", s.get("encrypt", False))
+    if key_file is not None and key_env is not None:
+        raise ConfigError("backup.key_file and backup.key_env are both set: name one key source")
+    if key_env is not None and (key_env[0].isdigit() or set(key_env) - set(_ENV_NAME)):
+        raise ConfigError(f"backup.key_env must name an environment variable (letters, digits, "
+                          f"_), got {key_env!r}; the key itself never goes in config.yaml")
+    if key_file is None and key_env is None:
+        if encrypt:
+            raise ConfigError("backup.encrypt is true but no key is configured: set "
+                              "backup.key_file (python -m backup_manager key init makes one) "
+                              "or backup.key_env")
+        return None
+    from .keys import KeySource
+    from .seal import Sealing
+    return Sealing(KeySource(file=base_dir / key_file if key_file else None, env=key_env),
+                   encrypt=encrypt)
 
 
 def host_lock(section: Mapping[str, Any] | None, base_dir: Path) -> tuple[Path | None, float]:

@@ -11,6 +11,11 @@ class ConfigError(BackupError, ValueError):
     """A configuration key is unknown or has a bad value; the message names the key."""
 
 
+class KeyUnavailable(ConfigError):
+    """The key that signs copies in mirrors and S3 cannot be had: its key file is missing,
+    unreadable or damaged, or its environment variable is not set. Names the source."""
+
+
 class InvalidStateError(BackupError, ValueError):
     """State content failed validation; nothing was written."""
 

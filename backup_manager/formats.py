@@ -31,7 +31,9 @@ STAMP_SHAPE = r"[0-9]{4}-[0-9]{2}-[0-9]{2}_[0-9]{2}-[0-9]{2}-[0-9]{2}(?:\.[0-9]{
 _STAMP = (r"[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])_(?:[01][0-9]|2[0-3])"
           r"-[0-5][0-9]-[0-5][0-9](?:\.[0-9]{6}Z)?")
 _ANY_BACKUP = rf"(?P<stem>.+?)_(?P<stamp>{STAMP_SHAPE})(?P<suffix>(?:\.[^.]+)?)"
-_SIDECAR_LINE = r"([0-9a-fA-F]{64}) [ *](.+)\n?"
+# Comment lines after the checksum (a signed copy's MAC, seal.py) are skipped, as
+# `sha256sum -c` skips them.
+_SIDECAR_LINE = r"([0-9a-fA-F]{64}) [ *]([^\n]+)(?:\n#[^\n]*)*\n?"
 _TIMESTAMP_PREFIX = r"[0-9_.Z-]+"
 
 

@@ -32,6 +32,7 @@ from .formats import sha256_hex
 from .local import LocalStore
 from .restoring import Restoring
 from .retention import RetentionPolicy
+from .seal import Sealing, seal_stores
 from .store import MAX_STATE_BYTES
 from .upkeep import Upkeep
 
@@ -61,7 +62,8 @@ class BackupManager(Backing, Restoring, Upkeep):
                  s3_client_config: Mapping[str, Any] | None = None,
                  s3_object_lock: Mapping[str, Any] | None = None,
                  max_state_bytes: int = MAX_STATE_BYTES,
-                 clock: Callable[[], datetime] | None = None, require_fence: bool = False):
+                 clock: Callable[[], datetime] | None = None, require_fence: bool = False,
+                 sealing: Sealing | None = None):
         try:
             self.policy = RetentionPolicy(keep_last, keep_daily, retention_days)
         except ValueError as exc:
@@ -98,6 +100,9 @@ class BackupManager(Backing, Restoring, Upkeep):
                                  expected_owner=s3_expected_bucket_owner,
                                  client_config=dict(s3_client_config or {}),
                                  max_bytes=self.max_state_bytes, object_lock=lock)
+        self.mirrors, self.cloud = seal_stores(self.mirrors, self.cloud, sealing,
+                                               lambda: self.writer, self.backup_dir,
+                                               self.durable)
         targets: dict[str, Store] = dict(self.mirrors)
         if self.cloud is not None:
             targets[CLOUD_TARGET] = self.cloud

@@ -34,6 +34,7 @@ class ProblemKind(StrEnum):
     UNCONFIGURED_TARGET = "copies-owed-to-unconfigured-target"
     INTENT_UNSETTLED = "intent-unsettled"
     LOCK_REFUSED = "object-lock-refused"
+    REFUSED_COPY = "unauthenticated-copy"
 
 
 class Problem(namedtuple("Problem", "subject kind what fix")):
@@ -60,6 +61,14 @@ def status_problems(facts: Mapping[str, Any], max_age_hours: float | None = None
         problems += _file_problems(s, facts, limit, command)
     for t in facts["targets"]:
         problems += _target_problems(t, limit, command)
+    for r in facts.get("refused_copies", []):
+        problems.append(Problem(
+            f"{r['store']}/{r['name']}", ProblemKind.REFUSED_COPY,
+            f"{r['name']} in {r['store']} was refused, never installed: {r['why']}",
+            "if a key was rotated out, put its line back in the key file; otherwise someone "
+            f"who can write to {r['store']} put it there: check who can (rotate the S3 "
+            f"credentials), then delete it ({_remove_command(r)}); {command} key check "
+            "proves the key opens the newest point in every store"))
     for t in facts.get("unconfigured_targets", []):
         problems.append(Problem(
             t["target"], ProblemKind.UNCONFIGURED_TARGET,
@@ -122,6 +131,13 @@ def _site_problems(facts: Mapping[str, Any], command: str, host_command: str) ->
             f"run the daily check: {host_command} (it asks the broker what became of each "
             "order and finishes that rebalance; nothing is ordered twice)"))
     return problems
+
+
+def _remove_command(refused: Mapping[str, Any]) -> str:
+    where, name = refused["store"], refused["name"]
+    if where.startswith("s3://"):
+        return f"aws s3 rm {where.rstrip('/')}/{name} and its .sha256"
+    return f"rm {where}/{name} {where}/{name}.sha256"
 
 
 def order_text(order: Mapping[str, Any]) -> str:

@@ -19,6 +19,7 @@ from .content import validate_content
 from .errors import IntegrityError, InvalidStateError, StoreUnreachable
 from .formats import CLOCK_SKEW, sha256_hex, stamp_time, state_key
 from .pruning import made_readings
+from .seal import refused_copies, signed
 
 INTENTS_SHOWN = 50  # the newest points searched for intents that no point settles
 
@@ -94,6 +95,8 @@ def status_facts(folder: BackupsFolder, state_files: list[Path], targets: Mappin
         "targets": [_target_status(folder, t_id, t, pending, now)
                     for t_id, t in targets.items()],
         "unconfigured_targets": unconfigured_copies(pending, targets, now),
+        "copies_signed": all(map(signed, targets.values())) if targets else None,
+        "refused_copies": refused_copies(folder.root),
     }
 
 

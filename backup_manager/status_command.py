@@ -72,6 +72,10 @@ def _status_lines(doc: dict[str, Any], site: Site) -> list[str]:
                      + (f", last error: {t['last_error']}" if t["last_error"] else ""))
         if t.get("protection"):
             lines += [f"  bucket: {line}" for line in protection_lines(t["protection"])]
+    if doc.get("copies_signed") is False:
+        lines.append("copies in mirrors and S3 are not authenticated: anyone who can write "
+                     "there can plant a backup that restore takes (backup.key_file signs "
+                     "them; README, Keys)")
     for t in doc["unconfigured_targets"]:
         lines.append(f"copies to {t['target']} (no longer configured): {t['pending']} pending")
     if doc["last_backup_error"]:

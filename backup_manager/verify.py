@@ -12,6 +12,7 @@ from .folder import CORRUPT_DIR
 from .formats import CLOCK_SKEW, parse_any_backup_name
 from .pruning import made_readings
 from .retention import GRACE_PERIOD
+from .seal import signed
 
 TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
 if TYPE_CHECKING:
@@ -69,7 +70,25 @@ def verify_stores(folder: BackupsFolder, stores: Iterable[Store],
             _verify_set(folder, store, backups, report, made)
         if store is folder.store:
             _report_strays(store, strays, report, keys)
+        if signed(store):
+            _verify_points(store, names, report)
     return report
+
+
+def _verify_points(store: Store, names: list[str], report: VerifyReport) -> None:
+    """Check every restore point in a store of signed copies: a planted one is refused."""
+    from .points import point_name, points_in, read_point
+    for number in sorted(points_in(names)[0]):
+        status, detail = "ok", ""
+        try:
+            read_point(store, number)
+        except IntegrityError as exc:
+            status, detail = exc.kind, exc.detail
+        except InvalidStateError as exc:
+            status, detail = "invalid content", str(exc)
+        except StoreUnreachable as exc:
+            status, detail = "unreadable", str(exc)
+        report.items.append(VerifyItem(store.label, point_name(number), status, detail))
 
 
 def verify_uploaded(folder: BackupsFolder, cloud: Store, target_id: str,

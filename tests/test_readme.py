@@ -372,7 +372,9 @@ def test_readme_explains_every_problem_status_can_print():
                               "lock_refused": True,
                               "asked": {"mode": "GOVERNANCE", "days": 30}}}],
              "unconfigured_targets": [{"target": "s3", "pending": 3,
-                                       "oldest_pending_age_seconds": 1.0}]}
+                                       "oldest_pending_age_seconds": 1.0}],
+             "refused_copies": [{"store": "s3://b/p", "name": "point-0000000009.json",
+                                 "why": "it carries no signature"}]}
     stale["newest_damaged"] = "x_2026-01-01_00-00-00.000000Z.json"
     facts["recovery"] = {"refused": {"headline": "h", "reasons": [["x.json", "lost"]],
                                      "commands": ["c"]}, "unseen": {"s3": "503"}}

@@ -73,6 +73,8 @@ def test_status_gives_the_newest_valid_backup_of_each_configured_file(project):
              "live": "missing", "live_detail": "", "newest_damaged": None}],
         "targets": [],
         "unconfigured_targets": [],
+        "copies_signed": None,  # no copy target: nothing to sign
+        "refused_copies": [],
     }
     assert point == {"count": 1, "newest": 1, "newest_damaged": None,
                      "name": "point-0000000001.json", "time": NOW.isoformat(),
