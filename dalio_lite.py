@@ -1054,9 +1054,8 @@ class DalioLite:
         its intent). It is recorded as a point of kind reconciled, dated by the first
         of them, so no run trades before min_days_between counted from it."""
         newest = history.newest()
-        if newest is None:
-            return
-        since = newest.time - RECONCILE_MARGIN
+        since = self._unrecorded_since() if newest is None else \
+            newest.time - RECONCILE_MARGIN
         mine = [o for o in self._broker_unless_stopped.orders_since(since)
                 if o.client_order_id.startswith(CLIENT_ID_PREFIX)]
         found = unrecorded(history, mine)
@@ -1076,6 +1075,15 @@ class DalioLite:
             last = self.last_rebalance()
             if last is None or last < first:
                 self._save_rebalance_date(first)
+
+    def _unrecorded_since(self) -> datetime:
+        """With no restore point at all (backups/ lost), the broker's orders count from
+        the last rebalance the state records: its own orders come before it is saved
+        (or seconds after its first, when it finished an earlier run's). Never further
+        back than min_days_between: an older rebalance would not stop a trade today."""
+        floor = datetime.now(UTC) - timedelta(days=self.config.min_days_between)
+        last = self.last_rebalance()
+        return floor if last is None else max(floor, last + RECONCILE_MARGIN)
 
     def _decide(self, force: bool, settlement: Any = None) -> RunDecision:
         if settlement is not None and not settlement.void:
