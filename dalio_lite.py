@@ -1051,7 +1051,8 @@ class DalioLite:
         """The broker's history is evidence: orders of DalioLite's (its client order id
         prefix) since the newest restore point that no point records mean a rebalance
         the state does not know of (a machine rebuilt from copies that never received
-        its intent). It is recorded as a point of kind reconciled, dated by the first
+        its intent; backups/ lost, when there is no point at all: _unrecorded_since).
+        It is recorded as a point of kind reconciled, dated by the first
         of them, so no run trades before min_days_between counted from it."""
         newest = history.newest()
         since = self._unrecorded_since() if newest is None else \
