@@ -21,7 +21,8 @@ import pytest
 import yaml
 
 from backup_manager import BackupManager
-from backup_manager.points import PointKind, open_intents
+from backup_manager.history import open_intents
+from backup_manager.points import PointKind
 from tests.fake_alpaca import KEYS_ENV, FakeAlpaca
 from tests.helpers import ROOT, remote_keys
 from tests.reliability.procs import Background, wait_until_open
