@@ -84,6 +84,9 @@ EXIT_OK, EXIT_ERROR, EXIT_REFUSED, EXIT_BROKER = 0, 1, 3, 4
 CLIENT_ID_PREFIX = "daliolite-"
 RECONCILE_MARGIN = timedelta(hours=1)  # orders a little before the newest point are asked too
 MAX_CLIENT_ID = 48  # Alpaca's limit
+# A 4xx answer judges the order (a halted symbol, buying power), except these: the
+# keys refused, a request timeout, a rate limit. The order was never looked at.
+NOT_A_REJECTION = frozenset({401, 408, 429})
 PAPER_FILLS = ("immediate", "next_run")
 
 DEFAULT_CONFIG: dict[str, Any] = {
@@ -110,6 +113,15 @@ def broker_state_files(kind: str) -> tuple[str, ...]:
 
 class BrokerError(Exception):
     """A broker call failed or went unanswered: the run stops and records no rebalance."""
+
+
+class OrderRejected(BrokerError):
+    """The broker refused an order and holds none under its id: not placed, and recorded
+    as rejected, so no run orders it again in that rebalance."""
+
+    def __init__(self, message: str, client_order_id: str):
+        super().__init__(message)
+        self.client_order_id = client_order_id
 
 
 class Stopped(BaseException):
@@ -548,6 +560,7 @@ class AlpacaBroker:
             return self.client.submit_order(order_data=self._request(order))
         except Exception as exc:  # as in _call
             failure = _describe(exc, self.timeouts)
+            status = getattr(exc, "status_code", None)
         what = f"order {order.client_order_id} ({order.side} {order.symbol} " \
                f"${order.notional:.2f})"
         try:
@@ -557,8 +570,12 @@ class AlpacaBroker:
                               f"{order.client_order_id} among the account's orders before "
                               "the next run") from None
         if found is None:
-            raise BrokerError(f"{self.name}: placing {what} failed: {failure}; the broker "
-                              "holds no order under that id, so it was not placed")
+            message = f"{self.name}: placing {what} failed: {failure}; the broker holds " \
+                      "no order under that id, so it was not placed"
+            if _is_rejection(status):
+                raise OrderRejected(f"{message}; recorded as rejected, it is not ordered "
+                                    "again in this rebalance", order.client_order_id)
+            raise BrokerError(message)
         if (found.symbol, _side(found)) != (order.symbol, order.side):
             raise BrokerError(f"{self.name}: placing {what} failed: {failure}; the broker "
                               f"holds another order under that id ({_side(found)} "
@@ -576,6 +593,11 @@ class AlpacaBroker:
         return MarketOrderRequest(symbol=order.symbol, notional=round(order.notional, 2),
                                   side=side, time_in_force=TimeInForce.DAY,
                                   client_order_id=order.client_order_id)
+
+
+def _is_rejection(status: Any) -> bool:
+    """An HTTP status by which the broker refused the order itself (see NOT_A_REJECTION)."""
+    return isinstance(status, int) and 400 <= status < 500 and status not in NOT_A_REJECTION
 
 
 def _side(order: Any) -> str:
@@ -1030,12 +1052,12 @@ class DalioLite:
         """The broker's history is evidence: orders of DalioLite's (its client order id
         prefix) since the newest restore point that no point records mean a rebalance
         the state does not know of (a machine rebuilt from copies that never received
-        its intent). It is recorded as a point of kind reconciled, dated by the first
+        its intent; backups/ lost, when there is no point at all: _unrecorded_since).
+        It is recorded as a point of kind reconciled, dated by the first
         of them, so no run trades before min_days_between counted from it."""
         newest = history.newest()
-        if newest is None:
-            return
-        since = newest.time - RECONCILE_MARGIN
+        since = self._unrecorded_since() if newest is None else \
+            newest.time - RECONCILE_MARGIN
         mine = [o for o in self._broker_unless_stopped.orders_since(since)
                 if o.client_order_id.startswith(CLIENT_ID_PREFIX)]
         found = unrecorded(history, mine)
@@ -1056,6 +1078,15 @@ class DalioLite:
             if last is None or last < first:
                 self._save_rebalance_date(first)
 
+    def _unrecorded_since(self) -> datetime:
+        """With no restore point at all (backups/ lost), the broker's orders count from
+        the last rebalance the state records: its own orders come before it is saved
+        (or seconds after its first, when it finished an earlier run's). Never further
+        back than min_days_between: an older rebalance would not stop a trade today."""
+        floor = datetime.now(UTC) - timedelta(days=self.config.min_days_between)
+        last = self.last_rebalance()
+        return floor if last is None else max(floor, last + RECONCILE_MARGIN)
+
     def _decide(self, force: bool, settlement: Any = None) -> RunDecision:
         if settlement is not None and not settlement.void:
             # An earlier run's rebalance, under way when it was stopped: finish it with what
@@ -1063,8 +1094,11 @@ class DalioLite:
             planned, _ = self._plan_orders()
             still = settlement.unplaced_symbols
             orders = [o for o in planned if o.symbol in still]
+            refused = settlement.rejected_symbols
             return RunDecision("rebalanced", "finishing the rebalance of restore point(s) "
-                               + ", ".join(map(str, settlement.sequences)), orders)
+                               + ", ".join(map(str, settlement.sequences))
+                               + (f"; rejected by the broker, not ordered again: "
+                                  f"{', '.join(refused)}" if refused else ""), orders)
         last = self._account_last_rebalance()
         now = datetime.now(UTC)
         if last is not None and not force:
@@ -1145,6 +1179,11 @@ class DalioLite:
                 broker.submit_order(order)
                 placed.append(order.client_order_id)
         except BrokerError as exc:
+            if isinstance(exc, OrderRejected):
+                # In the point this failed run commits, so the next one settles it as
+                # rejected, not unplaced, and finishes the rest without it.
+                self._run_details["rejected"] = sorted(
+                    {*self._run_details.get("rejected", ()), exc.client_order_id})
             if placed:
                 raise BrokerError(f"{exc} ({len(placed)} of {len(orders)} orders were placed "
                                   f"before: {', '.join(placed)}; the next run counts them)") \

@@ -179,11 +179,15 @@ def test_a_stop_while_the_loop_waits_sends_the_copies_owed_and_exits_0(tmp_path,
 # --- SIGTERM during a run -------------------------------------------------------------
 
 
-def sigterm_once(target: dict):
-    """A callback for the fake server: SIGTERM the process in target["bot"], once (the
-    test puts it there as it starts the process, long before its first broker call)."""
+def sigterm_once(target: dict, nth: int = 1):
+    """A callback for the fake server: SIGTERM the process in target["bot"], once, as the
+    `nth` request it is called for arrives (the test puts the process there as it starts
+    it, long before its first broker call)."""
+    arrived = []
+
     def send(*_):
-        bot = target.pop("bot", None)
+        arrived.append(_)
+        bot = target.pop("bot", None) if len(arrived) >= nth else None
         if bot is not None:
             bot.signal(signal.SIGTERM)
     return send
@@ -229,16 +233,18 @@ def test_sigterm_during_the_orders_places_no_more_and_the_next_run_finishes(
     assert open_intents(history(home)) == []
 
 
-@pytest.mark.parametrize("route,before", [
-    ("GET /v2/positions", "before deciding: no order was placed"),
-    ("GET /v2/orders", "before its orders: none was placed and no intent was claimed")])
-def test_sigterm_before_the_orders_claims_no_intent(tmp_path, server, route, before):
+@pytest.mark.parametrize("route,nth,before", [
+    ("GET /v2/positions", 1, "before deciding: no order was placed"),
+    # The second listing of orders: the first is the broker's history, read for orders
+    # no restore point records.
+    ("GET /v2/orders", 2, "before its orders: none was placed and no intent was claimed")])
+def test_sigterm_before_the_orders_claims_no_intent(tmp_path, server, route, nth, before):
     """SIGTERM while the broker is slow to answer a call the decision needs (positions,
     then open orders, the last): that call finishes, and the run stops before the next
     call, or before its intent. Nothing is left to settle: the next run rebalances."""
     home = alpaca_home(tmp_path, server)
     target = {}
-    server.slow(route, 1.0, on_arrival=sigterm_once(target))
+    server.slow(route, 1.0, times=nth, on_arrival=sigterm_once(target, nth))
     bot = start(home)
     target["bot"] = bot
     try:
