@@ -41,6 +41,7 @@ from .store import Store
 
 TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
 if TYPE_CHECKING:
+    from datetime import datetime
     from pathlib import Path
     from typing import Any
 
@@ -251,6 +252,10 @@ class SealedStore(Store):
 
     def mtime(self, name: str) -> float | None:
         return self.inner.mtime(name)
+
+    def written_at(self, name: str) -> datetime | None:
+        self.keyring()
+        return self.inner.written_at(name)
 
     def read(self, name: str, *, max_bytes: int | None = None) -> bytes | None:
         ring = self.keyring()
