@@ -25,10 +25,11 @@ from .errors import (
     WriterConflict,
     storage_error,
 )
-from .formats import SIDECAR_SUFFIX, sha256_hex, state_key
+from .formats import MAX_SIDECAR, SIDECAR_SUFFIX, sha256_hex, state_key
 from .history import finish_abandoned_claim
 from .points import MAX_POINT_BYTES, PointKind, decode_point, point_name
 from .pruning import prune_backups
+from .seal import signed
 
 TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
 if TYPE_CHECKING:
@@ -177,21 +178,34 @@ class Backing:
 
     def _taken(self, target: Store, sequence: int) -> WriterConflict:
         """Why `target` refused number `sequence` to this claim: another writer's point,
-        or an unfinished claim (its sidecar never written), finished now if it is this
-        writer's own or past its lease, so the next run settles it."""
+        or a claim cut in two (its sidecar never written). That one is finished now if
+        it is this writer's own or past its lease, so the next run settles it; never in a
+        store of signed copies, which reads no point without its signature."""
+        name = point_name(sequence)
         try:
-            unfinished = finish_abandoned_claim(target, sequence, self.writer,
-                                                self.folder.clock())
+            whole = target.read(name + SIDECAR_SUFFIX, max_bytes=MAX_SIDECAR) is not None
         except (BackupError, OSError):
-            unfinished = None
-        if unfinished is not None:
+            whole = True
+        if whole:
+            return WriterConflict(f"{target.label} already holds another restore point "
+                                  f"{sequence}: another writer committed it first")
+        try:
+            finished = finish_abandoned_claim(target, sequence, self.writer,
+                                              self.folder.clock())
+        except (BackupError, OSError):  # a signed store reads no point without its signature
+            finished = None
+        if finished is not None:
             return UnfinishedClaim(
                 f"{target.label} held an unfinished claim of restore point {sequence} (writer "
-                f"{unfinished.writer}, {unfinished.time:%Y-%m-%d %H:%M:%S} UTC): its run "
+                f"{finished.writer}, {finished.time:%Y-%m-%d %H:%M:%S} UTC): its run "
                 "stopped between the point and its sidecar, before any order; it is "
                 "finished now, and the next run settles it")
-        return WriterConflict(f"{target.label} already holds another restore point "
-                              f"{sequence}: another writer committed it first")
+        return WriterConflict(
+            f"{target.label} holds {name} without its sidecar: a claim cut in two, or one "
+            "another machine is writing now" + (" (its signature is missing, so it proves "
+                                               "nothing)" if signed(target) else "")
+            + f"; if no machine is placing orders now, delete {target.label}/{name} and "
+            "run again")
 
     def moved_past(self, sequence: int) -> str | None:
         """Where a store already holds a point after `sequence`, another writer's (the

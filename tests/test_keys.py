@@ -168,3 +168,30 @@ def test_encryption_without_cryptography_says_what_to_install(project, state_fil
                           text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "pip install 'daliolite[keys]'" in proc.stdout
+
+
+def test_a_claim_cut_in_two_in_a_signed_mirror_is_never_signed_after_the_fact(project):
+    """A point without its sidecar in a mirror of signed copies (a claim killed between
+    the two, or one planted by whoever can write there) holds its number: nothing here
+    can prove who wrote it, so the claim is refused with what to do, and no signature is
+    ever made for it."""
+    from datetime import UTC, datetime
+
+    from backup_manager import UnfinishedClaim, WriterConflict
+    from backup_manager.points import Point, encode_point, point_name
+
+    key = project / "backup.key"
+    init_key_file(key)
+    bm = signed_manager(project, key)
+    with bm.changes("run", "day 0"):
+        pass
+    first = bm.history().newest()
+    orphan = Point(2, datetime.now(UTC), bm.writer, "orders", "intent: 0 order(s)",
+                   (first.sequence, first.digest), {}, {"orders": []})
+    (project / "mirror" / point_name(2)).write_bytes(encode_point(orphan))
+    with pytest.raises(WriterConflict, match="delete .*point-0000000002.json") as refused:
+        bm.claim_point("orders", "intent", details={"orders": []})
+    assert not isinstance(refused.value, UnfinishedClaim)
+    assert "signature is missing" in str(refused.value)
+    assert not (project / "mirror" / (point_name(2) + ".sha256")).exists()
+    assert not (project / "backups" / point_name(2)).exists()

@@ -258,7 +258,7 @@ def test_another_writers_unfinished_claim_is_finished_only_past_its_lease(
         with pytest.raises(UnfinishedClaim, match="finished now"):
             me.claim_point("orders", "intent", details={"orders": []})
     else:
-        with pytest.raises(WriterConflict, match="another writer") as refused:
+        with pytest.raises(WriterConflict, match="without its sidecar") as refused:
             me.claim_point("orders", "intent", details={"orders": []})
         assert not isinstance(refused.value, UnfinishedClaim)
     keys = remote_keys(endpoint, name)
