@@ -8,10 +8,10 @@
 Standard library only at import time; boto3 is imported when cloud backup is
 first used. Modules, in reading order (each uses only those before it):
 errors, log, formats, content, atomic, writer, retention, store, local, objectlock,
-s3, keys, seal, catalog, points, history, outbox, copies, folder, commit, restore,
-install, pruning, verify, status, problems, config, backing, restoring, upkeep, manager,
-site, refusal, rules, planning, recovery, intents, drill, metrics, console, key_check,
-commands, restore_command, status_command, key_command, cli.
+s3, keys, envelope, seal, catalog, points, history, outbox, copies, folder, commit,
+restore, install, pruning, verify, status, problems, config, backing, restoring,
+upkeep, manager, site, refusal, rules, planning, recovery, intents, drill, metrics,
+console, key_check, commands, restore_command, status_command, key_command, cli.
 
     errors     every error raised on purpose, one base class
     log        the package's logger (logging is imported only when it can show)
@@ -25,6 +25,7 @@ commands, restore_command, status_command, key_command, cli.
     objectlock what backup.s3_object_lock asks of S3, and what a bucket's settings leave
                a leaked key able to do
     keys       key files: keys with ids, the newest signs, every one verifies (rotation)
+    envelope   a signed copy's bytes: the MAC line of its sidecar, the encrypted envelope
     seal       signed (and encrypted) copies: a store whose reads return only what a key
                of this site wrote; refused objects are recorded for status
     catalog    which backups of which state file a store holds, newest first

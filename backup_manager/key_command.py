@@ -110,8 +110,8 @@ def _check(site: Site, args: argparse.Namespace) -> int:
 
 
 def _decrypt(site: Site, args: argparse.Namespace) -> int:
+    from .envelope import NotAuthentic, is_sealed, unseal
     from .keys import KeySource
-    from .seal import NotAuthentic, is_sealed, unseal
     if not args.file or not args.out:
         raise UsageError("key decrypt FILE --out OUT: the downloaded object, and where to "
                          "write its plaintext")
