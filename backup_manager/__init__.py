@@ -9,9 +9,10 @@ Standard library only at import time; boto3 is imported when cloud backup is
 first used. Modules, in reading order (each uses only those before it):
 errors, log, formats, content, atomic, writer, retention, store, local, objectlock,
 s3, keys, envelope, seal, catalog, points, history, outbox, copies, folder, commit,
-restore, install, pruning, verify, status, problems, config, backing, restoring,
-upkeep, manager, site, refusal, rules, planning, recovery, intents, drill, metrics,
-console, key_check, commands, restore_command, status_command, key_command, cli.
+restore, install, pruning, verify, status, problems, config, backing, claiming,
+restoring, upkeep, manager, site, refusal, rules, planning, recovery, intents, drill,
+metrics, console, key_check, commands, restore_command, status_command, key_command,
+cli.
 
     errors     every error raised on purpose, one base class
     log        the package's logger (logging is imported only when it can show)
@@ -42,7 +43,8 @@ console, key_check, commands, restore_command, status_command, key_command, cli.
     status     the facts of an installation that status reports
     problems   what in those facts needs a person, and what fixes it
     config     the backup: section of config.yaml
-    backing    BackupManager's backups and restore points (also the claim before orders)
+    backing    BackupManager's backups and restore points
+    claiming   BackupManager's claim before orders, and the check before each order
     restoring  BackupManager's restores: plan and verify, then install
     upkeep     BackupManager's listing, verify, prune, sync, and what is asked of copies
     manager    BackupManager, built from the configuration: the three jobs above in one

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from .backing import Backing
+from .claiming import Claiming
 from .config import (
     MAX_STATE_BOUND,
     MIN_STATE_BOUND,
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
     from .store import Store
 
 
-class BackupManager(Backing, Restoring, Upkeep):
+class BackupManager(Backing, Claiming, Restoring, Upkeep):
     """Backups of state files in `backup_dir`, optionally mirrored and sent to S3.
 
     The first four arguments are the original specification's; everything newer
