@@ -278,3 +278,9 @@ def refused_copies(backup_dir: Path) -> list[dict[str, str]]:
 
 def signed(store: Store) -> bool:
     return isinstance(store, SealedStore)
+
+
+def unsealed(store: Store) -> Store:
+    """The store a signed one wraps (the bucket itself, for what only it can say: its
+    Object Lock); any other store as it is."""
+    return store.inner if isinstance(store, SealedStore) else store

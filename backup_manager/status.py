@@ -19,7 +19,7 @@ from .content import validate_content
 from .errors import IntegrityError, InvalidStateError, StoreUnreachable
 from .formats import CLOCK_SKEW, sha256_hex, stamp_time, state_key
 from .pruning import made_readings
-from .seal import refused_copies, signed
+from .seal import refused_copies, signed, unsealed
 
 INTENTS_SHOWN = 50  # the newest points searched for intents that no point settles
 
@@ -210,10 +210,11 @@ def _target_status(folder: BackupsFolder, target_id: str, target: Store,
     last_ok = folder.outbox.last_success(target_id) if folder.outbox.belongs(
         target_id, target_identity(target)) else None
     from .s3 import S3Store
+    bucket = unsealed(target)
     return {
         "target": target.label,
         # Read from the bucket at each status: one request (two without Object Lock).
-        "protection": target.protection().as_facts() if isinstance(target, S3Store) else None,
+        "protection": bucket.protection().as_facts() if isinstance(bucket, S3Store) else None,
         "pending": len(mine),
         "conflicts": sum(c.conflict for c in mine),
         "oldest_pending_age_seconds":

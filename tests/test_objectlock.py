@@ -194,12 +194,19 @@ def status_target(folder):
     return proc.returncode, doc, target["protection"]
 
 
-def test_status_and_verify_report_a_locked_bucket(project, state_file, locked_bucket):
+@pytest.mark.parametrize("signed", [False, True], ids=["unsigned", "signed"])
+def test_status_and_verify_report_a_locked_bucket(project, state_file, locked_bucket, signed):
+    """The same with signed copies (backup.key_file): the bucket under the signatures is
+    asked, and answers the same."""
     endpoint, bucket = locked_bucket
     client(endpoint).put_object_lock_configuration(Bucket=bucket, ObjectLockConfiguration={
         "ObjectLockEnabled": "Enabled",
         "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": 7}}})
-    write_config(project, endpoint, bucket, s3_object_lock={"mode": "COMPLIANCE", "days": 2})
+    key = {"key_file": "backup.key"} if signed else {}
+    write_config(project, endpoint, bucket, s3_object_lock={"mode": "COMPLIANCE", "days": 2},
+                 **key)
+    if signed:
+        assert cli(project, "key", "init").returncode == 0
     assert cli(project, "backup", "state/last_rebalance.json").returncode == 0
 
     code, doc, protection = status_target(project)
