@@ -5,10 +5,12 @@ once; at start-up, missing or corrupt state is restored from backups before any
 decision is taken. Where state cannot be restored but evidence says it existed,
 DalioLite refuses to trade (exit 3) and says which command to run. Every broker
 call is bounded; a broker that fails ends the run with one line (exit 4) and no
-rebalance recorded.
+rebalance recorded. SIGTERM or Ctrl-C stops a run at its next safe place: no broker
+call, intent or order after the one in flight (exit 143 or 130 when that cut it short).
 
     python dalio_lite.py [--config PATH] [--dry-run] [--force-rebalance]
                          [--accept-fresh-state] [--switch-broker] [--status]
+    python dalio_lite.py [--config PATH] [--dry-run] --every 24h   # a Procfile's worker
     python dalio_lite.py [--config PATH] --schedule cron|launchd|systemd [--system]
 
 Variables of the secrets file beside config.yaml (.env, see dalio_schedule.py) that the
@@ -24,7 +26,10 @@ import json
 import logging
 import os
 import re
+import select
+import signal
 import sys
+import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,6 +37,7 @@ from types import SimpleNamespace
 from typing import Any, Protocol
 
 from backup_manager import (
+    HOST_RECORD,
     INTENT_LEASE,
     BackupError,
     BackupManager,
@@ -41,15 +47,16 @@ from backup_manager import (
     LockTimeout,
     OrderFact,
     PointKind,
+    Site,
     StateUnrecoverableError,
     atomic_write,
+    claim_intent,
     file_lock,
     parse_iso_timestamp,
     read_state_file,
     recover,
     register_validator,
     settle,
-    status_problems,
     unrecorded,
     validate_content,
     writer_id,
@@ -70,14 +77,16 @@ log = logging.getLogger("dalio_lite")
 
 LAST_REBALANCE = "last_rebalance.json"
 PAPER_ACCOUNT = "paper_account.json"
-AUTOPILOT_STATUS = "autopilot_status.json"
-RUN_LOCK = "dalio_lite.lock"
+AUTOPILOT_STATUS = HOST_RECORD  # the Site reads DalioLite's record of its backups here
 EXIT_OK, EXIT_ERROR, EXIT_REFUSED, EXIT_BROKER = 0, 1, 3, 4
 # Every order DalioLite places carries a client order id that starts with this, then
 # the writer (backups/.writer) and the run that placed it, then a nonce.
 CLIENT_ID_PREFIX = "daliolite-"
 RECONCILE_MARGIN = timedelta(hours=1)  # orders a little before the newest point are asked too
 MAX_CLIENT_ID = 48  # Alpaca's limit
+# A 4xx answer judges the order (a halted symbol, buying power), except these: the
+# keys refused, a request timeout, a rate limit. The order was never looked at.
+NOT_A_REJECTION = frozenset({401, 408, 429})
 PAPER_FILLS = ("immediate", "next_run")
 
 DEFAULT_CONFIG: dict[str, Any] = {
@@ -104,6 +113,80 @@ def broker_state_files(kind: str) -> tuple[str, ...]:
 
 class BrokerError(Exception):
     """A broker call failed or went unanswered: the run stops and records no rebalance."""
+
+
+class OrderRejected(BrokerError):
+    """The broker refused an order and holds none under its id: not placed, and recorded
+    as rejected, so no run orders it again in that rebalance."""
+
+    def __init__(self, message: str, client_order_id: str):
+        super().__init__(message)
+        self.client_order_id = client_order_id
+
+
+class Stopped(BaseException):
+    """A stop was asked for (SIGTERM, Ctrl-C): raised before a broker call, an intent or
+    an order, never inside one. A BaseException, as KeyboardInterrupt is, so that no
+    handler of broker failures takes it for one (a settling run would refuse)."""
+
+    def __init__(self, signum: int, message: str):
+        super().__init__(message)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum  # what a shell reports for a process the signal ended
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class StopRequest:
+    """SIGTERM (what a platform sends before a redeploy) or SIGINT (Ctrl-C), noted and
+    honoured at the next safe place: before a broker call, an intent or an order (the
+    call in flight finishes: every call is bounded), or at once in the loop's sleep.
+    A second signal is the same request; SIGKILL is what stops a run at once."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._wake: tuple[int, int] | None = None  # written by the handler, ends a sleep
+
+    @contextlib.contextmanager
+    def installed(self) -> Any:
+        """Take SIGTERM and SIGINT for this request while the block runs."""
+        self._wake = os.pipe()
+        os.set_blocking(self._wake[1], False)
+        before = {signum: signal.signal(signum, self._note) for signum in STOP_SIGNALS}
+        try:
+            yield self
+        finally:
+            for signum, handler in before.items():
+                signal.signal(signum, handler)
+            for fd in self._wake:
+                os.close(fd)
+            self._wake = None
+
+    def _note(self, signum: int, frame: Any) -> None:
+        # Only note it: logging from a handler can deadlock on the logging lock.
+        if self.signum is None:
+            self.signum = signum
+        with contextlib.suppress(OSError):
+            os.write(self._wake[1], b"\0")
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum else "nothing"
+
+    def check(self, before: str) -> None:
+        """Raise Stopped if a stop was asked for: `before` says what is not started."""
+        if self.signum is not None:
+            raise Stopped(self.signum, f"stopped by {self.name} before {before}")
+
+    def sleep(self, seconds: float) -> bool:
+        """Sleep `seconds`, less if a stop is asked for; True when one is."""
+        if seconds > 0 and self.signum is None:
+            select.select([self._wake[0]], [], [], seconds)
+        return self.signum is not None
 
 
 # --- configuration ------------------------------------------------------------------
@@ -477,6 +560,7 @@ class AlpacaBroker:
             return self.client.submit_order(order_data=self._request(order))
         except Exception as exc:  # as in _call
             failure = _describe(exc, self.timeouts)
+            status = getattr(exc, "status_code", None)
         what = f"order {order.client_order_id} ({order.side} {order.symbol} " \
                f"${order.notional:.2f})"
         try:
@@ -486,8 +570,12 @@ class AlpacaBroker:
                               f"{order.client_order_id} among the account's orders before "
                               "the next run") from None
         if found is None:
-            raise BrokerError(f"{self.name}: placing {what} failed: {failure}; the broker "
-                              "holds no order under that id, so it was not placed")
+            message = f"{self.name}: placing {what} failed: {failure}; the broker holds " \
+                      "no order under that id, so it was not placed"
+            if _is_rejection(status):
+                raise OrderRejected(f"{message}; recorded as rejected, it is not ordered "
+                                    "again in this rebalance", order.client_order_id)
+            raise BrokerError(message)
         if (found.symbol, _side(found)) != (order.symbol, order.side):
             raise BrokerError(f"{self.name}: placing {what} failed: {failure}; the broker "
                               f"holds another order under that id ({_side(found)} "
@@ -505,6 +593,11 @@ class AlpacaBroker:
         return MarketOrderRequest(symbol=order.symbol, notional=round(order.notional, 2),
                                   side=side, time_in_force=TimeInForce.DAY,
                                   client_order_id=order.client_order_id)
+
+
+def _is_rejection(status: Any) -> bool:
+    """An HTTP status by which the broker refused the order itself (see NOT_A_REJECTION)."""
+    return isinstance(status, int) and 400 <= status < 500 and status not in NOT_A_REJECTION
 
 
 def _side(order: Any) -> str:
@@ -590,7 +683,7 @@ register_validator(PAPER_ACCOUNT, _check_paper_account)
 
 @dataclass
 class RunDecision:
-    outcome: str  # rebalanced, no_action, refused, error, switched_broker
+    outcome: str  # rebalanced, no_action, refused, error, stopped, switched_broker
     reason: str
     orders: list[MarketOrder]
 
@@ -598,11 +691,15 @@ class RunDecision:
 class DalioLite:
     def __init__(self, config_path: str | Path = "config.yaml", *, broker: Broker | None = None,
                  accept_fresh_state: bool = False, accept_rollback: bool = False,
-                 take_over: bool = False):
+                 take_over: bool = False, stop: StopRequest | None = None):
         self.config_path = Path(config_path).resolve()
-        self.config = load_config(self.config_path)
+        doc = load_config_file(self.config_path)
+        self.config = parse_config(doc, self.config_path.parent)
         self.state_dir = self.config.state_dir
-        self.backup_manager = BackupManager(**self.config.backup)
+        # One Site for this installation: its backups, run lock, record and commands.
+        self.site = Site(self.config_path, doc=doc, state_files=self.config.backup[
+            "state_files"], host_program=Path(__file__).resolve())
+        self.backup_manager = self.site.manager
         self.accept_fresh_state = accept_fresh_state
         self.accept_rollback = accept_rollback
         self.take_over = take_over
@@ -619,6 +716,7 @@ class DalioLite:
         self._intents: list[int] = []  # the intents this run claimed
         self._claimed_at: datetime | None = None  # when the newest of them was
         self._run_details: dict[str, Any] = {}
+        self.stop = stop or StopRequest()  # never asked for unless main() installs it
 
     def state_path(self, name: str) -> Path:
         return self.state_dir / name
@@ -712,21 +810,16 @@ class DalioLite:
         on_record = self._rebalance_on_record()
         records = {} if on_record is None else {LAST_REBALANCE: (
             on_record, f"{AUTOPILOT_STATUS} records a rebalance at {on_record.isoformat()}")}
-        host = f"{sys.executable} {Path(__file__).resolve()} --config {self.config_path}"
+        host = self.site.host_command
         return HostFacts(records=records, evidence=self._evidence,
                          identity=self._identity_or_none(),
                          describe=_identity_label,
-                         backup_command=self._module_command,
-                         commands={"run": host,
-                                   "accept_fresh": f"{host} --accept-fresh-state",
-                                   "accept_rollback": f"{host} --accept-rollback",
-                                   "accept_identity": f"{host} --switch-broker",
-                                   "accept_takeover": f"{host} --take-over"})
-
-    @property
-    def _module_command(self) -> str:
-        """How the operator runs the backup module's command line on this config."""
-        return f"{sys.executable} -m backup_manager --config {self.config_path}"
+                         backup_command=self.site.command(""),
+                         commands={"run": host(),
+                                   "accept_fresh": host("--accept-fresh-state"),
+                                   "accept_rollback": host("--accept-rollback"),
+                                   "accept_identity": host("--switch-broker"),
+                                   "accept_takeover": host("--take-over")})
 
     def _evidence(self, path: Path) -> str | None:
         """DalioLite's own records that a lost state file existed. A paper account is
@@ -788,15 +881,18 @@ class DalioLite:
         return self._broker
 
     @property
-    def _host_command(self) -> str:
-        """How the operator runs DalioLite on this config."""
-        return f"{sys.executable} {Path(__file__).resolve()} --config {self.config_path}"
+    def _broker_unless_stopped(self) -> Broker:
+        """The broker, for one more call: none is started once a stop is asked for. The
+        call in flight finishes (every call is bounded), so a stop waits for one call."""
+        self.stop.check("its next broker call")
+        return self.broker
 
     def _configured_broker(self) -> dict[str, Any]:
         """The broker and account config.yaml points at (Alpaca is asked for its account;
         the paper broker has one account per state folder, and its file is not read)."""
         kind = self.config.broker["kind"]
-        return {"kind": kind, "account": None if kind == "paper" else self.broker.account_id()}
+        return {"kind": kind, "account": None if kind == "paper" else
+                self._broker_unless_stopped.account_id()}
 
     def _identity(self) -> dict[str, Any]:
         """Whom the history belongs to: every restore point records it, and the start-up
@@ -831,7 +927,7 @@ class DalioLite:
         the old history is kept (its last rebalance stays on record, and its files stay
         held by their backups); the new account starts with no last rebalance."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        with file_lock(self.state_path(RUN_LOCK), self.config.lock_timeout, "DalioLite run lock"):
+        with file_lock(self.site.run_lock, self.config.lock_timeout, "DalioLite run lock"):
             self.run_started = datetime.now(UTC)
             report = self.recover_state(switching=True)
             configured = self._configured_broker()
@@ -872,11 +968,11 @@ class DalioLite:
     def _run_lock(self, dry_run: bool) -> Any:
         """The run lock. A dry run writes nothing, not even the lock file: it takes the
         lock where a run made it, and none where no run ever did."""
-        if dry_run and not self.state_path(RUN_LOCK).exists():
+        if dry_run and not self.site.run_lock.exists():
             return contextlib.nullcontext()
         if not dry_run:
             self.state_dir.mkdir(parents=True, exist_ok=True)
-        return file_lock(self.state_path(RUN_LOCK), self.config.lock_timeout,
+        return file_lock(self.site.run_lock, self.config.lock_timeout,
                          "DalioLite run lock")
 
     def run_daily_check(self, *, dry_run: bool = False, force: bool = False) -> RunDecision:
@@ -884,8 +980,10 @@ class DalioLite:
         account, decide, trade if due, record the outcome. Holds the run lock throughout,
         so a cron run and a dashboard never rebalance twice. Orders are placed once:
         before the first, an intent naming them is claimed in every store; a broker that
-        fails raises BrokerError, and no rebalance is recorded."""
+        fails raises BrokerError, and no rebalance is recorded. A stop asked for (SIGTERM)
+        starts no broker call and no order after it, records the run and raises Stopped."""
         with self._run_lock(dry_run):
+            self.stop.check("the daily check: nothing was done")
             self.run_started = datetime.now(UTC)
             report = self.recover_state(dry_run=dry_run)
             try:
@@ -900,14 +998,18 @@ class DalioLite:
                 if not dry_run:
                     self._reconcile(report.history)
                 decision = self._decide(force, settlement)
-            except BrokerError as exc:
+            except (BrokerError, Stopped) as exc:
+                if isinstance(exc, Stopped):
+                    exc = Stopped(exc.signum, f"stopped by {self.stop.name} before deciding: "
+                                  "no order was placed; the next run decides")
                 if not dry_run:
                     known = {"identity": self._identity()} if self._configured else None
-                    with self.backup_manager.changes(PointKind.RUN, f"daily check: error ({exc})",
+                    with self.backup_manager.changes(PointKind.RUN,
+                                                     f"daily check: {_outcome(exc)} ({exc})",
                                                      details=known,
                                                      commit_failed=self._commit_failed):
-                        self._record(RunDecision("error", str(exc), []))
-                raise
+                        self._record(RunDecision(_outcome(exc), str(exc), []))
+                raise exc from None
             log.info("%sdecision: %s (%s)", "dry run: " if dry_run else "", decision.outcome,
                      decision.reason)
             if dry_run:
@@ -927,9 +1029,9 @@ class DalioLite:
                         self._trade(decision.orders, settlement)
                     if isinstance(self.broker, PaperBroker):
                         self.broker.fill_earlier_orders()
-                except BrokerError as exc:
-                    point["reason"] = f"daily check: error ({exc})"
-                    self._record(RunDecision("error", str(exc), []))
+                except (BrokerError, Stopped) as exc:
+                    point["reason"] = f"daily check: {_outcome(exc)} ({exc})"
+                    self._record(RunDecision(_outcome(exc), str(exc), []))
                     raise
                 self._record(decision)
             return decision
@@ -939,7 +1041,7 @@ class DalioLite:
         cannot be asked): a fact for the package's settling rules."""
         if self._broker_failure is not None:
             raise self._broker_failure
-        found = self.broker.get_order_by_client_id(client_order_id)
+        found = self._broker_unless_stopped.get_order_by_client_id(client_order_id)
         if found is None:
             return None
         if isinstance(self.broker, PaperBroker):
@@ -950,13 +1052,13 @@ class DalioLite:
         """The broker's history is evidence: orders of DalioLite's (its client order id
         prefix) since the newest restore point that no point records mean a rebalance
         the state does not know of (a machine rebuilt from copies that never received
-        its intent). It is recorded as a point of kind reconciled, dated by the first
+        its intent; backups/ lost, when there is no point at all: _unrecorded_since).
+        It is recorded as a point of kind reconciled, dated by the first
         of them, so no run trades before min_days_between counted from it."""
         newest = history.newest()
-        if newest is None:
-            return
-        since = newest.time - RECONCILE_MARGIN
-        mine = [o for o in self.broker.orders_since(since)
+        since = self._unrecorded_since() if newest is None else \
+            newest.time - RECONCILE_MARGIN
+        mine = [o for o in self._broker_unless_stopped.orders_since(since)
                 if o.client_order_id.startswith(CLIENT_ID_PREFIX)]
         found = unrecorded(history, mine)
         if not found:
@@ -976,6 +1078,15 @@ class DalioLite:
             if last is None or last < first:
                 self._save_rebalance_date(first)
 
+    def _unrecorded_since(self) -> datetime:
+        """With no restore point at all (backups/ lost), the broker's orders count from
+        the last rebalance the state records: its own orders come before it is saved
+        (or seconds after its first, when it finished an earlier run's). Never further
+        back than min_days_between: an older rebalance would not stop a trade today."""
+        floor = datetime.now(UTC) - timedelta(days=self.config.min_days_between)
+        last = self.last_rebalance()
+        return floor if last is None else max(floor, last + RECONCILE_MARGIN)
+
     def _decide(self, force: bool, settlement: Any = None) -> RunDecision:
         if settlement is not None and not settlement.void:
             # An earlier run's rebalance, under way when it was stopped: finish it with what
@@ -983,8 +1094,11 @@ class DalioLite:
             planned, _ = self._plan_orders()
             still = settlement.unplaced_symbols
             orders = [o for o in planned if o.symbol in still]
+            refused = settlement.rejected_symbols
             return RunDecision("rebalanced", "finishing the rebalance of restore point(s) "
-                               + ", ".join(map(str, settlement.sequences)), orders)
+                               + ", ".join(map(str, settlement.sequences))
+                               + (f"; rejected by the broker, not ordered again: "
+                                  f"{', '.join(refused)}" if refused else ""), orders)
         last = self._account_last_rebalance()
         now = datetime.now(UTC)
         if last is not None and not force:
@@ -1006,11 +1120,11 @@ class DalioLite:
         """Orders that bring the account to its targets. What open orders still have to
         fill counts as done, so an order accepted and not yet filled is never placed
         again; expired and cancelled orders are no longer open and count for nothing."""
-        account = self.broker.get_account()
+        account = self._broker_unless_stopped.get_account()
         total = float(account.portfolio_value)
         if total <= 0:
             return [], 0.0
-        positions = self.broker.get_all_positions()
+        positions = self._broker_unless_stopped.get_all_positions()
         held = {p.symbol: float(p.market_value) for p in positions}
         pending = self._open_orders_by_symbol(positions)
         orders, drift = [], 0.0
@@ -1032,7 +1146,7 @@ class DalioLite:
         prices = {p.symbol: float(p.market_value) / float(p.qty)
                   for p in positions if float(p.qty or 0)}
         pending: dict[str, float] = {}
-        for order in self.broker.get_open_orders():
+        for order in self._broker_unless_stopped.get_open_orders():
             value = order.unfilled
             if value is None and order.symbol in prices:
                 value = order.unfilled_qty * prices[order.symbol]
@@ -1052,21 +1166,34 @@ class DalioLite:
         first accepted order's time when it finishes an earlier run's)."""
         orders = self._with_client_order_ids(orders)
         if orders:
+            self.stop.check("its orders: none was placed and no intent was claimed; the "
+                            "next run decides afresh")
             self._claim_intent(orders, settlement)
         placed: list[str] = []
         try:
             for order in orders:
                 self._check_lease()
+                broker = self._broker_unless_stopped
                 log.info("order: %s %s $%.2f (client order id %s)", order.side, order.symbol,
                          order.notional, order.client_order_id)
-                self.broker.submit_order(order)
+                broker.submit_order(order)
                 placed.append(order.client_order_id)
         except BrokerError as exc:
+            if isinstance(exc, OrderRejected):
+                # In the point this failed run commits, so the next one settles it as
+                # rejected, not unplaced, and finishes the rest without it.
+                self._run_details["rejected"] = sorted(
+                    {*self._run_details.get("rejected", ()), exc.client_order_id})
             if placed:
                 raise BrokerError(f"{exc} ({len(placed)} of {len(orders)} orders were placed "
                                   f"before: {', '.join(placed)}; the next run counts them)") \
                     from None
             raise
+        except Stopped as exc:
+            raise Stopped(exc.signum, f"stopped by {self.stop.name} after {len(placed)} of "
+                          f"{len(orders)} orders{_listed(placed)}: the intent (restore point "
+                          f"{self._intents[-1]}) stays open; the next run settles it with the "
+                          "broker and orders the rest, once") from None
         when = settlement.when if settlement is not None and settlement.when else None
         self._save_rebalance_date(when or datetime.now(UTC))
         # The run's point settles its intent (and the earlier run's it finished) only
@@ -1084,17 +1211,26 @@ class DalioLite:
             raise BrokerError(f"the intent claimed at {self._claimed_at.isoformat()} is "
                               f"older than its lease ({INTENT_LEASE}): no more of its orders "
                               "are placed; the next run settles them with the broker")
+        # A clock that stood still while this machine was paused says nothing of the
+        # lease: the history does. Another writer's point after the intent means it was
+        # taken as abandoned and settled elsewhere.
+        moved = self._intents and self.backup_manager.moved_past(self._intents[-1])
+        if moved:
+            raise BrokerError(f"another machine committed a restore point after this run's "
+                              f"intent ({self._intents[-1]}) in {moved}: it took the intent "
+                              "as abandoned; no more of its orders are placed here, the next "
+                              "run settles them with the broker")
 
     def _claim_intent(self, orders: list[MarketOrder], settlement: Any) -> None:
         """The intent before the orders: a restore point naming each one, claimed in every
         store. A claim another writer holds first stops the run before any order."""
         intent = [{"client_order_id": o.client_order_id, "symbol": o.symbol,
                    "side": o.side, "notional": round(o.notional, 2)} for o in orders]
-        details = {"orders": intent, "identity": self._identity()}
+        details = {"identity": self._identity()}
         if settlement is not None:
             details["continues"] = settlement.sequences
-        point, unfenced = self.backup_manager.claim_point(
-            PointKind.ORDERS, f"intent: {len(orders)} order(s)", details=details)
+        point, unfenced = claim_intent(self.backup_manager, intent, self._facts(),
+                                       details=details)
         self._intents.append(point.sequence)
         self._claimed_at = point.time
         log.info("intent committed as restore point %d before %d order(s)%s", point.sequence,
@@ -1154,6 +1290,9 @@ class DalioLite:
             "fresh_start": None if last else self.fresh_start or previous.get("fresh_start"),
             # The broker account this history belongs to (see _check_broker).
             "broker": broker,
+            # What the backup module's status reads of its host (the Site's host record).
+            "state_files": [str(p) for p in self.backup_manager.state_files],
+            "run_command": self.site.host_command(),
         }
         self.save_state(AUTOPILOT_STATUS, doc)
         if doc["last_backup_error"] != self.last_backup_error:
@@ -1175,15 +1314,19 @@ class DalioLite:
             autopilot = self.read_state(AUTOPILOT_STATUS)
         except (InvalidStateError, OSError) as exc:
             autopilot = {"error": str(exc)}
-        backups = self.backup_manager.status()
-        backups["last_backup_error"] = (autopilot or {}).get("last_backup_error")
-        python = sys.executable
-        problems = status_problems(
-            backups, command=f"{python} -m backup_manager --config {self.config_path}",
-            host_command=f"{python} {Path(__file__).resolve()} --config {self.config_path}")
-        return {"ok": not problems, "autopilot": autopilot, "backups": backups,
-                "problems": [{"subject": p.subject, "kind": str(p.kind), "problem": p.what,
-                              "fix": p.fix} for p in problems]}
+        backups = self.site.status()
+        problems = backups.pop("problems")
+        return {"ok": backups.pop("ok"), "autopilot": autopilot, "backups": backups,
+                "problems": problems}
+
+
+def _outcome(exc: BaseException) -> str:
+    """How a run that raised ends, as autopilot_status.json and its point say."""
+    return "stopped" if isinstance(exc, Stopped) else "error"
+
+
+def _listed(client_order_ids: list[str]) -> str:
+    return f" ({', '.join(client_order_ids)})" if client_order_ids else ""
 
 
 def _broker_label(record: dict[str, Any]) -> str:
@@ -1209,24 +1352,6 @@ def _on_account(last: datetime | None, broker: Any) -> datetime | None:
     except InvalidStateError:
         pass  # an unreadable switch time: the date counts, the careful way
     return last
-
-
-def backup_status_facts(config_path: str | Path) -> dict[str, Any]:
-    """The `backup.status_hook` of config.yaml: what DalioLite recorded about its
-    backups, for `python -m backup_manager status` to show."""
-    config = load_config(config_path)
-    facts: dict[str, Any] = {
-        "state_files": [str(p) for p in config.backup["state_files"]],
-        "run_command": f"{sys.executable} {Path(__file__).resolve()} --config "
-                       f"{Path(config_path).resolve()}",
-    }
-    try:
-        doc = json.loads(read_state_file(config.state_dir / AUTOPILOT_STATUS)[0])
-    except (OSError, ValueError):
-        return facts
-    if isinstance(doc, dict):
-        facts["last_backup_error"] = doc.get("last_backup_error")
-    return facts
 
 
 # --- command line ------------------------------------------------------------------------
@@ -1256,6 +1381,10 @@ def main(argv: list[str] | None = None) -> int:
                              "account starts with no last rebalance), then exit")
     parser.add_argument("--status", action="store_true", help="print the last run and backup "
                                                               "health as JSON, then exit")
+    parser.add_argument("--every", type=Every.parse, metavar="INTERVAL",
+                        help="run the daily check now and then every INTERVAL (90s, 30m, 24h, "
+                             "1d) in this process, until SIGTERM or Ctrl-C (a Procfile's "
+                             "worker)")
     parser.add_argument("--schedule", choices=PLATFORMS,
                         help="print the jobs that run this checkout on that scheduler (the "
                              "daily check, an hourly health check, a weekly check) and where "
@@ -1264,6 +1393,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --schedule systemd: system units (default: user units)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     args = parser.parse_args(argv)
+    if args.every is not None:
+        once = ['--' + '-'.join(name.split('_')) for name in ONE_RUN_FLAGS if getattr(args, name)]
+        if once:
+            parser.error(f"--every repeats the plain daily check; {' and '.join(once)} "
+                         f"{'is' if len(once) == 1 else 'are'} for one run: run it by itself, "
+                         "without --every")
     if args.system and args.schedule != "systemd":
         parser.error("--system goes with --schedule systemd")
     if args.schedule:
@@ -1276,10 +1411,32 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         for handler in logging.getLogger().handlers:
             handler.addFilter(_said_as_a_dry_run)
+    if args.every is not None:
+        return run_every(args)
+    stop = StopRequest()
+    if args.status or args.switch_broker:
+        return run_once(args, stop)[0]
+    with stop.installed():
+        code, bot = run_once(args, stop)
+        if stop.signum is not None:
+            _stopping(stop, bot.backup_manager if bot else None, args.config)
+        return code
+
+
+# Flags that acknowledge or force something for one run, or are no daily check at all:
+# never repeated by --every.
+ONE_RUN_FLAGS = ("force_rebalance", "accept_fresh_state", "accept_rollback", "take_over",
+                 "switch_broker", "status", "schedule")
+
+
+def run_once(args: argparse.Namespace, stop: StopRequest) -> tuple[int, DalioLite | None]:
+    """One run as the command line asked for it: its exit code, and the bot that ran it."""
+    bot = None
     try:
         load_env_file(Path(args.config).resolve().parent / ENV_FILE)
         bot = DalioLite(args.config, accept_fresh_state=args.accept_fresh_state,
-                        accept_rollback=args.accept_rollback, take_over=args.take_over)
+                        accept_rollback=args.accept_rollback, take_over=args.take_over,
+                        stop=stop)
         _check_state_dir(bot.state_dir)
         if args.status:
             doc = bot.status()
@@ -1288,25 +1445,106 @@ def main(argv: list[str] | None = None) -> int:
                 sys.stdout.write("\n")
                 sys.stdout.flush()
             except BrokenPipeError:
-                return _output_closed()
-            return EXIT_OK if doc["ok"] else EXIT_ERROR
+                return _output_closed(), bot
+            return (EXIT_OK if doc["ok"] else EXIT_ERROR), bot
         if bot.config.broker["kind"] == "alpaca":
             _check_alpaca(bot)
         if args.switch_broker:
             log.info("%s", bot.switch_broker())
-            return EXIT_OK
+            return EXIT_OK, bot
         decision = bot.run_daily_check(dry_run=args.dry_run, force=args.force_rebalance)
     except StateUnrecoverableError as exc:
         log.critical("%s", exc)
-        return EXIT_REFUSED
+        return EXIT_REFUSED, bot
     except BrokerError as exc:
         log.error("%s; nothing is recorded as a rebalance", exc)
-        return EXIT_BROKER
+        return EXIT_BROKER, bot
     except (BackupError, ValueError, OSError, LockTimeout) as exc:
         log.error("%s", exc)
-        return EXIT_ERROR
+        return EXIT_ERROR, bot
+    except Stopped as exc:
+        log.warning("%s", exc)
+        return exc.exit_code, bot
     log.info("done: %s", decision.outcome)
-    return EXIT_OK
+    return EXIT_OK, bot
+
+
+@dataclass(frozen=True)
+class Every:
+    """--every's value: a whole number and a unit, as people write it (24h, 1d)."""
+
+    text: str
+    seconds: int
+
+    UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    LONGEST = 366 * 86400
+
+    @classmethod
+    def parse(cls, text: str) -> Every:
+        found = re.fullmatch(r"([0-9]+)([smhd])", text.strip())
+        seconds = int(found[1]) * cls.UNITS[found[2]] if found else 0
+        if not 0 < seconds <= cls.LONGEST:
+            raise argparse.ArgumentTypeError(
+                f"takes a whole number and a unit, s, m, h or d (90s, 30m, 24h, 1d), more "
+                f"than 0 and at most 366d; got {text!r}")
+        return cls(text.strip(), seconds)
+
+
+def run_every(args: argparse.Namespace) -> int:
+    """The daily check now and every `args.every`, in this process (a Procfile's worker),
+    counted from the start of each run. Each run is one as cron starts it: config, state
+    files and broker account read afresh under the run lock. A run that fails is logged
+    and the next one comes all the same. A stop (SIGTERM, Ctrl-C) while waiting sends the
+    copies still owed and exits 0; one during a run ends the loop with that run, which
+    starts no broker call or order after it, and exits with its code."""
+    try:
+        config = load_config(args.config)
+    except (BackupError, OSError) as exc:
+        log.error("%s; nothing was run", exc)
+        return EXIT_ERROR
+    if not config.backup["cloud_enabled"]:
+        log.warning("cloud backup is off (backup.cloud_enabled): state and its backups are "
+                    "on this disk only; where a redeploy wipes the disk, they go with it "
+                    "(docs/platforms.md)")
+    with StopRequest().installed() as stop:
+        log.info("running the daily check now and every %s; SIGTERM or Ctrl-C stops it",
+                 args.every.text)
+        while True:
+            started = time.monotonic()
+            try:
+                code, bot = run_once(args, stop)
+            except Exception:  # a bug in one run must not end the loop: the next may pass
+                log.exception("the daily check failed unexpectedly")
+                code, bot = EXIT_ERROR, None
+            if stop.signum is not None:
+                _stopping(stop, bot.backup_manager if bot else None, args.config)
+                return code
+            wait = args.every.seconds - (time.monotonic() - started)
+            log.log(logging.INFO if code == EXIT_OK else logging.WARNING,
+                    "%snext daily check at %s UTC (every %s)",
+                    "" if code == EXIT_OK else f"this daily check ended with exit {code}; ",
+                    f"{datetime.now(UTC) + timedelta(seconds=max(wait, 0)):%Y-%m-%d %H:%M:%S}",
+                    args.every.text)
+            if stop.sleep(wait):
+                _stopping(stop, None, args.config, " while waiting")
+                return EXIT_OK
+
+
+def _stopping(stop: StopRequest, manager: BackupManager | None, config_path: str,
+              when: str = "") -> None:
+    """Before a stopped process ends: the copies still owed, once more. Bounded by the S3
+    client's timeouts; a target that failed for `manager` (the run's) is not asked again."""
+    log.info("%s%s: sending the copies still owed, then stopping", stop.name, when)
+    try:
+        manager = manager or Site(config_path).manager
+    except (BackupError, OSError) as exc:
+        log.error("cannot send the copies still owed: %s", exc)
+        return
+    result = manager.send_owed()
+    if result.copied or result.pending or result.errors:
+        log.log(logging.INFO if not (result.pending or result.errors) else logging.ERROR,
+                "copies still owed: %d sent, %d not (they stay owed: the next run, or "
+                "python -m backup_manager sync, sends them)", result.copied, result.pending)
 
 
 def _said_as_a_dry_run(record: logging.LogRecord) -> bool:

@@ -12,6 +12,7 @@ from collections import namedtuple
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timedelta
 
+from .content import validate_content
 from .formats import (
     MAX_SIDECAR,
     SIDECAR_SUFFIX,
@@ -19,12 +20,11 @@ from .formats import (
     BackupName,
     StateKey,
     backup_from_stamp,
-    fetch_verified,
     parse_any_backup_name,
     parse_sidecar,
     stamp_time,
-    validate_content,
 )
+from .store import fetch_verified
 
 TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
 if TYPE_CHECKING:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 from .console import (
@@ -31,76 +30,38 @@ from .console import (
     say,
 )
 from .errors import BackupError, ConfigError
-from .manager import BackupManager
 
 # argparse and json are imported where needed: `import backup_manager` loads neither.
 TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
 if TYPE_CHECKING:
     import argparse
-    from typing import Any
+
+    from .site import Site
 
 GLOBAL_DEFAULTS = {"config": None, "backup_dir": None, "json": False, "verbose": False}
 
-
-AS_GIVEN_HELP = ("take STATE_FILE as given (relative to the working directory), even if "
-                 "the config names no such state file")
-
-
-def _arguments_of(command: str, c: argparse.ArgumentParser) -> None:
-    if command in ("list", "backup", "restore", "verify"):
-        c.add_argument("--path-as-given", action="store_true", help=AS_GIVEN_HELP)
-    if command in ("list", "verify"):
-        c.add_argument("state_file", nargs="?", metavar="STATE_FILE")
-    if command == "list":
-        c.add_argument("--points", action="store_true",
-                       help="the restore points (the history) instead of backups")
-    if command == "backup":
-        c.add_argument("state_files", nargs="+", metavar="STATE_FILE")
-    elif command == "restore":
-        c.add_argument("state_file", nargs="?", metavar="STATE_FILE")
-        c.add_argument("--all", action="store_true",
-                       help="install one restore point into every state file (the newest "
-                            "whose backups all verify, unless --point or --timestamp)")
-        c.add_argument("--point", type=int, metavar="N", help="with --all: restore point N")
-        c.add_argument("--timestamp", help="newest backup (with --all: restore point) whose "
-                                           "timestamp starts with this")
-        c.add_argument("--from-reachable", action="store_true",
-                       help="install from the stores that answer even when another cannot "
-                            "be seen (it may hold newer state)")
-        c.add_argument("--from", dest="source", choices=("auto", "local", "cloud"),
-                       default="auto")
-        c.add_argument("--dry-run", action="store_true", help="show what would happen")
-        c.add_argument("--yes", action="store_true", help="replace a valid state without asking")
-    elif command in ("verify", "drill"):
-        c.add_argument("--cloud", action="store_true",
-                       help="also check the copies in S3" if command == "verify"
-                       else "recover from S3 alone")
-    elif command == "prune":
-        c.add_argument("--dry-run", action="store_true", help="show the plan, delete nothing")
-    elif command == "status":
-        c.add_argument("--max-age-hours", type=float, metavar="H",
-                       help="exit 1 when the newest valid backup or a pending upload is older")
-        c.add_argument("--format", choices=("text", "json", "prometheus"),
-                       help="text (default), json (as --json) or prometheus: the text "
-                            "exposition format for node_exporter's textfile collector "
-                            "(exit 0 whenever it is printed: health is in the metrics)")
-    elif command == "sync":
-        c.add_argument("--forget", metavar="TARGET",
-                       help="drop, on purpose, the copies owed to TARGET (as status shows "
-                            "it): all of them for a target no longer configured, the "
-                            "conflicting ones for a configured target; sends nothing")
-
-
-HELP = {
-    "list": "backups per state file",
-    "backup": "back up state files now",
-    "restore": "restore a state file (or --all) from the newest restore point that verifies",
-    "verify": "check every backup; exit 1 on any problem",
-    "prune": "apply the retention plan",
-    "status": "backup health for cron and monitors",
-    "sync": "upload every pending copy now",
-    "drill": "rehearse recovery into a temporary folder",
+# Each command: its help line, and the module holding `NAME_arguments` and `cmd_NAME`
+# side by side (imported only for the command that runs, or to print help).
+COMMANDS = {
+    "list": ("backups per state file", "commands"),
+    "backup": ("back up state files now", "commands"),
+    "restore": ("restore a state file (or --all) from the newest restore point that "
+                "verifies", "restore_command"),
+    "verify": ("check every backup; exit 1 on any problem", "commands"),
+    "prune": ("apply the retention plan", "commands"),
+    "status": ("backup health for cron and monitors", "status_command"),
+    "sync": ("upload every pending copy now", "status_command"),
+    "drill": ("rehearse recovery into a temporary folder", "commands"),
+    "key": ("the key that signs copies: init, rotate, check, decrypt", "key_command"),
 }
+
+
+def command_part(command: str, part: str):  # noqa: ANN201 - a function of a command module
+    """`arguments` or `cmd` of a command, from its module."""
+    from importlib import import_module
+
+    module = import_module(f"{__package__}.{COMMANDS[command][1]}")
+    return getattr(module, f"{command}_arguments" if part == "arguments" else f"cmd_{command}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -120,8 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="log what happens")
     p.set_defaults(**GLOBAL_DEFAULTS)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command, text in HELP.items():
-        _arguments_of(command, sub.add_parser(command, help=text))
+    for command, (text, _) in COMMANDS.items():
+        command_part(command, "arguments")(sub.add_parser(command, help=text))
     return p
 
 
@@ -170,41 +131,23 @@ def _run(argv: list[str]) -> int:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s",
                             stream=sys.stderr)
     try:
-        manager, config = open_manager(args)
-        from .commands import COMMANDS
-
-        return COMMANDS[args.command](manager, args, config)
+        return command_part(args.command, "cmd")(open_site(args), args)
     except (UsageError, ConfigError, ValueError) as exc:
         return fail(args.json, str(exc), EXIT_USAGE)
     except (BackupError, OSError) as exc:
         return fail(args.json, str(exc), EXIT_FAILED)
 
 
-def open_manager(args: argparse.Namespace) -> tuple[BackupManager, dict[str, Any]]:
-    """The manager the command line describes, and what the command needs besides:
-    `path` (config.yaml, resolved), `base` (its folder, or the working directory
-    without one), `explicit` (--config given), `hook`, `host_lock` and
-    `host_lock_timeout`."""
-    config_path = args.config or ("config.yaml" if os.path.exists("config.yaml") else None)
-    overrides = {"backup_dir": Path(args.backup_dir)} if args.backup_dir else {}
-    context: dict[str, Any] = {"path": None, "base": Path.cwd(), "explicit": False,
-                               "hook": None, "host_lock": None, "host_lock_timeout": None,
-                               "backup_dir_given": args.backup_dir}
-    if config_path is None:
-        return BackupManager(**overrides), context
-    if not os.path.isfile(config_path):
-        raise UsageError(f"config file {config_path} does not exist")
-    from .config import host_lock, load_config_file, status_hook
+def open_site(args: argparse.Namespace) -> Site:
+    """The installation the command line names: --config, or ./config.yaml when there
+    is one, or none (the working directory's backups/, or --backup-dir)."""
+    from .site import Site
 
-    config = load_config_file(config_path)
-    base = Path(config_path).resolve().parent
-    manager = BackupManager.from_config({k: v for k, v in config.items() if k == "backup"},
-                                        base_dir=base, **overrides)
-    lock, wait = host_lock(config.get("backup"), base)
-    context.update(path=Path(config_path).resolve(), base=base, explicit=bool(args.config),
-                   hook=status_hook(config.get("backup")), host_lock=lock,
-                   host_lock_timeout=wait)
-    return manager, context
+    config_path = args.config or ("config.yaml" if os.path.exists("config.yaml") else None)
+    if config_path is not None and not os.path.isfile(config_path):
+        raise UsageError(f"config file {config_path} does not exist")
+    return Site(config_path, backup_dir=args.backup_dir, here=True,
+                explicit=bool(args.config))
 
 
 if __name__ == "__main__":

@@ -1,64 +1,56 @@
-"""The commands of `python -m backup_manager`, one function each: (manager, parsed
-arguments, context) -> exit code. Each prints through console.py.
+"""The commands that read and keep backups: list, backup, verify, prune and drill.
+
+Each command is two functions side by side: `NAME_arguments(parser)` adds its
+arguments, `cmd_NAME(site, args)` carries it out and returns the exit code; cli.py
+holds the table of commands. Output goes through console.py.
 """
 
 from __future__ import annotations
 
-import sys
-from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
-from pathlib import Path
 
-from . import log
-from .atomic import file_lock, read_state_file
 from .console import (
+    AS_GIVEN_HELP,
     EXIT_FAILED,
     EXIT_OK,
-    EXIT_USAGE,
-    OutputClosed,
     UsageError,
-    arg,
-    command_prefix,
     emit,
-    fail,
-    out,
     resolve,
-    say,
-    shown,
-    state_arg,
     state_files,
     table,
 )
-from .copies import CLOUD_TARGET
-from .errors import BackupError, LockTimeout, NoValidBackupError
-from .formats import fetch_verified
-from .manager import BackupManager
+from .errors import BackupError
 from .points import Point, PointKind
 
-# health (status and its rules) is imported by the commands that need it: a cron
-# `backup` run does not pay for it.
 TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Iterator
     from typing import Any
 
-SYNC_PROGRESS_EVERY = 10  # without a terminal: one progress line per this many copies
+    from .site import Site
 
 
-# --- commands -----------------------------------------------------------------------
+# --- list ------------------------------------------------------------------------------
 
 
-def cmd_list(manager: BackupManager, args: argparse.Namespace, config: dict) -> int:
-    from .health import age
+def list_arguments(c: argparse.ArgumentParser) -> None:
+    c.add_argument("--path-as-given", action="store_true", help=AS_GIVEN_HELP)
+    c.add_argument("state_file", nargs="?", metavar="STATE_FILE")
+    c.add_argument("--points", action="store_true",
+                   help="the restore points (the history) instead of backups")
+
+
+def cmd_list(site: Site, args: argparse.Namespace) -> int:
+    manager = site.manager
+    from .problems import age
     if args.points:
         if args.state_file:
             raise UsageError("list --points shows the whole history: name no STATE_FILE")
-        return _list_points(manager, args, config)
+        return _list_points(site, args)
     now = datetime.now(UTC)
-    remote, pending = _cloud_view(manager)
+    remote, pending = manager.cloud_view()
     doc, lines = [], []
-    for path in state_files(manager, args.state_file, args, config):
+    for path in state_files(site, args.state_file, args):
         rows, entries = [], []
         for info in manager.list_backups(path):
             health = _health(manager, info)
@@ -71,13 +63,13 @@ def cmd_list(manager: BackupManager, args: argparse.Namespace, config: dict) -> 
                             "size": info.size, "status": health, "cloud": cloud})
             rows.append([info.name, f"{info.timestamp:%Y-%m-%d %H:%M:%S}",
                          age((now - info.timestamp).total_seconds()), info.size, health, cloud])
-        doc.append({"state_file": shown(path, config), "backups": entries})
-        lines.append(f"{shown(path, config)}: {len(rows)} backup(s) in "
-                     f"{shown(manager.backup_dir, config)}")
+        doc.append({"state_file": site.shown(path), "backups": entries})
+        lines.append(f"{site.shown(path)}: {len(rows)} backup(s) in "
+                     f"{site.shown(manager.backup_dir)}")
         if rows:
             lines += ["  " + ln for ln in table(rows, ["NAME", "TIME (UTC)", "AGE", "SIZE",
                                                        "STATUS", "CLOUD"])]
-    emit(args, doc, lines or [f"no backups in {shown(manager.backup_dir, config)}"])
+    emit(args, doc, lines or [f"no backups in {site.shown(manager.backup_dir)}"])
     return EXIT_OK
 
 
@@ -96,10 +88,11 @@ def _intent_end(intent: Point, ender: Point | None) -> str:
            f"placed (settled by {ender.sequence})"
 
 
-def _list_points(manager: BackupManager, args: argparse.Namespace, config: dict) -> int:
+def _list_points(site: Site, args: argparse.Namespace) -> int:
     """The history: every restore point any store holds, newest first."""
+    manager = site.manager
     history = manager.history()
-    labels = {location: shown(store.label, config) for location, store in manager.sources()}
+    labels = {location: site.shown(store.label) for location, store in manager.sources()}
     doc, rows = [], []
     settled_by = {n: p for p in map(history.point, history.locations) if p is not None
                   for n in p.details.get("settles", ())}
@@ -132,34 +125,27 @@ def _list_points(manager: BackupManager, args: argparse.Namespace, config: dict)
     return EXIT_OK if not history.unseen else EXIT_FAILED
 
 
-def _health(manager: BackupManager, info: Any) -> str:
+def _health(manager: Any, info: Any) -> str:
     if not info.complete:
         return "incomplete"
-    try:
-        fetch_verified(manager.store, info.name)
-    except BackupError:
-        return "damaged"
-    return "ok"
+    return "ok" if manager.backup_verifies(info.name) else "damaged"
 
 
-def _cloud_view(manager: BackupManager) -> tuple[set[str] | None, set[str]]:
-    if manager.cloud is None:
-        return None, set()
-    pending = {c.name for c in manager.outbox.pending(CLOUD_TARGET)}
-    try:
-        return set(manager.cloud.list_names("")), pending
-    except BackupError as exc:
-        log.warning("cannot list the cloud: %s", exc)
-        return None, pending
+# --- backup ----------------------------------------------------------------------------
 
 
-def cmd_backup(manager: BackupManager, args: argparse.Namespace, config: dict) -> int:
-    paths = [resolve(manager, name, args, config) for name in args.state_files]
+def backup_arguments(c: argparse.ArgumentParser) -> None:
+    c.add_argument("--path-as-given", action="store_true", help=AS_GIVEN_HELP)
+    c.add_argument("state_files", nargs="+", metavar="STATE_FILE")
+
+
+def cmd_backup(site: Site, args: argparse.Namespace) -> int:
+    paths = [resolve(site, name, args) for name in args.state_files]
     made, lines, failed = [], [], False
     for path in paths:
-        name = shown(path, config)
+        name = site.shown(path)
         try:
-            backup = manager.backup_state_file(path)
+            backup = site.manager.backup_state_file(path)
         except BackupError as exc:
             lines.append(f"{name}: FAILED: {exc}")
             made.append({"state_file": name, "backup": None, "error": str(exc)})
@@ -176,223 +162,52 @@ def cmd_backup(manager: BackupManager, args: argparse.Namespace, config: dict) -
     return EXIT_FAILED if failed else EXIT_OK
 
 
-REPLACES = {None: "nothing (the file is missing)",
-            "valid": "a valid file, kept under backups/replaced/ unless a backup holds it",
-            "invalid": "an invalid file, which will be kept under backups/corrupt/"}
+# --- verify ----------------------------------------------------------------------------
 
 
-def cmd_restore(manager: BackupManager, args: argparse.Namespace, config: dict) -> int:
-    if args.all:
-        if args.state_file:
-            raise UsageError("restore --all installs every state file: name none")
-        return _restore_all(manager, args, config)
-    if args.point is not None:
-        raise UsageError("--point goes with --all; for one file use --timestamp")
-    if not args.state_file:
-        raise UsageError("restore needs a STATE_FILE, or --all")
-    path = resolve(manager, args.state_file, args, config)
-    name = shown(path, config)
-    try:
-        planned = manager.plan_restore(path, timestamp=args.timestamp, source=args.source,
-                                       from_reachable=args.from_reachable)
-    except NoValidBackupError as exc:
-        return fail(args, str(exc), EXIT_FAILED, state_file=name, restored=False)
-    plan = manager.install_restore(planned, dry_run=True)
-    facts = {"state_file": name, "backup": plan.name, "source": plan.location,
-             "time": plan.timestamp.isoformat(), "replaces": plan.replaced,
-             "changed": plan.changed, "dry_run": args.dry_run, "restored": False,
-             "point": plan.point, "newest_point": plan.newest_point, "behind": plan.behind}
-    if planned.current:
-        lines = [f"{name} already holds the newest restore point's ({plan.point}) bytes: "
-                 "nothing to do"]
-        damaged = manager.entry_data(planned.newest, path.name) is None
-        if damaged:
-            lines.append(f"that point's backup {plan.name} is damaged or missing everywhere; "
-                         f"repair it from the live file: {command_prefix(args, config)} "
-                         f"backup {state_arg(path, config)}")
-        facts.update(backup_damaged=damaged)
-        emit(args, facts, lines)
-        return EXIT_OK
-    lines = [f"backup:   {plan.name} ({plan.location}, {plan.timestamp:%Y-%m-%d %H:%M:%S} UTC)",
-             f"replaces: {REPLACES[plan.replaced]}" if plan.changed else
-             "replaces: nothing: the file already holds this backup"]
-    lines += _standing(manager, planned, plan, args, config)
-    if not plan.changed or args.dry_run:
-        emit(args, facts, lines + ([] if plan.changed else ["nothing to do"]))
-        return EXIT_OK
-    retry = f"{command_prefix(args, config)} restore {state_arg(path, config)}" + (
-        f" --timestamp {args.timestamp}" if args.timestamp else "") + (
-        f" --from {args.source}" if args.source != "auto" else "") + (
-        " --from-reachable" if args.from_reachable else "") + (
-        " --path-as-given" if args.path_as_given else "") + " --yes"
-    if plan.replaced == "valid" and not args.yes:
-        if args.json or not sys.stdin.isatty():
-            return fail(args, f"{name} holds a valid state; refusing to replace it without "
-                              f"confirmation: add --yes ({retry})", EXIT_USAGE)
-        if not _confirm(name, lines):
-            say("not restored")
-            return EXIT_FAILED
-        lines = []  # shown already, before the question
-    before = _live(path)
-    try:
-        with _host_locked(config):
-            # Exactly the backup shown (and confirmed), and only over the file it was
-            # shown against: a daily check may have written it meanwhile.
-            if _live(path) != before:
-                return fail(args, f"{name} changed since the backup to restore was chosen "
-                                  f"(a DalioLite run wrote it); nothing was restored. Look "
-                                  f"again: {retry.replace(' --yes', ' --dry-run')}",
-                            EXIT_FAILED, state_file=name, restored=False)
-            result = manager.install_restore(planned)
-    except LockTimeout as exc:
-        return fail(args, f"{exc} (backup.host_lock_timeout_seconds sets how long to wait). "
-                          f"Nothing was restored. To retry: {retry}", EXIT_FAILED,
-                    state_file=name, restored=False)
-    facts.update(restored=True, backup=result.name, kept_as=result.kept_as)
-    lines.append(f"restored {name} from {result.name}")
-    if result.kept_as:
-        kept = manager.backup_dir / result.kept_as
-        lines.append(f"the replaced file is kept as {shown(kept, config)}; to put it back: "
-                     f"cp {arg(kept)} {arg(path)}  (restore never picks it by itself)")
-    emit(args, facts, lines)
-    return EXIT_OK
+def verify_arguments(c: argparse.ArgumentParser) -> None:
+    c.add_argument("--path-as-given", action="store_true", help=AS_GIVEN_HELP)
+    c.add_argument("state_file", nargs="?", metavar="STATE_FILE")
+    c.add_argument("--cloud", action="store_true", help="also check the copies in S3")
 
 
-def _standing(manager: BackupManager, planned: Any, result: Any, args: argparse.Namespace,
-              config: dict) -> list[str]:
-    """Where the chosen bytes stand against the newest restore point, and what the host
-    will do about it, for a person about to install them."""
-    if result.newest_point is None:
-        return []
-    if result.point is None:
-        return ["history:  no restore point names these bytes; the next DalioLite run takes "
-                "them as new state if they are not older than the newest point "
-                f"({result.newest_point}), and refuses if they are"]
-    if not result.behind:
-        return [f"history:  the newest restore point's ({result.newest_point}) state"]
-    newest = planned.newest
-    lines = [f"history:  a ROLLBACK: restore point {result.point}, {result.behind} point(s) "
-             f"older than the newest ({newest.sequence}, {newest.time:%Y-%m-%d %H:%M} UTC)"]
-    from .formats import content_time
-    was = manager.entry_data(newest, planned.path.name)
-    now, then = content_time(planned.path.name, planned.chosen.data), \
-        content_time(planned.path.name, was) if was is not None else None
-    if now is not None and then is not None and now != then:
-        lines.append(f"          {planned.path.name} then records {now:%Y-%m-%d}, "
-                     f"{abs((then - now).days)} day(s) {'before' if now < then else 'after'} "
-                     f"the newest point's {then:%Y-%m-%d}")
-    from .config import host_facts
-    run = host_facts(config.get("hook"), config["path"]).get("run_command") \
-        if config.get("path") else None
-    ack = f"{run} --accept-rollback" if run else "the host's --accept-rollback"
-    lines.append(f"          DalioLite refuses to trade until you acknowledge it: {ack}; "
-                 f"to undo it before then: {command_prefix(args, config)} restore "
-                 f"{state_arg(planned.path, config)} --yes")
-    return lines
-
-
-def _restore_all(manager: BackupManager, args: argparse.Namespace, config: dict) -> int:
-    try:
-        plan = manager.plan_restore_all(point=args.point, timestamp=args.timestamp,
-                                        source=args.source, from_reachable=args.from_reachable)
-    except NoValidBackupError as exc:
-        return fail(args, str(exc), EXIT_FAILED, restored=False)
-    point, newest = plan.point, plan.newest
-    previews = manager.install_point(plan, dry_run=True)
-    changing = [r for r in previews if r.changed]
-    lines = [f"restore point {point.sequence} ({point.kind}, {point.time:%Y-%m-%d %H:%M:%S} "
-             f"UTC, writer {point.writer}): {point.reason}"]
-    if point.sequence != newest.sequence:
-        lines.append(f"a ROLLBACK: {newest.sequence - point.sequence} point(s) older than the "
-                     f"newest ({newest.sequence}); DalioLite refuses to trade until you "
-                     "acknowledge it with --accept-rollback")
-    for path, result in zip([p for p in manager.state_files if p.name in plan.chosen],
-                            previews, strict=True):
-        lines.append(f"  {shown(path, config)}: {result.name}"
-                     + ("" if result.changed else " (already holds it)"))
-    for name in plan.not_configured:
-        lines.append(f"  {name}: named by the point, not a configured state file: left out")
-    facts = {"point": point.sequence, "newest_point": newest.sequence, "dry_run": args.dry_run,
-             "files": {r.name: r.changed for r in previews}, "restored": False}
-    if args.dry_run or not changing:
-        emit(args, facts, lines + ([] if changing else ["nothing to do"]))
-        return EXIT_OK
-    if any(r.replaced == "valid" for r in changing) and not args.yes:
-        if args.json or not sys.stdin.isatty():
-            return fail(args, "valid state files would be replaced; refusing without "
-                              "confirmation: add --yes", EXIT_USAGE)
-        if not _confirm(f"the state files with restore point {point.sequence}", lines):
-            say("not restored")
-            return EXIT_FAILED
-        lines = []
-    try:
-        with _host_locked(config):
-            results = manager.install_point(plan)
-    except LockTimeout as exc:
-        return fail(args, f"{exc}. Nothing was restored.", EXIT_FAILED, restored=False)
-    facts.update(restored=True, kept_as=[r.kept_as for r in results if r.kept_as])
-    lines.append(f"restored restore point {point.sequence} into "
-                 f"{sum(r.changed for r in results)} state file(s)")
-    emit(args, facts, lines)
-    return EXIT_OK
-
-
-def _confirm(name: str, lines: list[str]) -> bool:
-    for line in lines:
-        out(line)
-    try:
-        answer = input(f"Replace {name}? [y/N] ").strip().lower()
-    except EOFError:
-        out("")
-        return False
-    except BrokenPipeError:
-        raise OutputClosed from None
-    return answer in ("y", "yes")
-
-
-def _live(path: Path) -> tuple[str, bytes]:
-    try:
-        return "file", read_state_file(path)[0]
-    except FileNotFoundError:
-        return "missing", b""
-    except OSError as exc:
-        return "unreadable", str(exc).encode()
-
-
-@contextmanager
-def _host_locked(config: dict) -> Iterator[None]:
-    """Hold the host's run lock (backup.host_lock) if the config names one: a restore
-    never lands in the middle of a daily check. Says so when it has to wait."""
-    lock, wait = config.get("host_lock"), config.get("host_lock_timeout")
-    if lock is None or not lock.parent.is_dir():
-        yield  # no host lock, or no host ever ran here (it creates that folder first)
-        return
-    what = "DalioLite's run lock (backup.host_lock)"
-    with ExitStack() as held:
-        try:
-            held.enter_context(file_lock(lock, 0.001, what))
-        except LockTimeout:
-            say(f"waiting up to {wait:g} s for {what} {shown(lock, config)}: a DalioLite "
-                "run is in progress, and a restore waits for it to finish")
-            held.enter_context(file_lock(lock, wait, what))
-        yield
-
-
-def cmd_verify(manager: BackupManager, args: argparse.Namespace, config: dict) -> int:
-    path = resolve(manager, args.state_file, args, config) if args.state_file else None
-    report = manager.verify(path, cloud=args.cloud)
+def cmd_verify(site: Site, args: argparse.Namespace) -> int:
+    path = resolve(site, args.state_file, args) if args.state_file else None
+    report = site.manager.verify(path, cloud=args.cloud)
     doc = {"ok": report.ok, "checked": len(report.items),
            "problems": [i._asdict() for i in report.problems]}
     lines = [f"checked {len(report.items)} file(s): "
              + ("all ok" if report.ok else f"{len(report.problems)} problem(s)")]
-    lines += [f"  {i.status}: {shown(i.location, config)}/{i.name}"
+    lines += [f"  {i.status}: {site.shown(i.location)}/{i.name}"
               + (f" ({i.detail})" if i.detail else "") for i in report.problems]
+    if report.bucket is not None:
+        doc["bucket"] = report.bucket
+        lines += bucket_lines(report.bucket)
     emit(args, doc, lines)
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
-def cmd_prune(manager: BackupManager, args: argparse.Namespace, config: dict) -> int:
-    plan = manager.prune(dry_run=args.dry_run)
+def bucket_lines(bucket: dict[str, Any]) -> list[str]:
+    """The bucket's protection, and its newest point's lock, as verify --cloud says it."""
+    from .objectlock import protection_lines
+    lines = [f"bucket: {line}" for line in protection_lines(bucket)]
+    newest, lock = bucket.get("newest_point"), bucket.get("newest_point_lock")
+    if newest:
+        lines.append(f"bucket: newest restore point {newest}: " + (
+            f"locked {lock['mode']} until {lock['retain_until'][:19]} UTC" if lock else
+            "not locked"))
+    return lines
+
+
+# --- prune -----------------------------------------------------------------------------
+
+
+def prune_arguments(c: argparse.ArgumentParser) -> None:
+    c.add_argument("--dry-run", action="store_true", help="show the plan, delete nothing")
+
+
+def cmd_prune(site: Site, args: argparse.Namespace) -> int:
+    plan = site.manager.prune(dry_run=args.dry_run)
     doc = {"dry_run": args.dry_run, "decisions": [
         {"name": d.name, "keep": d.keep, "reasons": list(d.reasons)} for d in plan]}
     rows = [["keep" if d.keep else ("would remove" if args.dry_run else "removed"), d.name,
@@ -405,160 +220,39 @@ def cmd_prune(manager: BackupManager, args: argparse.Namespace, config: dict) ->
     return EXIT_OK
 
 
-def cmd_status(manager: BackupManager, args: argparse.Namespace, config: dict) -> int:
-    from .health import status_problems
-    if args.max_age_hours is not None and not args.max_age_hours > 0:
-        raise UsageError(f"--max-age-hours must be a number > 0, got {args.max_age_hours}")
-    from .config import host_facts
-
-    host = host_facts(config["hook"], config["path"]) if config["path"] else {}
-    if not manager.state_files and host.get("state_files"):
-        # The host knows its live files even where the config leaves them out.
-        manager.state_files = [Path(p) for p in host["state_files"]]
-    doc = manager.status()
-    doc["last_backup_error"] = host.get("last_backup_error")
-    problems = [{"subject": p.subject, "kind": str(p.kind), "problem": p.what, "fix": p.fix}
-                for p in status_problems(_as_shown(doc, config), args.max_age_hours,
-                                         command_prefix(args, config),
-                                         host.get("run_command", "the host's daily check"))]
-    doc["ok"], doc["problems"] = not problems, problems
-    if args.format == "prometheus":
-        if args.json:
-            raise UsageError("--json and --format prometheus: choose one")
-        import time
-
-        from .metrics import backup_bytes, exposition
-
-        sys.stdout.write(exposition(doc, [(p["kind"], p["subject"]) for p in problems],
-                                    backup_bytes(manager, doc), time.time()))
-        return EXIT_OK
-    if args.format == "json":
-        args.json = True
-    emit(args, doc, _status_lines(doc, config))
-    return EXIT_OK if not problems else EXIT_FAILED
+def _drill_key(site: Site) -> list[dict[str, Any]]:
+    """With a key, drill --cloud also proves the key opens the newest point in S3."""
+    from .key_check import check_key
+    from .seal import signed
+    if site.manager.cloud is None or not signed(site.manager.cloud):
+        return []
+    return check_key(site.manager, cloud_only=True)
 
 
-def _status_lines(doc: dict[str, Any], config: dict) -> list[str]:
-    from .health import age
-    rows = [[s["state_file"], s["newest_valid"] or "NONE", age(s["newest_valid_age_seconds"]),
-             f"{s['complete']}/{s['backups']}"] for s in doc["state_files"]]
-    lines = table(rows, ["STATE FILE", "NEWEST VALID BACKUP", "AGE", "COMPLETE/ALL"])
-    lines.append(f"disk use: {doc['disk_bytes']} bytes in {shown(doc['backup_dir'], config)}")
-    points = doc["points"]
-    if points["newest"] is not None and not points["newest_damaged"]:
-        lines.append(f"restore points: {points['count']} in backups; newest {points['newest']} "
-                     f"({points['kind']}, {points['time'][:19]} UTC, writer {points['writer']})")
-    elif points["newest"] is None:
-        lines.append("restore points: none yet (the next daily check commits the first)")
-    for t in doc["targets"]:
-        lines.append(f"copies to {shown(t['target'], config)}: {t['pending']} pending"
-                     + (f" (oldest {age(t['oldest_pending_age_seconds'])})" if t["pending"]
-                        else "") + (f", {t['conflicts']} conflict(s)" if t["conflicts"] else "")
-                     + f", last success {t['last_success'] or 'never'}"
-                     + (f", last error: {t['last_error']}" if t["last_error"] else ""))
-    for t in doc["unconfigured_targets"]:
-        lines.append(f"copies to {t['target']} (no longer configured): {t['pending']} pending")
-    if doc["last_backup_error"]:
-        lines.append(f"last backup error recorded by DalioLite: {doc['last_backup_error']}")
-    refused = (doc.get("recovery") or {}).get("refused")
-    for p in doc["problems"]:
-        if p["kind"] == "host-refuses" and refused:
-            # The refusal's own shape: its headline, a reason a line, numbered commands.
-            lines.append(f"PROBLEM: the host refuses to trade: {refused['headline']}")
-            lines += [f"  {subject}: {why}" for subject, why in refused["reasons"]]
-            lines.append("  fix, one of:")
-            lines += [f"    {n}. {c}" for n, c in enumerate(refused["commands"], 1)]
-            continue
-        lines += [f"PROBLEM: {p['problem']}", f"  fix: {p['fix']}"]
-    lines.append("status: OK" if doc["ok"] else f"status: PROBLEM ({len(doc['problems'])})")
-    return lines
+# --- drill -----------------------------------------------------------------------------
 
 
-def _as_shown(doc: dict[str, Any], config: dict) -> dict[str, Any]:
-    """Status facts with paths as a person reads them in the text (the JSON document
-    keeps them absolute): state files relative to the config's folder (what the
-    fix commands take), the backups folder as a command names it from here."""
-    return {**doc, "backup_dir": arg(doc["backup_dir"]),
-            "state_files": [{**s, "path": s["path"] and shown(s["path"], config)}
-                            for s in doc["state_files"]],
-            "targets": [{**t, "target": shown(t["target"], config)} for t in doc["targets"]]}
+def drill_arguments(c: argparse.ArgumentParser) -> None:
+    c.add_argument("--cloud", action="store_true", help="recover from S3 alone")
 
 
-def cmd_sync(manager: BackupManager, args: argparse.Namespace, config: dict) -> int:
-    from .health import unconfigured_copies
-    if args.forget:
-        return _forget(manager, args, config)
-    terminal = sys.stderr.isatty()
+def cmd_drill(site: Site, args: argparse.Namespace) -> int:
+    targets = state_files(site)
+    from .drill import rehearse
 
-    def progress(done: int, total: int) -> None:
-        if args.json or total <= 3:
-            return
-        if terminal:  # one line, rewritten in place
-            say(f"\rsync: {done}/{total} copies tried", end="\n" if done == total else "")
-        elif done % SYNC_PROGRESS_EVERY == 0 or done == total:  # cron logs: whole lines
-            say(f"sync: {done}/{total} copies tried")
-
-    result = manager.sync(progress=progress)
-    stray = unconfigured_copies(manager.outbox.pending(), manager.copier.targets,
-                                datetime.now(UTC))
-    doc = {"copied": result.copied, "pending": result.pending, "errors": result.errors,
-           "unconfigured_targets": stray}
-    lines = [f"copied {result.copied}, pending {result.pending}"]
-    lines += [f"  error: {e}" for e in result.errors]
-    lines += [f"  {t['pending']} of them owed to {t['target']}, which is no longer "
-              f"configured: configure it again, or drop them on purpose: "
-              f"{command_prefix(args, config)} sync --forget {t['target']}" for t in stray]
-    emit(args, doc, lines)
-    return EXIT_OK if result.pending == 0 and not result.errors else EXIT_FAILED
-
-
-def _forget(manager: BackupManager, args: argparse.Namespace, config: dict) -> int:
-    """Drop copies owed to one target on purpose: all of them when it is no longer
-    configured, the conflicting ones (never retried) when it is."""
-    targets = manager.copier.targets
-    by_label = {shown(t.label, config): t_id for t_id, t in targets.items()}
-    by_label.update((t.label, t_id) for t_id, t in targets.items())
-    target = by_label.get(args.forget, args.forget)
-    if not target or "/" in target or target in (".", ".."):
-        raise UsageError(f"--forget takes a target as status shows it, got {args.forget!r}")
-    configured = target in targets
-    with manager.folder.locked():
-        manager.copier.claim()  # a queue another store was owed is set aside first
-        owed = [c for c in manager.outbox.pending(target) if c.conflict or not configured]
-        if not owed:
-            known = sorted({c.target for c in manager.outbox.pending()})
-            raise UsageError(
-                f"nothing to forget for {args.forget}: " + (
-                    "it is configured and none of its copies is a conflict" if configured
-                    else "no copies are owed to it") +
-                f" (copies are owed to: {', '.join(known) or 'no target'})")
-        for copy in owed:
-            manager.outbox.forget(target, copy.name)
-    label = target if not configured else shown(targets[target].label, config)
-    what = "conflicting copy(ies)" if configured else "copy(ies)"
-    emit(args, {"target": label, "configured": configured, "forgot": [c.name for c in owed]},
-         [f"forgot {len(owed)} {what} owed to {label}"
-          + ("" if configured else " (no longer configured)") + ": "
-          + ", ".join(c.name for c in owed)])
-    return EXIT_OK
-
-
-def cmd_drill(manager: BackupManager, args: argparse.Namespace, config: dict) -> int:
-    from .drill import drill
-
-    targets = state_files(manager)
-    doc = drill(manager, targets, cloud=args.cloud)
-    rows = [[shown(d["state_file"], config), d["backup"] or "-", d["source"] or "-",
+    doc = rehearse(site.manager, targets, cloud=args.cloud)
+    rows = [[site.shown(d["state_file"]), d["backup"] or "-", d["source"] or "-",
              f"{d['seconds'] * 1000:.0f} ms", "ok" if d["ok"] else "FAILED"] for d in doc]
     failed = [d for d in doc if not d["ok"]]
+    keys = _drill_key(site) if args.cloud else []
+    failed += [k for k in keys if not k["ok"]]
+    rows += [[f"key: {site.shown(k['store'])}", f"point {k['point'] or '-'}", "-", "-",
+              "ok" if k["ok"] else "FAILED"] for k in keys]
     lines = table(rows, ["STATE FILE", "BACKUP", "SOURCE", "TIME TO RECOVER", "RESULT"]) + [
-        f"  {shown(d['state_file'], config)}: {d['error']}" for d in failed] + [
+        f"  {site.shown(d['state_file'])}: {d['error']}" for d in failed
+        if "state_file" in d] + [f"  key check: {k['detail']}" for k in keys if not k["ok"]] + [
         "drill: every state file can be recovered" if not failed
         else f"drill: {len(failed)} state file(s) cannot be recovered"]
-    emit(args, {"ok": not failed, "state_files": doc}, lines if targets else
+    emit(args, {"ok": not failed, "state_files": doc, "key_check": keys}, lines if targets else
          ["drill: no state files configured and no backups found"])
     return EXIT_OK if targets and not failed else EXIT_FAILED
-
-
-COMMANDS = {"list": cmd_list, "backup": cmd_backup, "restore": cmd_restore, "verify": cmd_verify,
-            "prune": cmd_prune, "status": cmd_status, "sync": cmd_sync, "drill": cmd_drill}

@@ -17,8 +17,9 @@ from pathlib import Path
 from . import log
 from .atomic import read_state_file
 from .catalog import BackupSet, group_backups, next_stamp, sidecar_digest
+from .content import validate_content
 from .errors import IntegrityError, InvalidStateError, storage_error
-from .formats import SIDECAR_SUFFIX, sha256_hex, state_key, validate_content
+from .formats import SIDECAR_SUFFIX, sha256_hex, state_key
 from .points import CARRIED, Entry, Point, encode_point, point_name, points_in, read_point
 
 TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it

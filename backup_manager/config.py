@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from .errors import ConfigError, MissingDependency
+from .objectlock import MAX_LOCK_DAYS, MODES, ObjectLock
 from .retention import MAX_DAYS
 
 TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 
 __all__ = ["BACKUP_DEFAULTS", "MAX_DAYS", "backup_options", "check_keys",
            "dashboard_remote_restore", "flag", "host_lock", "load_config_file", "number",
-           "path_list", "text_or_none", "timeout", "whole_number"]
+           "object_lock", "path_list", "text_or_none", "timeout", "whole_number"]
 
 BACKUP_DEFAULTS: dict[str, Any] = {
     "dir": "backups",
@@ -41,6 +42,7 @@ BACKUP_DEFAULTS: dict[str, Any] = {
     "s3_connect_timeout_seconds": 1,
     "s3_read_timeout_seconds": 2,
     "s3_max_attempts": 1,
+    "s3_object_lock": None,
     "mirror_dirs": [],
     "status_hook": None,
     "require_fence": False,
@@ -48,6 +50,9 @@ BACKUP_DEFAULTS: dict[str, Any] = {
     "host_lock_timeout_seconds": 60,
     "dashboard_remote_restore": False,
     "max_state_bytes": 16 * 1024 * 1024,
+    "key_file": None,
+    "key_env": None,
+    "encrypt": False,
 }
 MIN_STATE_BOUND = 64 * 1024
 """The least backup.max_state_bytes: sidecars and restore points are read under the same
@@ -158,8 +163,8 @@ def backup_options(section: Mapping[str, Any] | None, base_dir: Path) -> dict[st
     sse = s["s3_sse"]
     if sse not in SSE_MODES:
         raise ConfigError(f"{where}s3_sse must be null, AES256 or aws:kms, got {sse!r}")
-    status_hook(section)  # read by the command line's status, not by BackupManager
-    host_lock(section, base_dir)  # read by the command line's restore; checked here too
+    status_hook(section)  # no longer used; checked so a config from before stays valid
+    host_lock(section, base_dir)  # read by the Site; checked here too
     dashboard_remote_restore(section)  # read by the Backups page; checked here too
     options = {
         "backup_dir": base_dir / directory,
@@ -195,7 +200,61 @@ def backup_options(section: Mapping[str, Any] | None, base_dir: Path) -> dict[st
     }
     if options["cloud_enabled"] and not options["s3_bucket"]:
         raise ConfigError(f"{where}cloud_enabled is true but {where}s3_bucket is not set")
+    options["s3_object_lock"] = object_lock(where + "s3_object_lock", s["s3_object_lock"],
+                                            options["cloud_enabled"])
+    options["sealing"] = sealing(s, base_dir)
     return options
+
+
+def object_lock(key: str, value: Any, cloud_enabled: bool) -> ObjectLock | None:
+    """`backup.s3_object_lock` ({mode: GOVERNANCE|COMPLIANCE, days: N}, or null): the
+    lock every object put in S3 gets. Asked without cloud backup it would protect
+    nothing, so that is an error too."""
+    if value is None:
+        return None
+    if isinstance(value, ObjectLock):
+        value = value._asdict()
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{key} must be a mapping {{mode: GOVERNANCE or COMPLIANCE, days: "
+                          f"N}}, or null, got {value!r}")
+    check_keys(value, {"mode": None, "days": None}, key)
+    mode, days = value.get("mode"), value.get("days")
+    if mode not in MODES:
+        raise ConfigError(f"{key}.mode must be GOVERNANCE or COMPLIANCE, got {mode!r}")
+    if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= MAX_LOCK_DAYS:
+        raise ConfigError(f"{key}.days must be a whole number of days from 1 to "
+                          f"{MAX_LOCK_DAYS:,}, got {days!r}")
+    if not cloud_enabled:
+        raise ConfigError(f"{key} is set but cloud backup is off (backup.cloud_enabled: "
+                          "false): it locks copies in S3 only; turn cloud backup on, or "
+                          "remove the key")
+    return ObjectLock(mode, days)
+
+
+_ENV_NAME = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_"
+
+
+def sealing(s: Mapping[str, Any], base_dir: Path) -> Any:
+    """What `backup.key_file`, `backup.key_env` and `backup.encrypt` say: a Sealing (the
+    copies in mirrors and S3 are signed, and maybe encrypted), or None (no key)."""
+    key_file = text_or_none("backup.key_file", s.get("key_file"))
+    key_env = text_or_none("backup.key_env", s.get("key_env"))
+    encrypt = flag("backup.encrypt", s.get("encrypt", False))
+    if key_file is not None and key_env is not None:
+        raise ConfigError("backup.key_file and backup.key_env are both set: name one key source")
+    if key_env is not None and (key_env[0].isdigit() or set(key_env) - set(_ENV_NAME)):
+        raise ConfigError(f"backup.key_env must name an environment variable (letters, digits, "
+                          f"_), got {key_env!r}; the key itself never goes in config.yaml")
+    if key_file is None and key_env is None:
+        if encrypt:
+            raise ConfigError("backup.encrypt is true but no key is configured: set "
+                              "backup.key_file (python -m backup_manager key init makes one) "
+                              "or backup.key_env")
+        return None
+    from .keys import KeySource
+    from .seal import Sealing
+    return Sealing(KeySource(file=base_dir / key_file if key_file else None, env=key_env),
+                   encrypt=encrypt)
 
 
 def host_lock(section: Mapping[str, Any] | None, base_dir: Path) -> tuple[Path | None, float]:
@@ -211,6 +270,18 @@ def host_lock(section: Mapping[str, Any] | None, base_dir: Path) -> tuple[Path |
     return (base_dir / path if path is not None else None), wait
 
 
+def state_dir_of(config: Mapping[str, Any], base_dir: Path) -> Path:
+    """The host's state folder: `state.dir` of config.yaml (default `state`), against
+    the config's folder."""
+    section = config.get("state")
+    folder = section.get("dir") if isinstance(section, Mapping) else None
+    if folder is None:
+        folder = "state"
+    if not isinstance(folder, str) or not folder:
+        raise ConfigError(f"state.dir must be a folder path, got {folder!r}")
+    return base_dir / folder
+
+
 def dashboard_remote_restore(section: Mapping[str, Any] | None) -> bool:
     """`backup.dashboard_remote_restore`: whether the Backups page may restore while it
     is served beyond localhost. Off by default: anyone who reaches such a page could
@@ -221,33 +292,11 @@ def dashboard_remote_restore(section: Mapping[str, Any] | None) -> bool:
 
 
 def status_hook(section: Mapping[str, Any] | None) -> str | None:
-    """`backup.status_hook`: the host's "module:function" that `status` asks what the
-    host knows of its backups; None when the config names none."""
+    """`backup.status_hook`, from before the Site read the host's record itself: still
+    accepted (a config from then keeps working), checked, and not used."""
     section = section if isinstance(section, Mapping) else {}
     hook = section.get("status_hook")
     if hook is not None and (not isinstance(hook, str) or hook.count(":") != 1
                              or not all(hook.split(":"))):
         raise ConfigError(f"backup.status_hook must be 'module:function', got {hook!r}")
     return hook
-
-
-def host_facts(hook: str | None, config_path: Path) -> dict[str, Any]:
-    """What the host says through its status hook, called with the config file's path:
-    `last_backup_error` (a backup failure not caught up yet), `state_files` (its live
-    files) and `run_command` (how to run its daily check), each optional. {} without
-    a hook. The module is looked up beside config.yaml; a hook that fails is reported
-    as a backup error, never hidden."""
-    if not hook:
-        return {}
-    import importlib
-    import sys
-
-    module_name, function = hook.split(":")
-    folder = str(Path(config_path).parent)
-    if folder not in sys.path:
-        sys.path.insert(0, folder)
-    try:
-        facts = getattr(importlib.import_module(module_name), function)(Path(config_path))
-    except Exception as exc:  # the host's code: report it, never hide the backups' status
-        return {"last_backup_error": f"backup.status_hook {hook} failed: {exc}"}
-    return dict(facts or {})

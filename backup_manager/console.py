@@ -1,7 +1,6 @@
-"""What the command line says and how it names things: output (stdout for what a
-script reads, stderr for people, one JSON document with --json), exit codes,
-paths shown relative to the config's folder, commands to copy, and which state
-file a STATE_FILE argument means.
+"""What the command line says: output (stdout for what a script reads, stderr for
+people, one JSON document with --json), exit codes, tables, and which state file a
+STATE_FILE argument means. How paths and commands are named is the Site's.
 """
 
 from __future__ import annotations
@@ -10,15 +9,17 @@ import os
 import sys
 from pathlib import Path
 
-from .manager import BackupManager
-
 TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
 if TYPE_CHECKING:
     import argparse
     from typing import Any
 
+    from .site import Site
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_OUTPUT_CLOSED = 141  # 128 + SIGPIPE: what the shell reports for `git log | head -1`
+AS_GIVEN_HELP = ("take STATE_FILE as given (relative to the working directory), even if "
+                 "the config names no such state file")
 
 
 class UsageError(Exception):
@@ -83,91 +84,33 @@ def table(rows: list[list[str]], header: list[str]) -> list[str]:
     return [fmt.format(*header).rstrip()] + [fmt.format(*map(str, r)).rstrip() for r in rows]
 
 
-def shown(path: str | Path, config: dict) -> str:
-    """A path for people: relative to the config's folder (or, without a config, the
-    working directory) when inside it, else absolute."""
-    text = str(path)
-    if "://" in text or os.sep not in text:
-        return text  # an S3 label, or a bare file name (a state file known by its backups)
-    full = Path(os.path.abspath(text))
-    try:
-        return str(full.relative_to(config["base"])) or "."
-    except ValueError:
-        return str(full)
-
-
-def arg(path: str | Path) -> str:
-    """A path for a command to copy: relative to the working directory when inside it
-    (the command runs from here), else absolute; quoted for the shell."""
-    import shlex
-
-    full = Path(os.path.abspath(path))
-    try:
-        text = str(full.relative_to(Path.cwd()))
-    except ValueError:
-        text = str(full)
-    return shlex.quote(text)
-
-
-def state_arg(path: str | Path, config: dict) -> str:
-    """A state file for a command of ours that `command_prefix` starts: as shown (relative
-    to the config's folder, which is what our commands resolve it against)."""
-    import shlex
-
-    return shlex.quote(shown(path, config))
-
-
-def python() -> str:
-    """How to run this interpreter from here: `python` when that is the one the PATH
-    finds (the virtual environment is active), else its path."""
-    import shutil
-
-    found = shutil.which("python")
-    here = os.path.dirname(os.path.abspath(sys.executable))
-    if found and os.path.dirname(os.path.abspath(found)) == here:
-        return "python"
-    return arg(sys.executable)
-
-
-def command_prefix(args: argparse.Namespace | None, config: dict) -> str:
-    """The command line that reaches the same backups from the working directory."""
-    command = f"{python()} -m backup_manager"
-    if config.get("path") and (config.get("explicit") or config["base"] != Path.cwd()):
-        command += f" --config {arg(config['path'])}"
-    if config.get("backup_dir_given"):
-        command += f" --backup-dir {arg(config['backup_dir_given'])}"
-    return command
-
-
 # --- which state files ---------------------------------------------------------------
 
 
-def state_files(manager: BackupManager, given: str | None = None,
-                args: argparse.Namespace | None = None, config: dict | None = None
-                ) -> list[Path]:
+def state_files(site: Site, given: str | None = None,
+                args: argparse.Namespace | None = None) -> list[Path]:
     """The state files a command covers: the one given (see `resolve`), the configured
     ones, or every state file with backups in the folder."""
     if given:
-        return [resolve(manager, given, args, config or {})]
-    if manager.state_files:
-        return list(manager.state_files)
-    return [Path(name) for name in manager.backed_up_files()]
+        return [resolve(site, given, args)]
+    if site.manager.state_files:
+        return list(site.manager.state_files)
+    return [Path(name) for name in site.manager.backed_up_files()]
 
 
-def resolve(manager: BackupManager, given: str, args: argparse.Namespace | None,
-            config: dict) -> Path:
+def resolve(site: Site, given: str, args: argparse.Namespace | None) -> Path:
     """The state file STATE_FILE means. Without a config, or with --path-as-given, the
     path as given. With one: the configured state file it names (by its path from the
     config's folder or from here, or by its file name); a relative path resolves
     against the config's folder when the config names no state files; anything else
     is a UsageError listing the configured ones."""
     path = Path(given)
-    if config.get("path") is None or getattr(args, "path_as_given", False):
+    if site.path is None or getattr(args, "path_as_given", False):
         return path
-    configured = list(manager.state_files)
+    configured = list(site.manager.state_files)
     if not configured:
-        return path if path.is_absolute() else config["base"] / path
-    tries = [path] if path.is_absolute() else [config["base"] / path, Path.cwd() / path]
+        return path if path.is_absolute() else site.base / path
+    tries = [path] if path.is_absolute() else [site.base / path, Path.cwd() / path]
     for candidate in tries:
         for state_file in configured:
             if os.path.abspath(candidate) == os.path.abspath(state_file) or \
@@ -177,8 +120,8 @@ def resolve(manager: BackupManager, given: str, args: argparse.Namespace | None,
         for state_file in configured:
             if state_file.name == given:
                 return state_file
-    names = ", ".join(shown(p, config) for p in configured)
+    names = ", ".join(site.shown(p) for p in configured)
     raise UsageError(
-        f"{given} is not one of the state files {config['path']} names ({names}, relative "
-        f"to {config['base']}): name one of them by its path or file name, or add "
+        f"{given} is not one of the state files {site.path} names ({names}, relative "
+        f"to {site.base}): name one of them by its path or file name, or add "
         f"--path-as-given to use {os.path.abspath(given)} as given")

@@ -16,9 +16,10 @@ from datetime import UTC, datetime
 
 from . import log
 from .errors import BackupError, IntegrityError, StoreUnreachable, UploadConflict
-from .formats import SIDECAR_SUFFIX, fetch_verified
+from .formats import SIDECAR_SUFFIX
 from .outbox import Outbox, PendingCopy
 from .retention import GRACE_PERIOD
+from .store import fetch_verified
 
 TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
 if TYPE_CHECKING:
@@ -68,12 +69,15 @@ class Copier:
             if target_id not in skip:
                 self.outbox.add(target_id, name)
 
-    def send_owed(self) -> None:
+    def send_owed(self) -> SyncResult:
         """Send what is owed, oldest first. Never raises: what fails stays owed."""
         try:
-            self.drain()
+            return self.drain()
         except (OSError, BackupError) as exc:
             log.error("copies to mirrors and S3 stopped: %s; they stay queued", exc)
+            result = SyncResult()
+            result.errors.append(str(exc))
+            return result
 
     def drain(self, progress: Callable[[int, int], None] | None = None) -> SyncResult:
         result = SyncResult()

@@ -18,7 +18,7 @@ from .formats import state_key
 from .manager import BackupManager
 
 
-def drill(manager: BackupManager, state_files: Iterable[str | Path], *,
+def rehearse(manager: BackupManager, state_files: Iterable[str | Path], *,
           cloud: bool = False) -> list[dict]:
     """One result per state file: ok, the backup and source chosen, seconds, error."""
     if cloud and manager.cloud is None:

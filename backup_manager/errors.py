@@ -11,6 +11,11 @@ class ConfigError(BackupError, ValueError):
     """A configuration key is unknown or has a bad value; the message names the key."""
 
 
+class KeyUnavailable(ConfigError):
+    """The key that signs copies in mirrors and S3 cannot be had: its key file is missing,
+    unreadable or damaged, or its environment variable is not set. Names the source."""
+
+
 class InvalidStateError(BackupError, ValueError):
     """State content failed validation; nothing was written."""
 
@@ -58,6 +63,16 @@ class StateUnrecoverableError(BackupError):
 class WriterConflict(StateUnrecoverableError):
     """Another writer holds the restore point number this one claimed: the history moved
     on elsewhere, and nothing that needed the claim (orders) may go ahead."""
+
+
+class UnfencedClaim(WriterConflict):
+    """A claim made with backup.require_fence while a copy target could not be asked:
+    a newer writer there would go unseen, so nothing that needed the claim goes ahead."""
+
+
+class UnfinishedClaim(WriterConflict):
+    """The claimed number was taken by an unfinished claim (a run killed between its
+    point and its sidecar, before any order), now finished: the next run settles it."""
 
 
 class IntentNotCommitted(StateUnrecoverableError):

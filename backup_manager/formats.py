@@ -1,4 +1,4 @@
-"""File formats: backup names, checksum sidecars and state content rules.
+"""File formats: backup names and their stamps, checksum sidecars.
 
 A backup of ``state/last_rebalance.json`` taken at 10:30:00.123456 UTC is
 ``last_rebalance_2026-02-17_10-30-00.123456Z.json``; its sidecar is that name
@@ -16,8 +16,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from .errors import IntegrityError, InvalidStateError
-
 SIDECAR_SUFFIX = ".sha256"
 TEMP_MARK = ".tmp-"
 CLOCK_SKEW = timedelta(minutes=5)
@@ -33,7 +31,9 @@ STAMP_SHAPE = r"[0-9]{4}-[0-9]{2}-[0-9]{2}_[0-9]{2}-[0-9]{2}-[0-9]{2}(?:\.[0-9]{
 _STAMP = (r"[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])_(?:[01][0-9]|2[0-3])"
           r"-[0-5][0-9]-[0-5][0-9](?:\.[0-9]{6}Z)?")
 _ANY_BACKUP = rf"(?P<stem>.+?)_(?P<stamp>{STAMP_SHAPE})(?P<suffix>(?:\.[^.]+)?)"
-_SIDECAR_LINE = r"([0-9a-fA-F]{64}) [ *](.+)\n?"
+# Comment lines after the checksum (a signed copy's MAC, seal.py) are skipped, as
+# `sha256sum -c` skips them.
+_SIDECAR_LINE = r"([0-9a-fA-F]{64}) [ *]([^\n]+)(?:\n#[^\n]*)*\n?"
 _TIMESTAMP_PREFIX = r"[0-9_.Z-]+"
 
 
@@ -195,124 +195,3 @@ def parse_sidecar(data: bytes, name: str) -> str:
     if m[2] != name:
         raise ValueError(f"sidecar names {m[2]!r}, not {name!r}")
     return m[1].lower()
-
-
-def fetch_verified(store: object, name: str, *, max_bytes: int | None = None) -> bytes:
-    """The bytes of backup `name` in `store`, checked against its sidecar; with
-    `max_bytes`, never more than that is read.
-
-    Raises IntegrityError whose `kind` names the problem: 'missing backup',
-    'too large', 'missing sidecar', 'malformed sidecar' or 'checksum mismatch'.
-    """
-    data = store.read(name, max_bytes=max_bytes)
-    if data is None:
-        raise IntegrityError("missing backup", f"{name} is not in {store.label}")
-    if max_bytes is not None and len(data) > max_bytes:
-        raise IntegrityError("too large", f"{name} in {store.label} is larger than "
-                                          f"{max_bytes} bytes")
-    sidecar = store.read(name + SIDECAR_SUFFIX, max_bytes=MAX_SIDECAR)
-    if sidecar is None:
-        raise IntegrityError("missing sidecar", f"{name} has no {SIDECAR_SUFFIX} (incomplete)")
-    try:
-        expected = parse_sidecar(sidecar, name)
-    except ValueError as exc:
-        raise IntegrityError("malformed sidecar", str(exc)) from None
-    if sha256_hex(data) != expected:
-        raise IntegrityError("checksum mismatch", f"{name} does not match its sidecar")
-    return data
-
-
-# --- content validation -------------------------------------------------------
-
-Validator = Callable[[object], None]
-"""Called with the parsed JSON of a state file; raises InvalidStateError to refuse it."""
-
-_VALIDATORS: dict[str, Validator] = {}
-
-
-def register_validator(file_name: str, validator: Validator) -> None:
-    """Add a content rule for every state file called `file_name` (e.g. 'x.json')."""
-    _VALIDATORS[file_name] = validator
-
-
-def parse_iso_timestamp(value: object) -> datetime:
-    """An aware UTC datetime from ISO-8601 text; a naive value is read as local time."""
-    if not isinstance(value, str):
-        raise InvalidStateError(f"timestamp must be an ISO-8601 string, got {value!r}")
-    try:
-        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidStateError(f"timestamp {value!r} is not ISO-8601") from None
-    if when.tzinfo is None:
-        when = when.astimezone()
-    return when.astimezone(UTC)
-
-
-def _check_last_rebalance(doc: object) -> None:
-    # A timestamp ahead of the clock is valid content: the clock may be the wrong one
-    # (a naive time written in a zone ahead of this one). Trading on it is the host's call.
-    parse_iso_timestamp(doc.get("timestamp"))  # type: ignore[union-attr]
-
-
-register_validator("last_rebalance.json", _check_last_rebalance)
-
-ContentTime = Callable[[dict], datetime]
-"""Called with the parsed JSON of a valid state file: the moment its content records."""
-
-_CONTENT_TIMES: dict[str, ContentTime] = {
-    "last_rebalance.json": lambda doc: parse_iso_timestamp(doc["timestamp"]),
-}
-
-
-def register_content_time(file_name: str, when: ContentTime) -> None:
-    """Say which moment a state file's content records (last_rebalance.json: its
-    timestamp). Recovery takes a live file whose moment is before the newest restore
-    point's as older state (a rollback), and one ahead of the clock as a clock doubt."""
-    _CONTENT_TIMES[file_name] = when
-
-
-def content_time(file_name: str, data: bytes) -> datetime | None:
-    """The moment the valid content `data` of `file_name` records; None when no rule
-    says, or the content does not tell."""
-    rule = _CONTENT_TIMES.get(file_name)
-    if rule is None:
-        return None
-    import json
-
-    try:
-        return rule(json.loads(data))
-    except (ValueError, KeyError, TypeError, InvalidStateError):
-        return None
-
-
-def is_valid_content(file_name: str, data: bytes) -> bool:
-    try:
-        validate_content(file_name, data)
-    except InvalidStateError:
-        return False
-    return True
-
-
-def validate_content(file_name: str, data: bytes) -> None:
-    """Refuse content a state file must never hold. Non-JSON files are not inspected.
-
-    A `.json` state file must hold what `json.loads` reads as an object, and pass
-    the content rule registered for its name, if any.
-    """
-    if not file_name.endswith(".json"):
-        return
-    import json  # here, not at the top: `import backup_manager` does not load json
-
-    try:
-        doc = json.loads(data.decode("utf-8"))
-    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-        raise InvalidStateError(f"{file_name}: not valid JSON ({exc})") from None
-    if not isinstance(doc, dict):
-        raise InvalidStateError(
-            f"{file_name}: JSON must be an object, got {type(doc).__name__}")
-    rule = _VALIDATORS.get(file_name)
-    if rule is not None:
-        try:
-            rule(doc)
-        except InvalidStateError as exc:
-            raise InvalidStateError(f"{file_name}: {exc}") from None

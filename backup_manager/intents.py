@@ -6,7 +6,9 @@ order id. The rebalance that follows is committed as a point that `settles` it. 
 that finds an intent no point settles (a run killed between its orders and its
 commit) settles it first: it asks the broker, through the host, for each client order
 id. Found means placed (open, filled, partly filled, or cancelled or expired
-unfilled); not found means never placed. Every order unplaced: the intent is void.
+unfilled); not found means never placed, unless a point records the broker refusing
+it (a run stopped by that refusal): rejected, not to be ordered again in that
+rebalance. Every order unplaced, none rejected: the intent is void.
 When the broker cannot be asked, the run refuses and places nothing. The broker's own
 history is evidence too: orders under the host's client order id prefix that no point
 records (a machine rebuilt from copies that never received the intent) mean a
@@ -17,13 +19,15 @@ The host gives facts (how to ask the broker, what it answered); the rules are he
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 
 from . import log
-from .health import order_text
-from .points import History, Point, open_intents, recorded_orders
-from .recovery import HostFacts, Refusal, RefusalKind
+from .errors import UnfencedClaim, UnfinishedClaim, WriterConflict
+from .history import History, open_intents, recorded_orders
+from .points import Point, PointKind
+from .problems import order_text
+from .refusal import HEADLINES, HostFacts, Refusal, RefusalKind, writer_commands
 
 TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
 if TYPE_CHECKING:
@@ -62,8 +66,8 @@ class OrderFact(tuple):
 class Settlement:
     """How the intents no point settled ended: `intents` (their points, oldest first),
     `placed` (what the broker holds of their orders), `missing` (ids it holds nothing
-    under), `rejected`. `void` when none of the orders was placed; `when`, the first
-    accepted order's time: the rebalance's."""
+    under), `rejected`. `void` when none of the orders was placed or rejected; `when`,
+    the first accepted order's time: the rebalance's."""
 
     def __init__(self, intents: list[Point], found: dict[str, OrderFact | None]):
         self.intents = intents
@@ -76,7 +80,12 @@ class Settlement:
 
     @property
     def void(self) -> bool:
-        return not self.placed
+        return not self.placed and not self.rejected
+
+    @property
+    def rejected_symbols(self) -> list[str]:
+        ids = {f.client_order_id for f in self.rejected}
+        return sorted({o.get("symbol") for o in self.orders if o.get("client_order_id") in ids})
 
     @property
     def unplaced_symbols(self) -> set[str]:
@@ -98,6 +107,27 @@ class Settlement:
                 "void": self.void}
 
 
+def claim_intent(manager: BackupManager, orders: list[dict[str, Any]], facts: HostFacts, *,
+                 details: Mapping[str, Any] | None = None) -> tuple[Point, dict[str, str]]:
+    """Commit the intent before `orders` (each with its client order id), claimed in
+    every store (manager.claim_point). A claim another writer holds first is a refusal
+    (recorded for `status`) naming the ways out: nothing may be placed."""
+    try:
+        return manager.claim_point(PointKind.ORDERS, f"intent: {len(orders)} order(s)",
+                                   details={**(details or {}), "orders": orders})
+    except WriterConflict as exc:
+        kind = RefusalKind.FENCE if isinstance(exc, UnfencedClaim) else RefusalKind.WRITER
+        commands = writer_commands(facts)
+        if isinstance(exc, UnfinishedClaim):
+            kind = RefusalKind.INTENT
+            commands = [facts.command("run", "(the host's daily check)") + "  # again: it "
+                        "settles that claim with the broker, then decides"]
+        refusal = Refusal(kind, HEADLINES[kind], [("site", f"{exc}; no order was placed")],
+                          [*commands, f"{facts.backup_command} status"])
+        _record_refusal(manager, refusal)
+        raise refusal from None
+
+
 def settle(manager: BackupManager, history: History,
            ask: Callable[[str], OrderFact | None], facts: HostFacts, *,
            dry_run: bool = False) -> Settlement | None:
@@ -109,10 +139,14 @@ def settle(manager: BackupManager, history: History,
     intents = open_intents(history)
     if not intents:
         return None
+    refused = _rejected_on_record(history)
     found: dict[str, OrderFact | None] = {}
     for intent in intents:
         for order in intent.details.get("orders", ()):
             order_id = order.get("client_order_id")
+            if order_id in refused:  # the broker holds nothing of it: no need to ask
+                found[order_id] = OrderFact(order_id, "rejected", None)
+                continue
             try:
                 found[order_id] = ask(order_id)
             except Exception as exc:  # the host's broker failing, whatever its kind
@@ -143,6 +177,17 @@ def unrecorded(history: History, orders: Iterable[OrderFact]) -> list[OrderFact]
     found = [o for o in orders if o.client_order_id not in known and not o.rejected]
     return sorted(found, key=lambda o: (o.submitted_at is None, o.submitted_at or 0,
                                         o.client_order_id))
+
+
+def _rejected_on_record(history: History, within: int = 500) -> set[str]:
+    """The client order ids the newest `within` points record as rejected (by the run
+    the broker refused them to, or by a settlement)."""
+    found: set[str] = set()
+    for n, point in enumerate(history):
+        if n >= within:
+            break
+        found.update(i for i in point.details.get("rejected", ()) if isinstance(i, str))
+    return found
 
 
 def _record_refusal(manager: BackupManager, refusal: Refusal) -> None:

@@ -6,7 +6,7 @@ import errno
 import os
 import stat
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from .atomic import fsync_dir, publish_new, unlink_quietly, write_temp
@@ -238,6 +238,10 @@ class LocalStore(Store):
             return os.lstat(self.root / name).st_mtime
         except FileNotFoundError:
             return None
+
+    def written_at(self, name: str) -> datetime | None:
+        mtime = self.mtime(name)
+        return None if mtime is None else datetime.fromtimestamp(mtime, UTC)
 
     def size(self, name: str) -> int | None:
         try:

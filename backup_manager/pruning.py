@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 from . import log
 from .catalog import BackupSet, first_valid, group_backups, sidecar_time
-from .errors import BackupError
+from .errors import BackupError, IntegrityError
 from .formats import CLOCK_SKEW, SIDECAR_SUFFIX, TEMP_MARK
 from .points import MAX_POINT_BYTES, glance, point_name, point_number, points_in
 from .retention import Decision, RetentionPolicy, plan_cleanup, plan_retention
@@ -96,7 +96,10 @@ def _glance(store: Store, complete: set[int]
     glanced = {}
     for number in complete:
         name = point_name(number)
-        data = store.read(name, max_bytes=MAX_POINT_BYTES)
+        try:
+            data = store.read(name, max_bytes=MAX_POINT_BYTES)
+        except IntegrityError:  # too large, or not authenticated: it records nothing
+            continue
         if data is not None:
             glanced[name] = glance(data)
     return glanced

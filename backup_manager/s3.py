@@ -2,7 +2,8 @@
 
 The Store contract (store.py), as LocalStore offers it. boto3 is imported on
 first use only. The client never deletes: cloud history belongs to the bucket's
-own lifecycle rules, versioning or Object Lock.
+own lifecycle rules, versioning or Object Lock. With an ObjectLock every object
+is put locked, and `protection()` reads what the bucket itself offers.
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import threading
+from datetime import UTC, datetime
 
 from .errors import CloudError, CloudUnavailable, IntegrityError, MissingDependency, UploadConflict
+from .objectlock import ObjectLock, Protection, refused_text
 from .store import MAX_STATE_BYTES, Store, too_large
 
 TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
@@ -53,7 +56,7 @@ class S3Store(Store):
                  sse: str | None = None, kms_key_id: str | None = None,
                  expected_owner: str | None = None,
                  client_config: dict[str, Any] | None = None, client: Any = None,
-                 max_bytes: int = MAX_STATE_BYTES):
+                 max_bytes: int = MAX_STATE_BYTES, object_lock: ObjectLock | None = None):
         self.bucket = bucket
         self.max_bytes = max_bytes
         self.prefix = prefix.strip("/")
@@ -68,6 +71,7 @@ class S3Store(Store):
             self._put_extra["ServerSideEncryption"] = sse
         if kms_key_id:
             self._put_extra["SSEKMSKeyId"] = kms_key_id
+        self.object_lock = object_lock
 
     def __repr__(self) -> str:
         return f"S3Store({self.label!r})"
@@ -167,6 +171,16 @@ class S3Store(Store):
                                  f"{self.label}/{name}: S3's stored checksum does not match")
         return data
 
+    def written_at(self, name: str) -> datetime | None:
+        try:
+            reply = self.client.head_object(Bucket=self.bucket, Key=self.key(name),
+                                            **self._owner)
+        except Exception as exc:
+            if _error_code(exc) in _NOT_FOUND:
+                return None
+            raise translate_error(exc, f"checking {self.label}/{name}") from None
+        return reply["LastModified"].astimezone(UTC)
+
     def stored_checksum(self, name: str) -> str | None:
         """S3's stored SHA-256 (base64) of an object; None if missing or not recorded."""
         try:
@@ -181,15 +195,66 @@ class S3Store(Store):
     def write(self, name: str, data: bytes) -> None:
         """Upload once; S3 verifies the SHA-256 on arrival and never overwrites a key."""
         digest = _b64_sha256(data)
+        lock = self.object_lock.put_parameters(datetime.now(UTC)) if self.object_lock else {}
         try:
             self.client.put_object(
                 Bucket=self.bucket, Key=self.key(name), Body=data,
                 ChecksumAlgorithm="SHA256", ChecksumSHA256=digest, IfNoneMatch="*",
-                **self._put_extra)
+                **self._put_extra, **lock)
         except Exception as exc:
-            if _error_code(exc) not in ("PreconditionFailed", "412"):
-                raise translate_error(exc, f"uploading {self.label}/{name}") from None
-            self._check_existing(name, data, digest)
+            if _error_code(exc) in ("PreconditionFailed", "412"):
+                self._check_existing(name, data, digest)
+                return
+            if lock and _no_object_lock(exc):
+                raise CloudError(refused_text(f"uploading {self.label}/{name}",
+                                              self.object_lock)) from None
+            raise translate_error(exc, f"uploading {self.label}/{name}") from None
+
+    def protection(self) -> Protection:
+        """The bucket's versioning and Object Lock, as it answers (never raises: what
+        cannot be read is None, and `unread` says why)."""
+        locking, retention, unread = None, None, None
+        try:
+            reply = self.client.get_object_lock_configuration(Bucket=self.bucket, **self._owner)
+            config = reply.get("ObjectLockConfiguration", {})
+            locking = config.get("ObjectLockEnabled") == "Enabled"
+            default = config.get("Rule", {}).get("DefaultRetention")
+            if default:
+                # Days or Years: some stores answer 0 for the one not set.
+                retention = (default.get("Mode"), default.get("Days") or None,
+                             default.get("Years") or None)
+        except Exception as exc:
+            if _error_code(exc) == "ObjectLockConfigurationNotFoundError":
+                locking = False
+            else:
+                error = translate_error(exc, "reading its Object Lock configuration")
+                if isinstance(error, CloudUnavailable):  # one timeout is enough
+                    return Protection(None, None, None, self.object_lock, str(error))
+                unread = str(error)
+        if locking:  # Object Lock keeps versioning on for good: no need to ask
+            return Protection("Enabled", True, retention, self.object_lock, unread)
+        try:
+            reply = self.client.get_bucket_versioning(Bucket=self.bucket, **self._owner)
+            versioning = reply.get("Status") or "off"
+        except Exception as exc:
+            versioning = None
+            unread = "; ".join(filter(None, (unread, str(translate_error(
+                exc, "reading its versioning")))))
+        return Protection(versioning, locking, retention, self.object_lock, unread)
+
+    def lock_of(self, name: str) -> tuple[str, datetime] | None:
+        """(mode, retain-until) of the object's current version; None if it is not
+        locked, or missing. HeadObject, since GetObjectRetention is not everywhere."""
+        try:
+            reply = self.client.head_object(Bucket=self.bucket, Key=self.key(name),
+                                            **self._owner)
+        except Exception as exc:
+            if _error_code(exc) in _NOT_FOUND:
+                return None
+            raise translate_error(exc, f"checking {self.label}/{name}") from None
+        mode = reply.get("ObjectLockMode")
+        until = reply.get("ObjectLockRetainUntilDate")
+        return (mode, until) if mode and until else None
 
     def _check_existing(self, name: str, data: bytes, digest: str) -> None:
         stored = self.stored_checksum(name)
@@ -208,6 +273,14 @@ class S3Store(Store):
 def _plain_name(name: str) -> bool:
     return bool(name) and "/" not in name and "\\" not in name and "\x00" not in name \
         and name not in (".", "..")
+
+
+def _no_object_lock(exc: Exception) -> bool:
+    """Whether a PUT was refused because the bucket has no Object Lock (AWS and moto
+    answer 400 InvalidRequest, "Bucket is missing Object Lock Configuration")."""
+    message = getattr(exc, "response", {}).get("Error", {}).get("Message", "")
+    return _error_code(exc) == "InvalidRequest" and \
+        "objectlock" in message.lower().replace(" ", "")
 
 
 def _is_checksum_error(exc: Exception) -> bool:

@@ -10,7 +10,10 @@ once written.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from .errors import IntegrityError
+from .formats import MAX_SIDECAR, SIDECAR_SUFFIX, parse_sidecar, sha256_hex
 
 MAX_STATE_BYTES = 16 * 1024 * 1024
 """The default bound of every read (backup.max_state_bytes): DalioLite's state files are
@@ -79,9 +82,40 @@ class Store:
         missing or the store does not say."""
         raise NotImplementedError
 
+    def written_at(self, name: str) -> datetime | None:
+        """When the object was written by the store's own account (S3: LastModified, S3's
+        clock; a folder: the file's mtime), UTC; None if it is missing. Raises
+        StoreUnreachable when the store cannot be asked."""
+        raise NotImplementedError
+
 
 def too_large(store: Store, name: str, size: int) -> IntegrityError:
     """The error for an object over the store's bound, naming it and both sizes."""
     return IntegrityError("too large", f"{name} in {store.label} is {size:,} bytes, over "
                                        f"the {store.max_bytes:,}-byte bound "
                                        "(backup.max_state_bytes); not read")
+
+
+def fetch_verified(store: Store, name: str, *, max_bytes: int | None = None) -> bytes:
+    """The bytes of backup `name` in `store`, checked against its sidecar; with
+    `max_bytes`, never more than that is read.
+
+    Raises IntegrityError whose `kind` names the problem: 'missing backup',
+    'too large', 'missing sidecar', 'malformed sidecar' or 'checksum mismatch'.
+    """
+    data = store.read(name, max_bytes=max_bytes)
+    if data is None:
+        raise IntegrityError("missing backup", f"{name} is not in {store.label}")
+    if max_bytes is not None and len(data) > max_bytes:
+        raise IntegrityError("too large", f"{name} in {store.label} is larger than "
+                                          f"{max_bytes} bytes")
+    sidecar = store.read(name + SIDECAR_SUFFIX, max_bytes=MAX_SIDECAR)
+    if sidecar is None:
+        raise IntegrityError("missing sidecar", f"{name} has no {SIDECAR_SUFFIX} (incomplete)")
+    try:
+        expected = parse_sidecar(sidecar, name)
+    except ValueError as exc:
+        raise IntegrityError("malformed sidecar", str(exc)) from None
+    if sha256_hex(data) != expected:
+        raise IntegrityError("checksum mismatch", f"{name} does not match its sidecar")
+    return data

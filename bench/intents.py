@@ -6,7 +6,8 @@ manifest and sidecar) against the rebalance's own commit in the same run (two st
 files backed up and their point), each timed and its fsyncs counted, against the floor
 of two durable files. On S3 (moto on 127.0.0.1): the fence before the orders (the
 intent created in the bucket first, exclusively), requests counted, against the same
-point committed without fencing (here first, then copied). Samples are interleaved.
+point committed without fencing (here first, then copied), and the check made before
+each order (no other writer's point after the intent). Samples are interleaved.
 
     python bench/intents.py [--runs N]
 """
@@ -132,7 +133,11 @@ def s3_table(runs: int, folder: Path) -> None:
             bm.commit_point("orders", "intent: 4 order(s)", details={"orders": ORDERS},
                             force=True)
 
-        cases = {"fenced": (intent_of(bm), None), "unfenced": (unfenced, None)}
+        def check() -> None:
+            bm.moved_past(9_999_998)  # the run's own case: no point follows its intent
+
+        cases = {"fenced": (intent_of(bm), None), "unfenced": (unfenced, None),
+                 "check": (check, None)}
         stats = measure_interleaved(cases, runs)
         requests = {}
         for key, (fn, _) in cases.items():
@@ -143,7 +148,10 @@ def s3_table(runs: int, folder: Path) -> None:
                  stats["fenced"].cell(), requests["fenced"], ratio(stats["fenced"],
                                                                    stats["unfenced"])],
                 ["not fenced: committed here, then copied to the bucket",
-                 stats["unfenced"].cell(), requests["unfenced"], "1.00x"]]
+                 stats["unfenced"].cell(), requests["unfenced"], "1.00x"],
+                ["before each order: no other writer's point after the intent (here, "
+                 "and the bucket)", stats["check"].cell(), requests["check"],
+                 ratio(stats["check"], stats["unfenced"])]]
         print_table(f"The fence before the orders on S3 (moto on 127.0.0.1, {runs} runs)",
                     ["what", "ms (median [min-max])", "requests", "vs not fenced"], rows)
     finally:

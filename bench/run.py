@@ -8,7 +8,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SCRIPTS = ["latency.py", "durable.py", "points.py", "intents.py", "legacy.py", "process.py",
-           "host.py", "cloud.py", "memory.py"]
+           "host.py", "cloud.py", "memory.py", "keys.py"]
 
 
 def main() -> int:

@@ -14,11 +14,11 @@ backups/, the mirrors and S3, the copy queues, the last verify and drill with
 buttons to run them, and a restore that shows what it installs and what it
 replaces and asks for the state file's name.
 
-Everything is read through backup_manager's public API: BackupManager.status(),
-list_backups(), verify(), plan_restore() and a dry-run install_restore(), drill(),
-and status_problems() for the rules. The page writes nothing unless a button is
+Everything is read through names in backup_manager.__all__: the installation's Site
+(its manager, status and run lock), BackupManager's queries, plan_restore() and a
+dry-run install_restore(), rehearse(). The page writes nothing unless a button is
 pressed; a restore takes the backups folder's lock as the command line does, and
-refuses while DalioLite's run lock (state/dalio_lite.lock) is held. Served beyond
+waits for, then refuses while, DalioLite's run lock (the one the Site names) is held. Served beyond
 localhost (streamlit's server.address not a loopback address, or a request through a
 proxy), the page refuses to restore unless config.yaml allows it
 (backup.dashboard_remote_restore: true, for a page behind authentication).
@@ -30,7 +30,6 @@ import argparse
 import ipaddress
 import os
 import sys
-from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -38,27 +37,23 @@ from urllib.parse import urlsplit
 import streamlit as st
 
 from backup_manager import (
+    LIVE_BACKED_UP,
+    LIVE_OLDER,
+    LIVE_UNKNOWN,
     BackupError,
-    BackupManager,
     ConfigError,
     LockTimeout,
     NoValidBackupError,
-    file_lock,
+    Site,
+    age,
     read_state_file,
+    rehearse,
     state_key,
     status_problems,
 )
-from backup_manager.catalog import backups_of, group_backups
-from backup_manager.config import (
-    dashboard_remote_restore,
-    host_facts,
-    load_config_file,
-    status_hook,
-)
-from backup_manager.drill import drill
-from backup_manager.health import LIVE_BACKED_UP, LIVE_OLDER, LIVE_UNKNOWN, age
+from backup_manager.config import dashboard_remote_restore, load_config_file
 
-RUN_LOCK = "dalio_lite.lock"  # DalioLite holds it (in state.dir) around a daily check
+RUN_LOCK_WAIT = 5.0  # a click waits at most this long for a running daily check
 NEWEST = "the newest restore point's (what an automatic restore installs)"
 COPY_ORDER = ["local", "mirror", "cloud"]
 COPY_COLOURS = ["#1f77b4", "#2ca02c", "#ff7f0e"]
@@ -67,26 +62,6 @@ FORWARDING_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Rea
 
 
 # --- where the site is ----------------------------------------------------------------
-
-
-class Site:
-    """One DalioLite installation: its config, backups and state folder."""
-
-    def __init__(self, config_path: Path, max_age_hours: float | None):
-        self.config_path = config_path
-        self.config = load_config_file(config_path)
-        self.manager = BackupManager.from_config(self.config, base_dir=config_path.parent)
-        state = self.config.get("state")
-        folder = state.get("dir") if isinstance(state, dict) else None
-        self.state_dir = config_path.parent / (folder if isinstance(folder, str) else "state")
-        self.run_lock = self.state_dir / RUN_LOCK
-        self.max_age_hours = max_age_hours
-
-    def command(self, rest: str) -> str:
-        return f"python -m backup_manager --config {self.config_path} {rest}"
-
-    def live_path(self, row: dict) -> Path:
-        return Path(row["path"]) if row["path"] else self.state_dir / row["state_file"]
 
 
 def options(argv: list[str]) -> tuple[Path, float | None]:
@@ -150,7 +125,7 @@ def restore_refused(site: Site) -> str | None:
     if beyond is None:
         return None
     try:
-        allowed = dashboard_remote_restore(load_config_file(site.config_path).get("backup"))
+        allowed = dashboard_remote_restore(load_config_file(site.path).get("backup"))
     except BackupError as exc:
         return f"{beyond}, and config.yaml cannot be read to see if that is allowed: {exc}"
     return None if allowed else beyond
@@ -165,7 +140,7 @@ def show_restore_refused(site: Site, why: str, path: Path) -> None:
         f"tunnel: start it with `--server.address 127.0.0.1`, run `ssh -L {port}:127.0.0.1:"
         f"{port} YOU@THIS_MACHINE` and open http://localhost:{port}. Behind a reverse proxy "
         "that asks for a login, allow restores here with `dashboard_remote_restore: true` "
-        f"under `backup:` in {plain(str(site.config_path))}.",
+        f"under `backup:` in {plain(str(site.path))}.",
         icon=":material/lock:")
 
 
@@ -222,8 +197,8 @@ def show_health(site: Site, facts: dict, problems: list[str]) -> None:
                 st.warning(text, icon=":material/warning:")
     refused = (facts.get("recovery") or {}).get("refused")
     for problem in problems:
-        what, fix = problem.what, problem.fix
-        if problem.kind == "host-refuses" and refused:
+        what, fix = problem["problem"], problem["fix"]
+        if problem["kind"] == "host-refuses" and refused:
             # The refusal's own shape: its headline, a reason a line, numbered commands.
             st.error("\n".join(
                 [f"**DalioLite refuses to trade**: {plain(refused['headline'])}", ""]
@@ -234,7 +209,7 @@ def show_health(site: Site, facts: dict, problems: list[str]) -> None:
             continue
         if what not in mine:  # about the site: copies, the host's record, no state files
             st.error(f"**site**: {plain(what)}. **Fix:** `{fix}`", icon=":material/error:")
-    st.caption(f"config {site.config_path} · backups {facts['backup_dir']} · "
+    st.caption(f"config {site.path} · backups {facts['backup_dir']} · "
                f"{facts['disk_bytes']} bytes on disk · "
                + (f"max age {site.max_age_hours:g} h" if site.max_age_hours
                   else "no age limit (--max-age-hours)"))
@@ -252,10 +227,10 @@ def plain(text: str) -> str:
 
 
 @st.cache_data(ttl=60, show_spinner=False)
-def cloud_names(label: str, _store) -> tuple[list[str], str | None]:
+def cloud_names(label: str, _manager) -> tuple[list[str], str | None]:
     """The bucket's names (one LIST, kept a minute so each click does not ask again)."""
     try:
-        return _store.list_names(""), None
+        return _manager.cloud_listing(), None
     except (BackupError, OSError) as exc:
         return [], str(exc)
 
@@ -272,28 +247,16 @@ def timeline_rows(site: Site, facts: dict) -> tuple[list[dict], list[str]]:
                      "status": "complete" if complete else "incomplete"})
 
     keys = [state_key(s["state_file"]) for s in facts["state_files"]]
-    cloud: dict = {}
-    if manager.cloud is not None:
-        names, error = cloud_names(manager.cloud.label, manager.cloud)
+    names = None
+    if manager.cloud_label() is not None:
+        names, error = cloud_names(manager.cloud_label(), manager)
         if error:
-            unseen.append(f"{manager.cloud.label}: {error}")
-        cloud = group_backups(names, keys)
-    for key in keys:
-        for info in manager.list_backups(key.file_name):
-            add(key.file_name, "local", str(manager.backup_dir), info.name, info.timestamp,
-                info.complete)
-        for mirror in manager.mirrors.values():
-            try:
-                found = list(backups_of(mirror, key))
-            except OSError as exc:
-                unseen.append(f"{mirror.label}: {exc}")
-                continue
-            for backup, complete in found:
-                add(key.file_name, "mirror", mirror.label, backup.name, backup.when, complete)
-        if key in cloud:
-            for backup, complete in cloud[key]:
-                add(key.file_name, "cloud", manager.cloud.label, backup.name, backup.when,
-                    complete)
+            unseen.append(f"{manager.cloud_label()}: {error}")
+            names = None
+    found, missed = manager.copies_of(keys, names)
+    for where, label, backup, complete in found:
+        add(backup.stem + backup.suffix, where, label, backup.name, backup.when, complete)
+    unseen += missed
     return rows, list(dict.fromkeys(unseen))
 
 
@@ -387,9 +350,9 @@ def show_copies(site: Site, facts: dict) -> None:
         "conflicts": t["conflicts"], "last success": t["last_success"] or "never",
         "last error": t["last_error"] or "",
     } for t in facts["targets"]], hide_index=True)
-    pending = site.manager.outbox.pending()
+    pending = site.manager.pending_copies()
     if pending:
-        labels = {t_id: t.label for t_id, t in site.manager.copier.targets.items()}
+        labels = site.manager.copy_targets()
         with st.expander(f"{len(pending)} pending copy(ies)"):
             st.dataframe([{"target": labels.get(c.target, c.target), "backup": c.name,
                            "queued": f"{c.queued_at:%Y-%m-%d %H:%M:%S} UTC",
@@ -412,9 +375,9 @@ def last_runs() -> dict:
 
 def show_checks(site: Site, facts: dict) -> None:
     st.subheader("Verify and drill")
-    runs = last_runs().setdefault(str(site.config_path), {})
+    runs = last_runs().setdefault(str(site.path), {})
     left, right = st.columns(2)
-    cloud = site.manager.cloud is not None
+    cloud = site.manager.cloud_label() is not None
     with left:
         also = st.checkbox("also the copies in S3", key="verify_cloud") if cloud else False
         if st.button("Run verify", key="run_verify",
@@ -448,7 +411,7 @@ def show_checks(site: Site, facts: dict) -> None:
             with st.spinner("rehearsing recovery"):
                 files = [site.live_path(s) for s in facts["state_files"]]
                 try:
-                    results = drill(site.manager, files, cloud=from_cloud)
+                    results = rehearse(site.manager, files, cloud=from_cloud)
                     runs["drill"] = {"at": now(), "results": results, "error": None}
                 except (BackupError, OSError) as exc:
                     runs["drill"] = {"at": now(), "results": [], "error": str(exc)}
@@ -570,26 +533,26 @@ def restore(site: Site, path: Path, stamp: str | None, shown: str) -> None:
     if typed != path.name:
         return outcome("error", f"Not restored: type {path.name} exactly to confirm"
                                 + (f" (got {typed!r})" if typed else "") + ".")
-    with ExitStack() as held:
-        try:
-            site.state_dir.mkdir(parents=True, exist_ok=True)
-            held.enter_context(file_lock(site.run_lock, 0, "DalioLite run lock"))
-        except LockTimeout:
-            return outcome("error", f"Not restored: DalioLite is running (its run lock "
-                                    f"{site.run_lock} is held). Try again when the run is "
-                                    "over.")
-        except OSError as exc:
-            return outcome("error", f"Not restored: cannot take DalioLite's run lock: {exc}")
-        try:
-            plan = site.manager.plan_restore(path, timestamp=stamp)
-            now_chosen = plan.chosen.backup.name if plan.chosen is not None else None
-            if now_chosen != shown:
-                return outcome("error", f"Not restored: the backups changed since the page "
-                                        f"showed {shown} (now {now_chosen or 'nothing'}); "
-                                        "look again and confirm.")
-            result = site.manager.install_restore(plan)  # takes the backups folder's lock
-        except (BackupError, OSError) as exc:
-            return outcome("error", f"Not restored: {exc}")
+    wait = min(site.run_lock_timeout, RUN_LOCK_WAIT)
+    try:
+        with site.host_locked(timeout=wait):
+            try:
+                plan = site.manager.plan_restore(path, timestamp=stamp)
+                now_chosen = plan.chosen.backup.name if plan.chosen is not None else None
+                if now_chosen != shown:
+                    return outcome("error", f"Not restored: the backups changed since the "
+                                            f"page showed {shown} (now "
+                                            f"{now_chosen or 'nothing'}); look again and "
+                                            "confirm.")
+                result = site.manager.install_restore(plan)  # the backups folder's lock
+            except (BackupError, OSError) as exc:
+                return outcome("error", f"Not restored: {exc}")
+    except LockTimeout:
+        return outcome("error", f"Not restored: DalioLite is running (its run lock "
+                                f"{site.run_lock} was held for {wait:g} s). Try again "
+                                "when the run is over.")
+    except OSError as exc:
+        return outcome("error", f"Not restored: cannot take DalioLite's run lock: {exc}")
     st.session_state["restore_confirm"] = ""
     kept = (f" The replaced file is kept as {site.manager.backup_dir / result.kept_as}."
             if result.kept_as else "")
@@ -617,16 +580,12 @@ def main() -> None:
         if not config_path.is_file():
             raise ConfigError(f"config file {config_path} does not exist: start the page with "
                               "`-- --config PATH` or set DALIO_CONFIG")
-        site = Site(config_path, max_age)
-        host = host_facts(status_hook(site.config.get("backup")), site.config_path)
-        if not site.manager.state_files and host.get("state_files"):
-            site.manager.state_files = [Path(p) for p in host["state_files"]]
-        facts = site.manager.status()
-        facts["last_backup_error"] = host.get("last_backup_error")
+        site = Site(config_path, max_age_hours=max_age, python="python")
+        facts = site.status()
     except (BackupError, OSError) as exc:
         st.error(f"cannot read the backups' status: {exc}")
         st.stop()
-    problems = status_problems(facts, site.max_age_hours, site.command("").rstrip())
+    problems = facts["problems"]
     show_health(site, facts, problems)
     show_timeline(site, facts)
     show_points(site)

@@ -61,14 +61,35 @@ def bucket(moto_server, request):
 
 
 @pytest.fixture
+def locked_bucket(moto_server, request):
+    """A fresh bucket made with Object Lock (so versioning is on), named by the test and
+    a random suffix: a locked version can never be cleared for the next run. Yields
+    (endpoint, bucket name)."""
+    import uuid
+
+    import boto3
+
+    base = "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:40]
+    name = f"l-{base.strip('-')}-{uuid.uuid4().hex[:8]}".replace("--", "-")
+    boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1").create_bucket(
+        Bucket=name, ObjectLockEnabledForBucket=True)
+    return moto_server, name
+
+
+@pytest.fixture
 def endpoint(moto_server):
     """A moto server of the test's own, with the bucket "restartable": the test may
     stop it and start it again on the same port."""
     import boto3
 
     ep = Endpoint()
-    boto3.client("s3", endpoint_url=ep.url, region_name="us-east-1").create_bucket(
-        Bucket="restartable")
+    s3 = boto3.client("s3", endpoint_url=ep.url, region_name="us-east-1")
+    s3.create_bucket(Bucket="restartable")
+    # moto keeps buckets in process memory, shared by every server: what an earlier
+    # test left in "restartable" would be this test's (its points, its copies).
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket="restartable"):
+        for item in page.get("Contents", ()):
+            s3.delete_object(Bucket="restartable", Key=item["Key"])
     yield ep
     ep.stop()
 

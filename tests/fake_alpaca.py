@@ -5,6 +5,7 @@ TradingClient makes for DalioLite, answered with bodies its pydantic models acce
     server.url                       # broker.base_url for config.yaml
     server.fill()                    # fill every open order (or one, or a part of it)
     server.fail("POST /v2/orders", 504, accept=True)   # take the order, answer 504
+    server.slow("GET /v2/positions", 2.0, on_arrival=f)  # call f, serve, answer 2 s later
     server.kill_after_order(pid, 2)  # SIGKILL pid right after accepting its 2nd order
     server.stop()
 
@@ -23,6 +24,7 @@ import os
 import signal
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -46,6 +48,14 @@ def parse_stamp(text: str) -> datetime:
 
 
 @dataclass
+class Slowness:
+    route: str
+    seconds: float      # how long the answer is held once the request is served
+    times: int
+    on_arrival: Callable[[str], None] | None  # called with the route as a request arrives
+
+
+@dataclass
 class Fault:
     route: str          # "POST /v2/orders", "GET /v2/account", ...
     answer: int | str   # an HTTP status, "hang" or "drop"
@@ -66,6 +76,7 @@ class FakeAlpaca:
         self.orders: list[dict] = []
         self.requests: list[str] = []   # "METHOD /path" of every request, in order
         self.faults: list[Fault] = []
+        self.slowness: list[Slowness] = []
         self.killed: list[int] = []
         self._kill: tuple[int, int, bool] | None = None
         self.on_accept = None  # called with each order accepted, once it is placed
@@ -96,6 +107,14 @@ class FakeAlpaca:
         """`times` requests to `route`, after the next `after`, fail with `answer`."""
         with self._lock:
             self.faults.append(Fault(route, answer, times, accept, after))
+
+    def slow(self, route: str, seconds: float, *, times: int = 1,
+             on_arrival: Callable[[str], None] | None = None) -> None:
+        """The next `times` requests to `route` are served as usual (an order is placed),
+        but their answers are held `seconds`: a broker answering slowly. `on_arrival` is
+        called as each arrives, before anything is served (the caller is in flight)."""
+        with self._lock:
+            self.slowness.append(Slowness(route, seconds, times, on_arrival))
 
     def kill_after_order(self, pid: int, nth: int) -> None:
         """SIGKILL process `pid` right after accepting its `nth` order (counted from now),
@@ -159,6 +178,16 @@ class FakeAlpaca:
                      filled_at=stamp() if whole else None)
 
     # --- the API -------------------------------------------------------------------------
+
+    def _slowness_for(self, route: str) -> Slowness | None:
+        with self._lock:
+            for slowness in self.slowness:
+                if slowness.route == route:
+                    slowness.times -= 1
+                    if slowness.times <= 0:
+                        self.slowness.remove(slowness)
+                    return slowness
+        return None
 
     def _fault_for(self, route: str) -> Fault | None:
         with self._lock:
@@ -341,6 +370,10 @@ class _Handler(BaseHTTPRequestHandler):
         if self.headers.get("APCA-API-KEY-ID") != API_KEY or \
                 self.headers.get("APCA-API-SECRET-KEY") != SECRET_KEY:
             return self._answer(401, {"code": 40110000, "message": "request is not authorized"})
+        slowness = fake._slowness_for(route)
+        self._hold = slowness.seconds if slowness else 0.0
+        if slowness is not None and slowness.on_arrival is not None:
+            slowness.on_arrival(route)
         fault = fake._fault_for(route)
         if fault is not None and fault.accept and route == "POST /v2/orders":
             fake.place(body)
@@ -385,6 +418,8 @@ class _Handler(BaseHTTPRequestHandler):
                                    "message": f"fake server: {answer} on purpose"})
 
     def _answer(self, status: int, doc) -> None:
+        if getattr(self, "_hold", 0.0):
+            self.server.fake._stopping.wait(self._hold)
         data = json.dumps(doc).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")

@@ -116,6 +116,26 @@ def flip_bit(path: Path) -> None:
 LEGACY = "last_rebalance_2026-02-17_10-30-00.json"
 
 
+def plant(folder: Path, stem: str, when: datetime, data: bytes | None = None,
+          sidecar: bool = True) -> str:
+    """A backup of `stem`.json taken at `when` in `folder`, with its sidecar unless not."""
+    from backup_manager.formats import format_backup_name
+
+    data = data if data is not None else rebalance_doc(n=str(when))
+    name = format_backup_name(stem, ".json", when)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_bytes(data)
+    if sidecar:
+        (folder / (name + ".sha256")).write_text(f"{sha256_text(data)}  {name}\n")
+    return name
+
+
+def sha256_text(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
 def plant_legacy(project: Path, content: bytes, name: str = LEGACY) -> None:
     """A backup and its sidecar as the original module named them (or under `name`)."""
     folder = project / "backups"

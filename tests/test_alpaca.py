@@ -113,7 +113,7 @@ def test_orders_carry_client_order_ids_of_this_writer_and_run(tmp_path, alpaca_s
     home = on_alpaca(tmp_path, alpaca_server)
     assert dalio(home).returncode == 0
     ids = [o["client_order_id"] for o in alpaca_server.submitted()]
-    writer = (home / "backups" / ".writer").read_text().strip()
+    writer = (home / "backups" / ".writer").read_text().splitlines()[0]
     assert len(set(ids)) == 4
     for client_order_id in ids:
         assert re.fullmatch(ID_PATTERN, client_order_id)
@@ -475,3 +475,62 @@ def test_a_run_killed_after_its_second_order_is_never_ordered_twice(tmp_path, al
     assert after.returncode == 0, after.stderr
     symbols = sorted(o["symbol"] for o in alpaca_server.submitted())
     assert symbols == ["DBC", "GLD", "TLT", "VTI"], "no symbol ordered twice"
+
+
+# --- an order the broker refuses ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("status, rejected", [
+    (400, True), (403, True), (404, True), (422, True),  # the broker judged the order
+    (401, False), (408, False), (429, False),  # keys, timeout, rate limit: it never did
+    (500, False), (503, False)])
+def test_a_refused_order_is_a_rejection_only_when_the_broker_judged_it(
+        alpaca_server, monkeypatch, status, rejected):
+    from dalio_lite import AlpacaBroker, BrokerError, MarketOrder, OrderRejected
+
+    for key, value in KEYS_ENV.items():
+        monkeypatch.setenv(key, value)
+    broker = AlpacaBroker(base_url=alpaca_server.url, timeouts=(5.0, 5.0))
+    alpaca_server.fail("POST /v2/orders", status)
+    order = MarketOrder("GLD", 100.0, "buy", "daliolite-000000000000-20260101T000000Z-abcdef")
+    with pytest.raises(BrokerError, match=f"HTTP {status}") as raised:
+        broker.submit_order(order)
+    assert isinstance(raised.value, OrderRejected) is rejected
+    assert alpaca_server.submitted() == []
+
+
+def test_a_refused_first_order_is_not_retried_and_the_rest_is_placed(tmp_path, alpaca_server):
+    """The broker refuses the first order (403: not tradable at that moment) and the run
+    stops with nothing placed. The next run does not take the intent for void and start
+    again with the refused order: it records it as rejected and places the other three."""
+    home = on_alpaca(tmp_path, alpaca_server)
+    alpaca_server.fail("POST /v2/orders", 403)
+    first = dalio(home)
+    assert first.returncode == 4, first.stderr
+    assert "recorded as rejected" in first.stderr
+    assert alpaca_server.submitted() == []
+    again = dalio(home)
+    assert again.returncode == 0, again.stderr
+    assert sorted(o["symbol"] for o in alpaca_server.submitted()) == ["GLD", "TLT", "VTI"]
+    assert "0 order(s) placed, 1 rejected, 3 never placed" in again.stderr
+    assert "rejected by the broker, not ordered again: DBC" in again.stderr
+    assert autopilot(home)["outcome"] == "rebalanced"
+    listed = subprocess.run([sys.executable, "-m", "backup_manager", "--config",
+                             str(home / "config.yaml"), "list", "--points"], cwd=home,
+                            capture_output=True, text=True, timeout=60)
+    assert "0 placed, 1 rejected, 3 never placed" in listed.stdout, listed.stdout
+
+
+def test_an_order_the_broker_did_not_judge_is_ordered_again(tmp_path, alpaca_server):
+    """A rate limit (429) on the second order stops the run; it is no rejection, so the
+    next run orders that symbol with the other two."""
+    home = on_alpaca(tmp_path, alpaca_server)
+    alpaca_server.fail("POST /v2/orders", 429, after=1)
+    first = dalio(home)
+    assert first.returncode == 4, first.stderr
+    assert "recorded as rejected" not in first.stderr
+    assert [o["symbol"] for o in alpaca_server.submitted()] == ["DBC"]
+    again = dalio(home)
+    assert again.returncode == 0, again.stderr
+    assert sorted(o["symbol"] for o in alpaca_server.submitted()) == [
+        "DBC", "GLD", "TLT", "VTI"]

@@ -65,7 +65,7 @@ def test_autopilot_status_has_documented_keys(home):
     doc = status(home)
     assert set(doc) == {"last_run", "outcome", "reason", "next_eligible_rebalance",
                         "last_backup", "last_backup_error", "fresh_start", "rebalance_on_record",
-                        "broker"}
+                        "broker", "state_files", "run_command"}
     assert doc["broker"] == {"kind": "paper", "account": None, "since": None}
     assert doc["last_backup_error"] is None
     assert doc["last_backup"].startswith("last_rebalance_")

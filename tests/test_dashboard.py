@@ -569,3 +569,28 @@ def test_page_can_be_dropped_into_a_pages_folder(home, tmp_path):
     at = AppTest.from_file(str(pages / "3_Backups.py"), default_timeout=30)
     at.run()
     assert not at.exception and banner(at) == "status: OK"
+
+
+def test_a_moved_state_folder_moves_the_run_lock_for_the_page(home):
+    """state.dir moved to var/state: the page's restore waits for the run lock there
+    (var/state/dalio_lite.lock, the bot's) and refuses while it is held."""
+    doc = yaml.safe_load((home / "config.yaml").read_text())
+    doc["state"]["dir"] = "var/state"
+    doc["backup"].update(host_lock_timeout_seconds=0.5, state_files=[
+        f"var/state/{n}" for n in ("last_rebalance.json", "paper_account.json",
+                                   "autopilot_status.json")])
+    (home / "config.yaml").write_text(yaml.safe_dump(doc))
+    daily_run(home)
+    live = home / "var" / "state" / "last_rebalance.json"
+    live.write_bytes(rebalance_doc(n="newer"))
+    manager(home).backup_state_file(live)
+    at = page()
+    older = manager(home).list_backups(live)[1].name
+    at.selectbox(key="restore_backup").select(older).run()
+    before = live.read_bytes()
+    with lock_held(home / "var" / "state" / "dalio_lite.lock"):
+        errors, successes = confirm(at, "last_rebalance.json")
+    assert live.read_bytes() == before
+    assert not any(s.startswith("Restored") for s in successes)
+    assert any(e.startswith("Not restored: DalioLite is running") and "var/state/dalio_lite"
+               ".lock was held for 0.5 s" in e for e in errors), errors

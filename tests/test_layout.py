@@ -64,3 +64,30 @@ def test_the_host_holds_no_recovery_rule_of_its_own():
     imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
                 and node.module == "backup_manager" for alias in node.names}
     assert "CLOCK_SKEW" not in imported, "the clock rule is the guard's"
+
+
+HOSTS = ("dalio_lite.py", "dalio_schedule.py", "dashboard/backups.py")
+
+
+def test_the_host_and_the_page_use_only_the_public_names():
+    """DalioLite, its scheduler and the Backups page import from the package only the
+    names in backup_manager.__all__ (and the config checks of backup_manager.config),
+    and reach into no BackupManager internals (its folder, stores, outbox, copier)."""
+    public = set(backup_manager.__all__)
+    for name in HOSTS:
+        tree = ast.parse((ROOT / name).read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+                    "backup_manager"):
+                assert node.module in ("backup_manager", "backup_manager.config"), \
+                    f"{name} imports {node.module}"
+                if node.module == "backup_manager":
+                    private = {a.name for a in node.names} - public
+                    assert not private, f"{name} imports {sorted(private)}, not in __all__"
+            if isinstance(node, ast.Attribute) and node.attr in INTERNALS:
+                assert not (isinstance(node.value, ast.Attribute) and
+                            node.value.attr in ("manager", "backup_manager")), \
+                    f"{name} reaches into the manager: {ast.unparse(node)}"
+
+
+INTERNALS = {"folder", "store", "outbox", "copier", "cloud", "mirrors"}

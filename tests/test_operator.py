@@ -662,10 +662,15 @@ def test_restore_waits_for_a_running_daily_check(bot, elsewhere, untouched):
     assert b"newer" not in live.read_bytes()
 
 
-def test_the_shipped_config_names_daliolites_run_lock():
+def test_the_run_lock_has_one_source_the_state_folder():
+    """The shipped config names no lock: DalioLite's run lock is state.dir's
+    dalio_lite.lock for the bot, the command line and the page alike."""
+    from backup_manager import Site
+
     backup = yaml.safe_load((ROOT / "config.yaml").read_text())["backup"]
-    assert backup["host_lock"] == "state/dalio_lite.lock"
-    assert backup["host_lock_timeout_seconds"] > 0
+    assert "host_lock" not in backup and backup["host_lock_timeout_seconds"] > 0
+    site = Site(ROOT / "config.yaml")
+    assert site.run_lock == ROOT / "state" / "dalio_lite.lock"
 
 
 
@@ -684,3 +689,36 @@ def test_restore_never_lands_over_what_the_daily_check_wrote_meanwhile(bot, else
                             "restored. Look again: ")
     assert error.rstrip().endswith("restore state/last_rebalance.json --dry-run")
     assert b"what the running check saved" in live.read_bytes()
+
+
+def test_a_moved_state_folder_moves_the_run_lock_for_the_bot_and_the_command_line(
+        tmp_path, elsewhere):
+    """state.dir moved to var/state (and backup.state_files with it): the bot, the
+    command line's restore and the page (tests/test_dashboard.py) take one run lock,
+    var/state/dalio_lite.lock. Held, the bot waits for it and the restore waits and
+    refuses, changing nothing."""
+    home = tmp_path / "moved"
+    home.mkdir()
+    shutil.copy(ROOT / "dalio_lite.py", home / "dalio_lite.py")
+    doc = yaml.safe_load((ROOT / "config.yaml").read_text())
+    doc["state"]["dir"] = "var/state"
+    doc["concurrency"]["lock_timeout_seconds"] = 0.5
+    doc["backup"].update(host_lock_timeout_seconds=0.5, state_files=[
+        f"var/state/{name}" for name in STATE_FILES])
+    (home / "config.yaml").write_text(yaml.safe_dump(doc))
+    assert dalio(home).returncode == 0
+    live = home / "var" / "state" / "last_rebalance.json"
+    live.write_bytes(rebalance_doc(n="valid, newer"))
+    holder = hold_lock(home / "var" / "state" / "dalio_lite.lock")
+    try:
+        waited = dalio(home)
+        refused = cli(elsewhere, "restore", str(live), "--yes", config=home / "config.yaml")
+    finally:
+        release(holder)
+    assert waited.returncode != 0 and "dalio_lite.lock is held by another process" in \
+        waited.stderr, waited.stderr
+    assert refused.returncode == 1, refused.stderr
+    assert refused.stderr.startswith("waiting up to 0.5 s for DalioLite's run lock "
+                                     "(backup.host_lock) var/state/dalio_lite.lock")
+    assert "Nothing was restored" in refused.stderr
+    assert b"valid, newer" in live.read_bytes()

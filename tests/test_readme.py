@@ -355,7 +355,7 @@ def test_a_container_with_an_ephemeral_disk_as_docs_print_it(tmp_path, bucket):
 def test_readme_explains_every_problem_status_can_print():
     """Each rule of status_problems, made to fire, has its row in "What status reports"."""
     from backup_manager import status_problems
-    from backup_manager.health import ProblemKind
+    from backup_manager.problems import ProblemKind
 
     rows = [line for line in section(README, "### What `status` reports").splitlines()
             if line.startswith("| `")]
@@ -368,9 +368,13 @@ def test_readme_explains_every_problem_status_can_print():
                                      "newest_valid": None}],
              "targets": [{"target": "s3://b/p", "pending": 2, "conflicts": 1,
                           "oldest_pending_age_seconds": 7200.0, "last_success": None,
-                          "last_error": "x"}],
+                          "last_error": "x", "protection": {
+                              "lock_refused": True,
+                              "asked": {"mode": "GOVERNANCE", "days": 30}}}],
              "unconfigured_targets": [{"target": "s3", "pending": 3,
-                                       "oldest_pending_age_seconds": 1.0}]}
+                                       "oldest_pending_age_seconds": 1.0}],
+             "refused_copies": [{"store": "s3://b/p", "name": "point-0000000009.json",
+                                 "why": "it carries no signature"}]}
     stale["newest_damaged"] = "x_2026-01-01_00-00-00.000000Z.json"
     facts["recovery"] = {"refused": {"headline": "h", "reasons": [["x.json", "lost"]],
                                      "commands": ["c"]}, "unseen": {"s3": "503"}}

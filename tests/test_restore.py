@@ -22,7 +22,7 @@ from backup_manager import (
     StorageError,
     UnseenStoresError,
 )
-from backup_manager.drill import drill
+from backup_manager.drill import rehearse
 from backup_manager.formats import format_backup_name
 from backup_manager.local import LocalStore
 from backup_manager.restore import Search, find_newest_valid
@@ -614,7 +614,7 @@ def test_a_drill_restores_into_a_scratch_folder_only(state_file, project):
     made = bm.backup_state_file(state_file)
     live = state_file.read_bytes()
     before = sorted(p.name for p in (project / "backups").iterdir())
-    (report,) = drill(bm, [state_file])
+    (report,) = rehearse(bm, [state_file])
     assert (report["ok"], report["backup"], report["source"], report["error"]) == (
         True, made.name, "local", None)
     assert state_file.read_bytes() == live

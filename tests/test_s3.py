@@ -194,9 +194,9 @@ def test_a_new_machine_recovers_from_s3_with_one_listing_and_a_get_per_object(tm
 def test_two_writers_claiming_one_number_in_the_bucket_one_wins(tmp_path, bucket):
     """Both machines read the history at point 1, then both claim point 2 before their
     orders: the bucket's exclusive create lets one through; the other commits nothing,
-    here or there, and the refusal is recorded for status."""
-    from backup_manager import WriterConflict
-    from backup_manager.health import status_problems
+    here or there, and the refusal is recorded for status with the host's commands."""
+    from backup_manager import HostFacts, Refusal, claim_intent
+    from backup_manager.problems import status_problems
 
     endpoint, name = bucket
     a = cloud_manager(endpoint, name, backup_dir=tmp_path / "a" / "backups")
@@ -206,11 +206,74 @@ def test_two_writers_claiming_one_number_in_the_bucket_one_wins(tmp_path, bucket
     assert b.history().newest().sequence == 1  # b reads it; neither has claimed yet
     won, unfenced = a.claim_point("orders", "intent", details={"orders": []})
     assert (won.sequence, unfenced) == (2, {})
-    with pytest.raises(WriterConflict, match="another writer committed it first"):
-        b.claim_point("orders", "intent", details={"orders": []})
+    facts = HostFacts(backup_command="bm --config b.yaml",
+                      commands={"accept_takeover": "bot --config b.yaml --take-over"})
+    with pytest.raises(Refusal, match="another writer committed it first") as refused:
+        claim_intent(b, [], facts)
+    assert refused.value.commands[:2] == [
+        "bm --config b.yaml restore --all --yes  # adopt the newest point's state",
+        "bot --config b.yaml --take-over  # keep this machine's state: it becomes the "
+        "newest point"]
     assert not (tmp_path / "b" / "backups" / "point-0000000002.json").exists()
-    problems = [p.what for p in status_problems(b.status())]
-    assert any("another writer committed it first" in what for what in problems), problems
+    problems = [p for p in status_problems(b.status())]
+    assert any("another writer committed it first" in p.what for p in problems), problems
+    assert any("bm --config b.yaml restore --all --yes" in p.fix for p in problems), problems
     assert "dalio-lite-backups/point-0000000002.json" in remote_keys(endpoint, name)
     assert b.history().newest().sequence == 2
     assert b.history().newest().writer == won.writer
+
+
+def _unfinished_claim(endpoint, name, tmp_path, follows):
+    """Another machine's claim of point 2 whose run was killed between the point's PUT
+    and its sidecar's: the point alone in the bucket, written now."""
+    from datetime import UTC, datetime
+
+    from backup_manager.points import Point, encode_point, point_name
+
+    other = cloud_manager(endpoint, name, backup_dir=tmp_path / "other" / "backups")
+    point = Point(2, datetime.now(UTC), other.writer, "orders", "intent: 0 order(s)",
+                  (follows.sequence, follows.digest), {}, {"orders": []})
+    other.cloud.write(point_name(2), encode_point(point))
+
+
+@pytest.mark.parametrize("minutes_later,finished", [(1, False), (20, True)])
+def test_another_writers_unfinished_claim_is_finished_only_past_its_lease(
+        tmp_path, bucket, minutes_later, finished):
+    """A claim that finds its number held by another writer's point without a sidecar:
+    within the intent's lease (by the point's time and by the bucket's clock) that writer
+    may be writing the sidecar now: refused as another writer, nothing finished. Past
+    it the claim is abandoned, finished here (its sidecar written) for the next run to
+    settle."""
+    from datetime import UTC, datetime, timedelta
+
+    from backup_manager import UnfinishedClaim, WriterConflict
+
+    endpoint, name = bucket
+    me = cloud_manager(endpoint, name, backup_dir=tmp_path / "me" / "backups",
+                       clock=lambda: datetime.now(UTC) + timedelta(minutes=minutes_later))
+    with me.changes("run", "day 0"):
+        pass
+    _unfinished_claim(endpoint, name, tmp_path, me.history().newest())
+    if finished:
+        with pytest.raises(UnfinishedClaim, match="finished now"):
+            me.claim_point("orders", "intent", details={"orders": []})
+    else:
+        with pytest.raises(WriterConflict, match="without its sidecar") as refused:
+            me.claim_point("orders", "intent", details={"orders": []})
+        assert not isinstance(refused.value, UnfinishedClaim)
+    keys = remote_keys(endpoint, name)
+    assert ("dalio-lite-backups/point-0000000002.json.sha256" in keys) == finished
+    if finished:
+        newest = me.history().newest()
+        assert (newest.sequence, newest.kind) == (2, "orders")
+
+
+def test_a_claim_with_require_fence_and_the_bucket_unreachable_commits_nothing(tmp_path):
+    """backup.require_fence: a claim that cannot reach every store raises UnfencedClaim,
+    and nothing is committed here either (the orders never go ahead)."""
+    from backup_manager import UnfencedClaim
+
+    bm = cloud_manager("http://127.0.0.1:9", "nowhere", backup_dir=tmp_path / "backups")
+    with pytest.raises(UnfencedClaim, match="require_fence"):
+        bm.claim_point("orders", "intent", details={"orders": []}, require_fence=True)
+    assert not list((tmp_path / "backups").glob("point-*"))

@@ -11,6 +11,7 @@ import errno
 import io
 import os
 import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -401,6 +402,30 @@ def test_mtime_is_when_a_file_was_written_and_none_for_s3(store):
         assert store.mtime(NAME) == 1_000_000_000
     else:
         assert store.mtime(NAME) is None, "S3 does not say: ages come from names"
+
+
+def test_written_at_is_the_stores_own_clock_and_none_when_missing(store):
+    """The store's account of when an object was written (S3's LastModified: the lease
+    of another machine's intent is also measured by it, whatever that machine's clock)."""
+    before = datetime.now(UTC)
+    store.write(NAME, DATA)
+    after = datetime.now(UTC)
+    assert store.written_at("nothing-here.json") is None
+    when = store.written_at(NAME)
+    assert when.tzinfo is not None
+    assert before - timedelta(seconds=2) <= when <= after + timedelta(seconds=2)
+    if kind(store) == "local":
+        os.utime(store.path(NAME), (1_000_000_000, 1_000_000_000))
+        assert store.written_at(NAME) == datetime.fromtimestamp(1_000_000_000, UTC)
+
+
+def test_written_at_from_a_stopped_s3_server_raises_cloud_unavailable(endpoint):
+    store = S3Store("restartable", "written", endpoint_url=endpoint.url,
+                    region="us-east-1", client_config=FAST)
+    store.write(NAME, DATA)
+    endpoint.stop()
+    with pytest.raises(CloudUnavailable):
+        store.written_at(NAME)  # cannot tell: never "missing"
 
 
 def test_label_says_where_the_store_is(store):

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import multiprocessing
 import re
+import shutil
 
 import pytest
 
 from backup_manager import BackupManager, StorageError, writer_id
+from backup_manager.writer import known_writer_id
 
 
 def test_writer_id_is_made_once_and_kept(tmp_path):
@@ -50,3 +52,26 @@ def test_the_writer_file_is_no_backup(tmp_path, state_file):
     bm.backup_state_file(state_file)
     assert bm.backed_up_files() == ["last_rebalance.json"]
     assert bm.verify().ok
+
+
+def test_a_copied_folder_becomes_a_writer_of_its_own_and_keeps_the_copied_id(tmp_path):
+    original = writer_id(tmp_path / "a" / "backups")
+    shutil.copytree(tmp_path / "a", tmp_path / "clone")
+    assert known_writer_id(tmp_path / "clone" / "backups") is None  # never wrote there
+    copy = writer_id(tmp_path / "clone" / "backups")
+    assert copy != original
+    kept = tmp_path / "clone" / "backups" / f".writer.copied-{original}"
+    assert kept.read_text().splitlines()[0] == original
+    assert writer_id(tmp_path / "clone" / "backups") == copy
+    assert writer_id(tmp_path / "a" / "backups") == original  # the original is untouched
+
+
+def test_an_id_from_before_folders_were_recorded_is_kept_and_recorded(tmp_path):
+    folder = tmp_path / "backups"
+    folder.mkdir()
+    (folder / ".writer").write_text("0123456789ab\n")
+    assert known_writer_id(folder) == "0123456789ab"
+    assert writer_id(folder) == "0123456789ab"
+    assert len((folder / ".writer").read_text().splitlines()) == 2
+    shutil.copytree(folder, tmp_path / "clone")  # recorded now: a copy is caught
+    assert known_writer_id(tmp_path / "clone") is None

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -94,3 +95,67 @@ def wait_until_open(pid: int, path: Path, timeout: float = 20.0) -> bool:
                 continue
         time.sleep(0.005)
     return False
+
+
+class Background:
+    """A process started in the background whose stderr is read as it comes, so a test
+    waits for what it logs (`wait_for`) and signals it at a known moment."""
+
+    def __init__(self, command: list[str], *, cwd: Path, env: dict[str, str]):
+        self.proc = subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     text=True)
+        self.pid = self.proc.pid
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stderr:
+            with self._changed:
+                self.lines.append(line.rstrip("\n"))
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
+
+    @property
+    def stderr(self) -> str:
+        with self._changed:
+            return "\n".join(self.lines)
+
+    def count(self, text: str) -> int:
+        with self._changed:
+            return sum(text in line for line in self.lines)
+
+    def wait_for(self, text: str, times: int = 1, timeout: float = 60.0) -> None:
+        """Until `times` lines hold `text`; fails naming what was logged instead."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while sum(text in line for line in self.lines) < times:
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
+                    raise AssertionError(f"{times} line(s) with {text!r} never came "
+                                         f"(exit {self.proc.poll()}):\n" + "\n".join(self.lines))
+                self._changed.wait(min(left, 0.5))
+
+    def signal(self, signum: int) -> None:
+        os.kill(self.pid, signum)
+
+    def wait(self, timeout: float) -> int:
+        """The exit code, within `timeout` s (a process still running then is killed,
+        and the test fails saying so)."""
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.close()
+            raise AssertionError(f"still running {timeout:g} s later:\n{self.stderr}") from None
+        self._reader.join(10)
+        return code
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self._reader.join(10)
+        self.proc.stderr.close()

@@ -18,7 +18,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from backup_manager import BackupManager, atomic_write, fetch_verified
-from backup_manager.formats import validate_content
+from backup_manager.content import validate_content
 from tests.helpers import ROOT, rebalance_doc, scaled
 
 FORK = multiprocessing.get_context("fork")

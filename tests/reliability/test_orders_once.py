@@ -23,7 +23,7 @@ import yaml
 
 from backup_manager import BackupManager
 from backup_manager.points import PointKind
-from tests.fake_alpaca import KEYS_ENV, FakeAlpaca, parse_stamp
+from tests.fake_alpaca import KEYS_ENV, FakeAlpaca, parse_stamp, stamp
 from tests.helpers import ROOT
 
 pytest.importorskip("alpaca.trading.client")
@@ -362,6 +362,70 @@ def test_a_machine_lost_mid_rebalance_rebuilt_from_s3_that_never_got_the_intent(
         next_day = run(b, days=1)
         assert next_day.returncode == 0, next_day.stderr
         assert orders_in(next_day) == [], "traded within min_days_between of A's rebalance"
+    finally:
+        server.stop()
+
+
+def backdate(server, days):
+    """The orders the server holds, stamped `days` earlier: placed by a run `days` ago by
+    its clock (faketime moves the bot's clock, not the server's)."""
+    for order in server.orders:
+        for key in ("created_at", "updated_at", "submitted_at"):
+            order[key] = stamp(parse_stamp(order[key]) - timedelta(days=days))
+
+
+def reconciled_points(home):
+    history = BackupManager.from_config(home / "config.yaml").history()
+    return [p for p in history if p.kind == PointKind.RECONCILED]
+
+
+def test_a_machine_rebuilt_from_nothing_does_not_trade_within_min_days_between(tmp_path):
+    """A rebalance a month ago and one today; then the machine is lost with no copy at
+    all (state/ and backups/ gone) and set up again from its config. The broker's orders
+    of the last min_days_between are the only record: the next day's run records today's
+    rebalance from them (dated by its first order, its four orders only) and trades
+    nothing, though prices moved."""
+    server = FakeAlpaca()
+    try:
+        home = make_home(tmp_path, "bot", kind="alpaca", base_url=server.url)
+        assert run(home, days=-31).returncode == 0
+        backdate(server, days=31)
+        server.fill()
+        server.prices["VTI"] *= 1.6
+        today = run(home)
+        assert today.returncode == 0 and orders_in(today), today.stderr
+        todays = server.submitted()[4:]
+        server.fill()
+        shutil.rmtree(home / "state")
+        shutil.rmtree(home / "backups")
+        server.prices["GLD"] *= 1.5
+        next_day = run(home, days=1)
+        assert next_day.returncode == 0, next_day.stderr
+        assert orders_in(next_day) == [], "traded again the day after a rebalance"
+        first = min(submitted(o) for o in todays)
+        assert abs(recorded_rebalance(home) - first) < timedelta(seconds=5)
+        (point,) = reconciled_points(home)
+        assert sorted(o["client_order_id"] for o in point.details["orders"]) == sorted(
+            o["client_order_id"] for o in todays)
+    finally:
+        server.stop()
+
+
+def test_backups_lost_after_a_rebalance_on_record_reconcile_nothing(tmp_path):
+    """backups/ is lost after a plain rebalance whose last_rebalance.json survives: the
+    broker's orders are that rebalance's, on record already; nothing is reconciled and
+    the next day's run says nothing of orders no point records."""
+    server = FakeAlpaca()
+    try:
+        home = make_home(tmp_path, "bot", kind="alpaca", base_url=server.url)
+        assert run(home).returncode == 0
+        on_record = recorded_rebalance(home)
+        shutil.rmtree(home / "backups")
+        next_day = run(home, days=1)
+        assert next_day.returncode == 0, next_day.stderr
+        assert "that no restore point records" not in next_day.stderr
+        assert reconciled_points(home) == []
+        assert recorded_rebalance(home) == on_record
     finally:
         server.stop()
 

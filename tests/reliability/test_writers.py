@@ -72,7 +72,17 @@ def keys(endpoint, bucket):
 
 
 def writer_of(home):
-    return (home / "backups" / ".writer").read_text().strip()
+    """The writer id: the first line of backups/.writer (the second names its folder)."""
+    return (home / "backups" / ".writer").read_text().splitlines()[0]
+
+
+def image_of(home, clone):
+    """`clone`: a block-level image of `home` (a VM's disk restored elsewhere), which
+    keeps even the folder backups/.writer names: the same writer id, unnoticed."""
+    shutil.copytree(home, clone)
+    folder = clone / "backups"
+    (folder / ".writer").write_text(
+        f"{writer_of(home)}\n{os.stat(folder).st_ino} {os.path.realpath(folder)}\n")
 
 
 def test_a_machine_that_comes_back_after_another_took_over_refuses(tmp_path, bucket):
@@ -152,7 +162,7 @@ def test_a_cloned_writer_id_is_a_fork(tmp_path, bucket):
     a = machine(tmp_path, "a", endpoint, name)
     assert run(a).returncode == 0
     clone = tmp_path / "clone"
-    shutil.copytree(a, clone)  # a disk image restored elsewhere: the same writer id
+    image_of(a, clone)
     (clone / "config.yaml").write_text((a / "config.yaml").read_text())
     assert writer_of(clone) == writer_of(a)
     proxy = FaultProxy(int(endpoint.rsplit(":", 1)[1]))
