@@ -1,0 +1,104 @@
+"""Attacks, round two, on promises 13 (one writer per history), 14 (signed off-machine
+copies) and 15 (orders are placed once): pairs of ordinary events, through real
+DalioLite processes and the command line, with the real alpaca-py client against the
+fake Alpaca server (tests/fake_alpaca.py) and S3 on a moto server over HTTP (through a
+proxy where a request must be caught on its way). Each test here is a break found from
+the outside, and fails until the code keeps the promise."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from tests.reliability.test_attack_orders import (  # noqa: F401 (fixtures)
+    TIMEOUT,
+    bucket,
+    month_of_history,
+    s3_proxy,
+    server,
+    today,
+    told,
+)
+from tests.reliability.test_orders_once import (
+    SYMBOLS,
+    command,
+    environment,
+    make_home,
+    run,
+    set_cloud,
+)
+
+pytest.importorskip("alpaca.trading.client")
+
+
+def cli(home, *args):
+    return subprocess.run([sys.executable, "-m", "backup_manager", "--config",
+                           str(home / "config.yaml"), *map(str, args)], cwd=home,
+                          capture_output=True, text=True, env=environment(),
+                          stdin=subprocess.DEVNULL, timeout=TIMEOUT)
+
+
+def with_key(home, **backup):
+    """backup.key_file set (and `key init` run): the copies off the machine are signed."""
+    config = home / "config.yaml"
+    doc = yaml.safe_load(config.read_text())
+    doc["backup"].update(key_file="backup.key", **backup)
+    config.write_text(yaml.safe_dump(doc))
+    made = cli(home, "key", "init")
+    assert made.returncode == 0, made.stderr
+
+
+# --- orders are placed once, with signed copies (promises 14 and 15) -----------------
+
+
+def test_a_signed_claim_killed_between_its_point_and_its_sidecar_does_not_block_for_ever(
+        tmp_path, server, bucket, s3_proxy):
+    """With a key configured (signed copies), a month after its last rebalance the bot is
+    killed (a redeploy's SIGKILL) after its claim's point reached the bucket and before
+    its signed sidecar did: nothing was ordered. Without a key the next run finishes
+    that claim and the one after trades; with a key, the unfinished claim cannot be read
+    (the signed store refuses a point without its sidecar), so every later run refuses
+    (exit 3) with "another writer committed it first": there is no other writer, and
+    the bot never trades again. Promise 15: a run that finds an unfinished intent
+    settles it."""
+    _, name = bucket
+    home = make_home(tmp_path, "bot", kind="alpaca", base_url=server.url)
+    set_cloud(home, s3_proxy.url, name)
+    with_key(home)
+    month_of_history(home, server)
+    before = len(server.submitted())
+    bot = subprocess.Popen(command(home), cwd=home.parent, env=environment(),
+                           stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    s3_proxy.kill(bot.pid, "PUT", "/point-0000000003.json.sha256")
+    _, err = bot.communicate(timeout=TIMEOUT)
+    assert bot.returncode == -9, err
+    assert len(server.submitted()) == before, "killed before its first order"
+    runs = {}
+    for attempt in ("next", "the one after", "the third"):
+        runs[attempt] = run(home)
+        if runs[attempt].returncode == 0:
+            break
+    assert runs[attempt].returncode == 0, told(**runs)
+    assert today(server, before) == SYMBOLS
+
+
+def test_a_rebalance_with_signed_copies_places_its_orders(tmp_path):
+    """backup.key_file set (README "Keys") and a mirror folder: the first daily check
+    decides to rebalance, commits its intent, and then dies with a traceback
+    (NotImplementedError, exit 1) before its first order, when it checks whether another
+    writer moved the history past its intent: the signed store cannot say when a point
+    was written. Every later run settles the void intent and dies the same way: with a
+    key configured the bot never trades. Promise 14 adds signatures to copies; promise
+    15's checks must work with them."""
+    home = make_home(tmp_path, "bot")
+    config = home / "config.yaml"
+    doc = yaml.safe_load(config.read_text())
+    doc["backup"]["mirror_dirs"] = [str(tmp_path / "mirror")]
+    config.write_text(yaml.safe_dump(doc))
+    with_key(home)
+    first = run(home)
+    assert first.returncode == 0, first.stderr
+    assert "decision: rebalanced" in first.stderr
