@@ -7,8 +7,11 @@ the outside, and fails until the code keeps the promise."""
 
 from __future__ import annotations
 
+import http.client
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import yaml
@@ -21,6 +24,7 @@ from tests.reliability.test_attack_orders import (  # noqa: F401 (fixtures)
     server,
     today,
     told,
+    while_ordering,
 )
 from tests.reliability.test_orders_once import (
     SYMBOLS,
@@ -49,6 +53,72 @@ def with_key(home, **backup):
     config.write_text(yaml.safe_dump(doc))
     made = cli(home, "key", "init")
     assert made.returncode == 0, made.stderr
+
+
+class BusyS3:
+    """An HTTP proxy to the S3 endpoint that answers 503 SlowDown (S3's "reduce your
+    request rate", every retry too) to each request for a key ending in one of
+    `busy`, and passes every other request on."""
+
+    def __init__(self, upstream_port):
+        self.busy: set[str] = set()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def handle_one(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                path = self.path.split("?")[0]
+                if any(path.endswith(end) for end in proxy.busy):
+                    data = (b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>SlowDown"
+                            b"</Code><Message>Please reduce your request rate.</Message>"
+                            b"</Error>")
+                    self.send_response(503)
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    if self.command != "HEAD":
+                        self.wfile.write(data)
+                    return
+                upstream = http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=30)
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+                upstream.request(self.command, self.path, body=body, headers=headers)
+                reply = upstream.getresponse()
+                data = reply.read()
+                self.send_response(reply.status)
+                for key, value in reply.getheaders():
+                    if key.lower() not in ("content-length", "transfer-encoding", "connection",
+                                           "server", "date"):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+                upstream.close()
+
+            do_GET = do_PUT = do_HEAD = do_POST = do_DELETE = handle_one
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def busy_s3(bucket):
+    endpoint, _ = bucket
+    proxy = BusyS3(int(endpoint.rsplit(":", 1)[1]))
+    yield proxy
+    proxy.close()
 
 
 # --- orders are placed once, with signed copies (promises 14 and 15) -----------------
@@ -102,3 +172,35 @@ def test_a_rebalance_with_signed_copies_places_its_orders(tmp_path):
     first = run(home)
     assert first.returncode == 0, first.stderr
     assert "decision: rebalanced" in first.stderr
+
+
+# --- orders are placed once (promise 15) ---------------------------------------------
+
+
+def test_a_paused_machine_does_not_go_on_ordering_when_the_bucket_is_busy(
+        tmp_path, server, bucket, busy_s3):
+    """The bot's VM is paused for twenty minutes between its second and third order, its
+    clock standing still (a guest clock resumed before NTP steps it); meanwhile another
+    machine, past the lease, settles the intent from the bucket and places the two
+    missing orders. The paused bot resumes and, before its third order, asks the bucket
+    whether another writer committed a point after its intent: the bucket answers 503
+    SlowDown (a busy prefix, for a few seconds). The bot takes "cannot be asked" for
+    "no", and places its last two orders as well: two orders placed twice. Promise 11:
+    when in doubt (a store that cannot say whether the history moved), do not trade."""
+    endpoint, name = bucket
+    paused = make_home(tmp_path, "paused", kind="alpaca", base_url=server.url)
+    set_cloud(paused, busy_s3.url, name)
+    later = make_home(tmp_path, "later", kind="alpaca", base_url=server.url)
+    set_cloud(later, endpoint, name)
+
+    def restart_elsewhere():
+        done = run(later, minutes=20)
+        busy_s3.busy.add("/point-0000000002.json")
+        return done
+
+    restarted = while_ordering(server, 2, restart_elsewhere)
+    first = run(paused)
+    assert restarted, "the second machine never ran"
+    assert restarted[0].returncode == 0, restarted[0].stderr  # past the lease: it settles
+    assert sorted(o["symbol"] for o in server.submitted()) == SYMBOLS, told(
+        restarted=restarted[0], paused=first)
