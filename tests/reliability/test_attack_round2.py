@@ -11,17 +11,18 @@ import http.client
 import subprocess
 import sys
 import threading
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import boto3
 import pytest
 import yaml
 
-from tests.reliability.test_attack_orders import (  # noqa: F401 (fixtures)
+from tests.fake_alpaca import FakeAlpaca
+from tests.reliability.test_attack_orders import (
     TIMEOUT,
-    bucket,
+    S3Proxy,
     month_of_history,
-    s3_proxy,
-    server,
     today,
     told,
     while_ordering,
@@ -111,6 +112,29 @@ class BusyS3:
     def close(self):
         self.server.shutdown()
         self.server.server_close()
+
+
+@pytest.fixture
+def bucket(moto_server):
+    name = f"attack2-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1").create_bucket(
+        Bucket=name)
+    return moto_server, name
+
+
+@pytest.fixture
+def server():
+    broker = FakeAlpaca()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
+def s3_proxy(bucket):
+    endpoint, _ = bucket
+    proxy = S3Proxy(int(endpoint.rsplit(":", 1)[1]))
+    yield proxy
+    proxy.close()
 
 
 @pytest.fixture
@@ -204,3 +228,41 @@ def test_a_paused_machine_does_not_go_on_ordering_when_the_bucket_is_busy(
     assert restarted[0].returncode == 0, restarted[0].stderr  # past the lease: it settles
     assert sorted(o["symbol"] for o in server.submitted()) == SYMBOLS, told(
         restarted=restarted[0], paused=first)
+
+
+# --- signed copies (promise 14) -------------------------------------------------------
+
+
+def test_a_planted_unsigned_point_with_the_last_number_does_not_stop_the_history(tmp_path):
+    """With a key configured, someone who can write to the mirror folder (a NAS share)
+    plants an unsigned point-9999999999.json with a matching sidecar. It is refused and
+    reported, as promised, but its number still counts: the next point is numbered
+    10000000000, a name no listing reads, so from then on every run logs "cannot commit
+    the restore point" and `status` reports a failed backup, for ever (the client never
+    deletes the planted object). Promise 14: an object whose MAC does not verify is never
+    installed; here it takes the history hostage."""
+    import hashlib
+    import json
+
+    home = make_home(tmp_path, "bot")
+    mirror = tmp_path / "mirror"
+    config = home / "config.yaml"
+    doc = yaml.safe_load(config.read_text())
+    doc["backup"]["mirror_dirs"] = [str(mirror)]
+    doc["rebalancing"]["drift_threshold"] = 0.9  # no trade: only the history is at stake
+    config.write_text(yaml.safe_dump(doc))
+    with_key(home)
+    assert run(home).returncode == 0
+    planted = json.loads((mirror / "point-0000000001.json").read_bytes())
+    planted["sequence"] = 9_999_999_999
+    data = json.dumps(planted).encode()
+    (mirror / "point-9999999999.json").write_bytes(data)
+    (mirror / "point-9999999999.json.sha256").write_text(
+        f"{hashlib.sha256(data).hexdigest()}  point-9999999999.json\n")
+    runs = {}
+    for day in ("that day", "the next", "the one after"):
+        runs[day] = later = run(home)
+        assert later.returncode == 0, told(**runs)
+        assert "cannot commit" not in later.stderr, told(**runs)
+    status = cli(home, "status")
+    assert "a backup failed" not in status.stdout, status.stdout
