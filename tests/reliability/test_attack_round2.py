@@ -266,3 +266,42 @@ def test_a_planted_unsigned_point_with_the_last_number_does_not_stop_the_history
         assert "cannot commit" not in later.stderr, told(**runs)
     status = cli(home, "status")
     assert "a backup failed" not in status.stdout, status.stdout
+
+
+def test_a_new_machine_with_the_key_file_from_before_a_rotation_does_not_roll_back(
+        tmp_path):
+    """The operator keeps a copy of backup.key away from the machine (README "Keys"),
+    later runs `key rotate` and, a day on, the machine is lost. The new machine is set
+    up from config.yaml and the copy kept away, which lacks the new key. The mirror's
+    newest points are signed with a key id the key file does not hold: each is refused,
+    and the run installs the last point signed with the old key instead, older state
+    (here: no rebalance on record), and carries on (exit 0) as if it were the newest.
+    Promise 12: installing state older than the newest point is a rollback, deliberate,
+    stated and acknowledged; promise 11: a doubt about the history refuses. A point
+    signed by a key the machine lacks is such a doubt (the key file is out of date), not
+    a planted object to step over."""
+    import json
+    from datetime import UTC, datetime
+
+    home = make_home(tmp_path, "bot")
+    config = home / "config.yaml"
+    doc = yaml.safe_load(config.read_text())
+    doc["backup"]["mirror_dirs"] = [str(tmp_path / "mirror")]
+    doc["rebalancing"]["drift_threshold"] = 0.9  # no trade: only the history is at stake
+    config.write_text(yaml.safe_dump(doc))
+    with_key(home)
+    assert run(home).returncode == 0
+    kept_away = (home / "backup.key").read_bytes()
+    rotated = cli(home, "key", "rotate")
+    assert rotated.returncode == 0, rotated.stderr
+    recorded = json.dumps({"timestamp": datetime.now(UTC).isoformat()})
+    (home / "state" / "last_rebalance.json").write_text(recorded)  # a rebalance, recorded
+    assert run(home).returncode == 0
+    new = tmp_path / "new"
+    new.mkdir()
+    (new / "config.yaml").write_bytes(config.read_bytes())
+    (new / "backup.key").write_bytes(kept_away)
+    rebuilt = run(new)
+    installed = new / "state" / "last_rebalance.json"
+    assert rebuilt.returncode == 3 or (
+        installed.exists() and installed.read_text() == recorded), rebuilt.stderr
