@@ -201,19 +201,25 @@ def test_a_rebalance_with_signed_copies_places_its_orders(tmp_path):
 # --- orders are placed once (promise 15) ---------------------------------------------
 
 
-def test_a_paused_machine_does_not_go_on_ordering_when_the_bucket_is_busy(
+def test_a_fenced_machine_does_not_go_on_ordering_when_the_bucket_cannot_say(
         tmp_path, server, bucket, busy_s3):
-    """The bot's VM is paused for twenty minutes between its second and third order, its
-    clock standing still (a guest clock resumed before NTP steps it); meanwhile another
-    machine, past the lease, settles the intent from the bucket and places the two
-    missing orders. The paused bot resumes and, before its third order, asks the bucket
-    whether another writer committed a point after its intent: the bucket answers 503
-    SlowDown (a busy prefix, for a few seconds). The bot takes "cannot be asked" for
-    "no", and places its last two orders as well: two orders placed twice. Promise 11:
-    when in doubt (a store that cannot say whether the history moved), do not trade."""
+    """A machine that must never trade without the fence sets backup.require_fence: true
+    (docs/configuration.md: "refuse to trade when a store cannot be checked for a newer
+    writer"). Its VM is paused for twenty minutes between its second and third order,
+    its clock standing still (a guest clock resumed before NTP steps it); meanwhile
+    another machine, past the lease, settles the intent from the bucket and places the
+    two missing orders. The paused bot resumes and, before its third order, asks the
+    bucket whether another writer committed a point after its intent: the bucket
+    answers 503 SlowDown (a busy prefix, for a few seconds). The bot takes "cannot be
+    asked" for "no", require_fence or not, and places its last two orders as well: two
+    orders placed twice (promise 15), exit 0."""
     endpoint, name = bucket
     paused = make_home(tmp_path, "paused", kind="alpaca", base_url=server.url)
     set_cloud(paused, busy_s3.url, name)
+    config = paused / "config.yaml"
+    doc = yaml.safe_load(config.read_text())
+    doc["backup"]["require_fence"] = True
+    config.write_text(yaml.safe_dump(doc))
     later = make_home(tmp_path, "later", kind="alpaca", base_url=server.url)
     set_cloud(later, endpoint, name)
 
