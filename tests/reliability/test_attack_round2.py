@@ -8,6 +8,7 @@ the outside, and fails until the code keeps the promise."""
 from __future__ import annotations
 
 import http.client
+import shutil
 import subprocess
 import sys
 import threading
@@ -311,3 +312,37 @@ def test_a_new_machine_with_the_key_file_from_before_a_rotation_does_not_roll_ba
     installed = new / "state" / "last_rebalance.json"
     assert rebuilt.returncode == 3 or (
         installed.exists() and installed.read_text() == recorded), rebuilt.stderr
+
+
+def test_a_rebuilt_machine_whose_first_run_met_a_broker_error_still_finds_the_orders(
+        tmp_path, server, bucket, busy_s3):
+    """Machine A rebalanced a month ago, its history in the bucket. Today its S3 copy
+    stops answering before A claims its intent (the claim is made where it can be); A
+    places its four orders and dies with its disk. Two hours later B is built from the
+    bucket; its first run meets a broker hiccup (a 500 on the order listing) and exits
+    4, recording that run as a restore point. The next day B's run looks for orders no
+    point records only from an hour before that newest point: A's orders are older, so
+    they are never found, the month-old rebalance is taken as the last, and B rebalances
+    again (prices moved overnight) within min_days_between of A's. Promise 15: orders
+    under DalioLite's prefix that no point records are evidence of a rebalance."""
+    endpoint, name = bucket
+    a = make_home(tmp_path, "a", kind="alpaca", base_url=server.url)
+    set_cloud(a, busy_s3.url, name)
+    month_of_history(a, server)
+    busy_s3.close()  # the cloud goes away for A
+    before = len(server.submitted())
+    lost = run(a)
+    assert lost.returncode == 0 and today(server, before) == SYMBOLS, lost.stderr
+    shutil.rmtree(a)  # the machine is lost with its disk
+    server.fill()
+    b = make_home(tmp_path, "b", kind="alpaca", base_url=server.url)
+    set_cloud(b, endpoint, name)
+    server.fail("GET /v2/orders", 500)
+    hiccup = run(b, minutes=120)
+    assert hiccup.returncode == 4, hiccup.stderr
+    server.prices["GLD"] *= 1.5  # overnight: drift again
+    after = len(server.submitted())
+    next_day = run(b, days=1)
+    assert next_day.returncode == 0, next_day.stderr
+    assert today(server, after) == [], "traded again the day after A's rebalance: " + told(
+        hiccup=hiccup, next_day=next_day)
