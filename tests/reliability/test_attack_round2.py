@@ -346,3 +346,32 @@ def test_a_rebuilt_machine_whose_first_run_met_a_broker_error_still_finds_the_or
     assert next_day.returncode == 0, next_day.stderr
     assert today(server, after) == [], "traded again the day after A's rebalance: " + told(
         hiccup=hiccup, next_day=next_day)
+
+
+def test_a_first_rebalance_killed_between_its_claim_and_its_sidecar_does_not_fork(
+        tmp_path, server, bucket, s3_proxy):
+    """A new installation with cloud copies: its very first run decides to rebalance,
+    and is killed (a redeploy's SIGKILL) after its claim's point 1 reached the bucket and
+    before its sidecar did; nothing was ordered. The next run's claim finds the bucket's
+    point 1, finishes it and refuses once, as designed, but that refusing run still
+    commits its own run point ("daily check: rebalanced", though nothing was placed)
+    under number 1 in backups/, and its copy to the bucket conflicts. From then on every
+    run refuses with "the history has forked: two machines wrote the same point" and
+    offers only --take-over: one machine, one kill. Promise 11: a refusing run leaves no
+    point; promise 15: the run after an unfinished claim settles it."""
+    _, name = bucket
+    home = make_home(tmp_path, "bot", kind="alpaca", base_url=server.url)
+    set_cloud(home, s3_proxy.url, name)
+    bot = subprocess.Popen(command(home), cwd=home.parent, env=environment(),
+                           stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    s3_proxy.kill(bot.pid, "PUT", "/point-0000000001.json.sha256")
+    _, err = bot.communicate(timeout=TIMEOUT)
+    assert bot.returncode == -9, err
+    assert server.submitted() == [], "killed before its first order"
+    runs = {}
+    for attempt in ("next", "the one after", "the third"):
+        runs[attempt] = run(home)
+        if runs[attempt].returncode == 0:
+            break
+    assert runs[attempt].returncode == 0, told(**runs)
+    assert today(server, 0) == SYMBOLS
