@@ -375,3 +375,39 @@ def test_a_first_rebalance_killed_between_its_claim_and_its_sidecar_does_not_for
             break
     assert runs[attempt].returncode == 0, told(**runs)
     assert today(server, 0) == SYMBOLS
+
+
+def test_a_machine_back_after_a_take_over_and_a_rotation_sees_it_is_behind(tmp_path):
+    """Machine A's VM is paused; the operator builds B from config.yaml, the key file and
+    the shared mirror and, since A's disk is out of their hands, runs `key rotate` on B
+    before B's first run. B restores A's newest point and moves the history on, signing
+    with the new key. A resumes the next day: B's points are signed with a key A's file
+    does not hold, so A refuses them as if planted, sees only its own history, does not
+    see that it is behind another writer, and carries on (exit 0), writing its own
+    points after B's: two writers of one history. Promise 13: a machine whose live state
+    is behind another writer's point refuses until the operator adopts that history or
+    takes over."""
+    mirror = tmp_path / "mirror"
+
+    def machine(name):
+        home = make_home(tmp_path, name)
+        config = home / "config.yaml"
+        doc = yaml.safe_load(config.read_text())
+        doc["backup"]["mirror_dirs"] = [str(mirror)]
+        doc["backup"]["key_file"] = "backup.key"
+        doc["rebalancing"]["drift_threshold"] = 0.9  # no trade: the history is at stake
+        config.write_text(yaml.safe_dump(doc))
+        return home
+
+    a = machine("a")
+    made = cli(a, "key", "init")
+    assert made.returncode == 0, made.stderr
+    assert run(a).returncode == 0
+    b = machine("b")
+    (b / "backup.key").write_bytes((a / "backup.key").read_bytes())
+    rotated = cli(b, "key", "rotate")
+    assert rotated.returncode == 0, rotated.stderr
+    took_over = run(b, days=1)
+    assert took_over.returncode == 0, took_over.stderr
+    back = run(a, days=2)
+    assert back.returncode == 3, told(took_over=took_over, back=back)
