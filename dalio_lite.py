@@ -1220,10 +1220,9 @@ class DalioLite:
         # taken as abandoned and settled elsewhere.
         moved = self._intents and self.backup_manager.moved_past(self._intents[-1])
         if moved:
-            raise BrokerError(f"another machine committed a restore point after this run's "
-                              f"intent ({self._intents[-1]}) in {moved}: it took the intent "
-                              "as abandoned; no more of its orders are placed here, the next "
-                              "run settles them with the broker")
+            raise BrokerError(f"after this run's intent ({self._intents[-1]}), {moved}: no "
+                              "more of its orders are placed here; the next run settles them "
+                              "with the broker")
 
     def _claim_intent(self, orders: list[MarketOrder], settlement: Any) -> None:
         """The intent before the orders: a restore point naming each one, claimed in every

@@ -116,22 +116,27 @@ class Claiming:
             "run again")
 
     def moved_past(self, sequence: int) -> str | None:
-        """Where a store already holds a point after `sequence`, another writer's (the
-        history moved on while this run placed the orders of intent `sequence`); None
-        when no store that answers does."""
+        """Why the orders of intent `sequence` must stop: a store holds another writer's
+        point after it (the history moved on while this run placed them), or, with
+        backup.require_fence, a store cannot be asked; None when no store says so."""
         name = point_name(sequence + 1)
         for location, store in self.sources():
             if location in self.copier.unreachable:
+                if self.require_fence:
+                    return f"{store.label} cannot be asked (backup.require_fence)"
                 continue  # it failed in this run: each order must not wait for it again
             try:
                 if store.written_at(name) is None:
                     continue
                 data = store.read(name, max_bytes=MAX_POINT_BYTES)
                 if data is not None and decode_point(data, name).writer != self.writer:
-                    return store.label
+                    return (f"another machine committed restore point {sequence + 1} in "
+                            f"{store.label}: it took the intent as abandoned")
             except StoreUnreachable as exc:
                 if location in self.copier.targets:
                     self.copier.note_unreachable(location, exc)
+                if self.require_fence:
+                    return f"{store.label} cannot be asked ({exc}; backup.require_fence)"
             except (BackupError, OSError):
                 continue  # damaged or not a point: no writer's claim
         return None
