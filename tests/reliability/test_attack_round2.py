@@ -7,22 +7,19 @@ the outside, and fails until the code keeps the promise."""
 
 from __future__ import annotations
 
-import http.client
 import shutil
 import subprocess
 import sys
-import threading
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import boto3
 import pytest
 import yaml
 
 from tests.fake_alpaca import FakeAlpaca
+from tests.helpers import FaultProxy
 from tests.reliability.test_attack_orders import (
     TIMEOUT,
-    S3Proxy,
     month_of_history,
     today,
     told,
@@ -57,64 +54,6 @@ def with_key(home, **backup):
     assert made.returncode == 0, made.stderr
 
 
-class BusyS3:
-    """An HTTP proxy to the S3 endpoint that answers 503 SlowDown (S3's "reduce your
-    request rate", every retry too) to each request for a key ending in one of
-    `busy`, and passes every other request on."""
-
-    def __init__(self, upstream_port):
-        self.busy: set[str] = set()
-        proxy = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def handle_one(self):
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else None
-                path = self.path.split("?")[0]
-                if any(path.endswith(end) for end in proxy.busy):
-                    data = (b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>SlowDown"
-                            b"</Code><Message>Please reduce your request rate.</Message>"
-                            b"</Error>")
-                    self.send_response(503)
-                    self.send_header("Content-Type", "application/xml")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    if self.command != "HEAD":
-                        self.wfile.write(data)
-                    return
-                upstream = http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=30)
-                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
-                upstream.request(self.command, self.path, body=body, headers=headers)
-                reply = upstream.getresponse()
-                data = reply.read()
-                self.send_response(reply.status)
-                for key, value in reply.getheaders():
-                    if key.lower() not in ("content-length", "transfer-encoding", "connection",
-                                           "server", "date"):
-                        self.send_header(key, value)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
-                upstream.close()
-
-            do_GET = do_PUT = do_HEAD = do_POST = do_DELETE = handle_one
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
 def bucket(moto_server):
     name = f"attack2-{uuid.uuid4().hex[:12]}"
@@ -133,7 +72,7 @@ def server():
 @pytest.fixture
 def s3_proxy(bucket):
     endpoint, _ = bucket
-    proxy = S3Proxy(int(endpoint.rsplit(":", 1)[1]))
+    proxy = FaultProxy(int(endpoint.rsplit(":", 1)[1]))
     yield proxy
     proxy.close()
 
@@ -141,7 +80,7 @@ def s3_proxy(bucket):
 @pytest.fixture
 def busy_s3(bucket):
     endpoint, _ = bucket
-    proxy = BusyS3(int(endpoint.rsplit(":", 1)[1]))
+    proxy = FaultProxy(int(endpoint.rsplit(":", 1)[1]))
     yield proxy
     proxy.close()
 
