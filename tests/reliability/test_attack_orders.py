@@ -10,15 +10,13 @@ import re
 import shutil
 import subprocess
 import sys
-import uuid
 from datetime import timedelta
 
-import boto3
 import pytest
 import yaml
 
 from tests.fake_alpaca import FakeAlpaca, parse_stamp
-from tests.helpers import FaultProxy, refusal_of
+from tests.helpers import refusal_of
 from tests.reliability.test_orders_once import (
     STEP_HOOK,
     SYMBOLS,
@@ -43,29 +41,6 @@ def hook(tmp_path_factory):
     folder = tmp_path_factory.mktemp("hook")
     (folder / "sitecustomize.py").write_text(STEP_HOOK)
     return folder
-
-
-@pytest.fixture
-def bucket(moto_server):
-    name = f"attack-{uuid.uuid4().hex[:12]}"
-    boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1").create_bucket(
-        Bucket=name)
-    return moto_server, name
-
-
-@pytest.fixture
-def server():
-    broker = FakeAlpaca()
-    yield broker
-    broker.stop()
-
-
-@pytest.fixture
-def s3_proxy(bucket):
-    endpoint, _ = bucket
-    proxy = FaultProxy(int(endpoint.rsplit(":", 1)[1]))
-    yield proxy
-    proxy.close()
 
 
 def patient(home):

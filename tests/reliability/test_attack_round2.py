@@ -10,14 +10,10 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import uuid
 
-import boto3
 import pytest
 import yaml
 
-from tests.fake_alpaca import FakeAlpaca
-from tests.helpers import FaultProxy
 from tests.reliability.test_attack_orders import (
     TIMEOUT,
     month_of_history,
@@ -52,37 +48,6 @@ def with_key(home, **backup):
     config.write_text(yaml.safe_dump(doc))
     made = cli(home, "key", "init")
     assert made.returncode == 0, made.stderr
-
-
-@pytest.fixture
-def bucket(moto_server):
-    name = f"attack2-{uuid.uuid4().hex[:12]}"
-    boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1").create_bucket(
-        Bucket=name)
-    return moto_server, name
-
-
-@pytest.fixture
-def server():
-    broker = FakeAlpaca()
-    yield broker
-    broker.stop()
-
-
-@pytest.fixture
-def s3_proxy(bucket):
-    endpoint, _ = bucket
-    proxy = FaultProxy(int(endpoint.rsplit(":", 1)[1]))
-    yield proxy
-    proxy.close()
-
-
-@pytest.fixture
-def busy_s3(bucket):
-    endpoint, _ = bucket
-    proxy = FaultProxy(int(endpoint.rsplit(":", 1)[1]))
-    yield proxy
-    proxy.close()
 
 
 # --- orders are placed once, with signed copies (promises 14 and 15) -----------------
@@ -145,7 +110,7 @@ def test_a_rebalance_with_signed_copies_places_its_orders(tmp_path):
 
 
 def test_a_fenced_machine_does_not_go_on_ordering_when_the_bucket_cannot_say(
-        tmp_path, server, bucket, busy_s3):
+        tmp_path, server, bucket, s3_proxy):
     """A machine that must never trade without the fence sets backup.require_fence: true
     (docs/configuration.md: "refuse to trade when a store cannot be checked for a newer
     writer"). Its VM is paused for twenty minutes between its second and third order,
@@ -158,7 +123,7 @@ def test_a_fenced_machine_does_not_go_on_ordering_when_the_bucket_cannot_say(
     orders placed twice (promise 15), exit 0."""
     endpoint, name = bucket
     paused = make_home(tmp_path, "paused", kind="alpaca", base_url=server.url)
-    set_cloud(paused, busy_s3.url, name)
+    set_cloud(paused, s3_proxy.url, name)
     config = paused / "config.yaml"
     doc = yaml.safe_load(config.read_text())
     doc["backup"]["require_fence"] = True
@@ -168,7 +133,7 @@ def test_a_fenced_machine_does_not_go_on_ordering_when_the_bucket_cannot_say(
 
     def restart_elsewhere():
         done = run(later, minutes=20)
-        busy_s3.busy.add("/point-0000000002.json")
+        s3_proxy.busy.add("/point-0000000002.json")
         return done
 
     restarted = while_ordering(server, 2, restart_elsewhere)
@@ -180,7 +145,7 @@ def test_a_fenced_machine_does_not_go_on_ordering_when_the_bucket_cannot_say(
 
 
 def test_a_rebuilt_machine_whose_first_run_met_a_broker_error_still_finds_the_orders(
-        tmp_path, server, bucket, busy_s3):
+        tmp_path, server, bucket, s3_proxy):
     """Machine A rebalanced a month ago, its history in the bucket. Today its S3 copy
     stops answering before A claims its intent (the claim is made where it can be); A
     places its four orders and dies with its disk. Two hours later B is built from the
@@ -192,9 +157,9 @@ def test_a_rebuilt_machine_whose_first_run_met_a_broker_error_still_finds_the_or
     under DalioLite's prefix that no point records are evidence of a rebalance."""
     endpoint, name = bucket
     a = make_home(tmp_path, "a", kind="alpaca", base_url=server.url)
-    set_cloud(a, busy_s3.url, name)
+    set_cloud(a, s3_proxy.url, name)
     month_of_history(a, server)
-    busy_s3.close()  # the cloud goes away for A
+    s3_proxy.close()  # the cloud goes away for A
     before = len(server.submitted())
     lost = run(a)
     assert lost.returncode == 0 and today(server, before) == SYMBOLS, lost.stderr
