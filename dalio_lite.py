@@ -1050,14 +1050,18 @@ class DalioLite:
 
     def _reconcile(self, history: Any) -> None:
         """The broker's history is evidence: orders of DalioLite's (its client order id
-        prefix) since the newest restore point that no point records mean a rebalance
-        the state does not know of (a machine rebuilt from copies that never received
-        its intent; backups/ lost, when there is no point at all: _unrecorded_since).
+        prefix) since the newest restore point, or since the last rebalance on record if
+        that is earlier (_unrecorded_since), that no point records mean a rebalance the
+        state does not know of (a machine rebuilt from copies that never received its
+        intent; backups/ lost).
         It is recorded as a point of kind reconciled, dated by the first
         of them, so no run trades before min_days_between counted from it."""
         newest = history.newest()
-        since = self._unrecorded_since() if newest is None else \
-            newest.time - RECONCILE_MARGIN
+        since = self._unrecorded_since()
+        if newest is not None:
+            # A later point (a failed run's, a catch-up) does not mean the broker's older
+            # orders were seen: look back to the last rebalance on record as well.
+            since = min(since, newest.time - RECONCILE_MARGIN)
         mine = [o for o in self._broker_unless_stopped.orders_since(since)
                 if o.client_order_id.startswith(CLIENT_ID_PREFIX)]
         found = unrecorded(history, mine)
@@ -1079,10 +1083,10 @@ class DalioLite:
                 self._save_rebalance_date(first)
 
     def _unrecorded_since(self) -> datetime:
-        """With no restore point at all (backups/ lost), the broker's orders count from
-        the last rebalance the state records: its own orders come before it is saved
-        (or seconds after its first, when it finished an earlier run's). Never further
-        back than min_days_between: an older rebalance would not stop a trade today."""
+        """The broker's orders count from the last rebalance the state records: its own
+        orders come before it is saved (or seconds after its first, when it finished an
+        earlier run's). Never further back than min_days_between: an older rebalance
+        would not stop a trade today."""
         floor = datetime.now(UTC) - timedelta(days=self.config.min_days_between)
         last = self.last_rebalance()
         return floor if last is None else max(floor, last + RECONCILE_MARGIN)
@@ -1216,10 +1220,9 @@ class DalioLite:
         # taken as abandoned and settled elsewhere.
         moved = self._intents and self.backup_manager.moved_past(self._intents[-1])
         if moved:
-            raise BrokerError(f"another machine committed a restore point after this run's "
-                              f"intent ({self._intents[-1]}) in {moved}: it took the intent "
-                              "as abandoned; no more of its orders are placed here, the next "
-                              "run settles them with the broker")
+            raise BrokerError(f"after this run's intent ({self._intents[-1]}), {moved}: no "
+                              "more of its orders are placed here; the next run settles them "
+                              "with the broker")
 
     def _claim_intent(self, orders: list[MarketOrder], settlement: Any) -> None:
         """The intent before the orders: a restore point naming each one, claimed in every

@@ -17,6 +17,7 @@ from .content import validate_content
 from .errors import (
     BackupError,
     InvalidStateError,
+    StateUnrecoverableError,
     storage_error,
 )
 from .formats import SIDECAR_SUFFIX, sha256_hex, state_key
@@ -122,19 +123,25 @@ class Backing:
                 commit_failed: Callable[[Exception], None] | None = None
                 ) -> Iterator[dict[str, str]]:
         """Group the backups made inside into one restore point, committed at the end
-        (also when the block raises: what was saved is the state now). A commit that
+        (also when the block raises: what was saved is the state now; not when it
+        raises a refusal, a StateUnrecoverableError, which leaves no point). A commit that
         fails raises, or is handed to `commit_failed` (a host whose state is saved
         records it and goes on, promise 6); under a block that raised it is logged.
         Yields {"reason": reason}: the block may change why the point is made."""
         self._batch.append({})
-        failed = True
+        failed, refused = True, False
         note = {"reason": reason}
         try:
             yield note
             failed = False
+        except StateUnrecoverableError:
+            # A refusal (another writer's claim above all) changes nothing but its record:
+            # a point committed now would take a number the history has given elsewhere.
+            refused = True
+            raise
         finally:
             made = self._batch.pop()
-            if not self._batch:
+            if not self._batch and not refused:
                 try:
                     with self.folder.locked():
                         self._commit(kind, note["reason"], details=details, made=made)

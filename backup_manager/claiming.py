@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from . import log
 from .errors import (
     BackupError,
     IntentNotCommitted,
@@ -18,7 +19,7 @@ from .errors import (
 from .formats import MAX_SIDECAR, SIDECAR_SUFFIX, sha256_hex
 from .history import finish_abandoned_claim
 from .points import MAX_POINT_BYTES, decode_point, point_name
-from .seal import signed
+from .seal import signed, unsealed
 
 TYPE_CHECKING = False  # typing costs start-up time; only type checkers need it
 if TYPE_CHECKING:
@@ -72,9 +73,19 @@ class Claiming:
             return reached
 
         try:
-            with self.folder.locked():
-                point = self._commit(kind, reason, details=details, force=True,
-                                     publish=publish)
+            for _ in range(3):
+                try:
+                    with self.folder.locked():
+                        point = self._commit(kind, reason, details=details, force=True,
+                                             publish=publish)
+                    break
+                except _OwnClaimCutInTwo as cut:
+                    # This writer's own claim, killed before its sidecar (so before any
+                    # order): its number is passed over, and the point stays as it is.
+                    log.warning("%s; claiming the next number", cut)
+                    self.seen_sequence = max(self.seen_sequence, cut.sequence)
+            else:
+                raise WriterConflict("three numbers in a row held by claims cut in two")
         except WriterConflict:
             raise  # the history moved on elsewhere: no claim, and nothing to fix here
         except (BackupError, OSError) as exc:
@@ -97,6 +108,9 @@ class Claiming:
         if whole:
             return WriterConflict(f"{target.label} already holds another restore point "
                                   f"{sequence}: another writer committed it first")
+        if _raw_writer(target, name) == self.writer:
+            return _OwnClaimCutInTwo(sequence, f"{target.label} holds this writer's own "
+                                     f"{name} without its sidecar (a run killed there)")
         try:
             finished = finish_abandoned_claim(target, sequence, self.writer,
                                               self.folder.clock())
@@ -116,22 +130,45 @@ class Claiming:
             "run again")
 
     def moved_past(self, sequence: int) -> str | None:
-        """Where a store already holds a point after `sequence`, another writer's (the
-        history moved on while this run placed the orders of intent `sequence`); None
-        when no store that answers does."""
+        """Why the orders of intent `sequence` must stop: a store holds another writer's
+        point after it (the history moved on while this run placed them), or, with
+        backup.require_fence, a store cannot be asked; None when no store says so."""
         name = point_name(sequence + 1)
         for location, store in self.sources():
             if location in self.copier.unreachable:
+                if self.require_fence:
+                    return f"{store.label} cannot be asked (backup.require_fence)"
                 continue  # it failed in this run: each order must not wait for it again
             try:
                 if store.written_at(name) is None:
                     continue
                 data = store.read(name, max_bytes=MAX_POINT_BYTES)
                 if data is not None and decode_point(data, name).writer != self.writer:
-                    return store.label
+                    return (f"another machine committed restore point {sequence + 1} in "
+                            f"{store.label}: it took the intent as abandoned")
             except StoreUnreachable as exc:
                 if location in self.copier.targets:
                     self.copier.note_unreachable(location, exc)
+                if self.require_fence:
+                    return f"{store.label} cannot be asked ({exc}; backup.require_fence)"
             except (BackupError, OSError):
                 continue  # damaged or not a point: no writer's claim
+        return None
+
+
+class _OwnClaimCutInTwo(WriterConflict):
+    """This writer's claim of `sequence` was cut in two: the number is passed over."""
+
+    def __init__(self, sequence: int, text: str):
+        super().__init__(text)
+        self.sequence = sequence
+
+
+def _raw_writer(store: Store, name: str) -> str | None:
+    """The writer a point without its sidecar names, read as it lies (a signed store
+    reads nothing without a signature); None when it names none that can be read."""
+    try:
+        data = unsealed(store).read(name, max_bytes=MAX_POINT_BYTES)
+        return decode_point(data, name).writer if data is not None else None
+    except (BackupError, OSError):
         return None

@@ -28,6 +28,7 @@ AEAD_NAME = "AES-256-GCM"
 
 
 NOT_AUTHENTICATED = "not authenticated"
+UNKNOWN_KEY = "unknown key"
 
 
 OVERHEAD = 256
@@ -44,6 +45,11 @@ _HEADER = re.compile(rb"dalio-sealed-1 key=([0-9a-f]{12}) writer=([0-9a-f]{12}) 
 
 class NotAuthentic(Exception):
     """Why an object's signature does not hold (seal turns it into IntegrityError)."""
+
+
+class UnknownKey(NotAuthentic):
+    """Signed (or encrypted) with a key id the key file does not hold: a key rotated
+    elsewhere, or a wrong key file. Not proof of a forgery: a doubt."""
 
 
 def _hmac(secret: bytes, message: bytes) -> bytes:
@@ -79,7 +85,7 @@ def open_sidecar(ring: Keyring, name: str, data: bytes) -> tuple[bytes, str, str
         raise NotAuthentic("it carries no signature (made without the key, or planted)")
     key = ring.get(found[1])
     if key is None:
-        raise NotAuthentic(f"it is signed with key {found[1]}, which the {ring.source} "
+        raise UnknownKey(f"it is signed with key {found[1]}, which the {ring.source} "
                            "does not hold (a wrong key, or a key rotated out)")
     try:
         digest = parse_sidecar((first + "\n").encode(), name)
@@ -124,7 +130,7 @@ def unseal(ring: Keyring, name: str, data: bytes) -> bytes:
         raise NotAuthentic("its envelope header is damaged")
     key = ring.get(header[1].decode())
     if key is None:
-        raise NotAuthentic(f"it is encrypted with key {header[1].decode()}, which the "
+        raise UnknownKey(f"it is encrypted with key {header[1].decode()}, which the "
                            f"{ring.source} does not hold (a wrong key, or a key rotated out)")
     body = data[header.end():]
     from cryptography.exceptions import InvalidTag

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
 
+from .envelope import NOT_AUTHENTICATED, UNKNOWN_KEY
 from .errors import IntegrityError, InvalidStateError, StoreUnreachable
 from .formats import SIDECAR_SUFFIX, sha256_hex, sidecar_text
 from .points import (
@@ -40,6 +41,10 @@ class History:
         self.locations: dict[int, list[tuple[str, Store]]] = {}
         self.unseen: dict[str, str] = {}
         self.damaged: dict[int, str] = {}
+        self.forged: set[int] = set()
+        """Numbers whose every copy failed its signature: planted, never a point."""
+        self.unknown_key: dict[int, str] = {}
+        """Numbers signed with a key the key file does not hold (rotated elsewhere)."""
         self._read: dict[int, Point | None] = {}
         self._read_from: dict[int, tuple[Store, bytes]] = {}
         self._known: dict[tuple[int, str], str] = {}  # (number, location) -> digest read
@@ -61,8 +66,14 @@ class History:
 
     @property
     def highest(self) -> int:
-        """The highest number any store holds (readable or not); 0 when none."""
-        return max(self.locations, default=0)
+        """The highest number any store holds (readable or damaged, but not forged: a
+        point whose every copy carries no valid signature takes no number); 0 when
+        none."""
+        for sequence in sorted(self.locations, reverse=True):
+            self.point(sequence)
+            if sequence not in self.forged:
+                return sequence
+        return 0
 
     def point(self, sequence: int) -> Point | None:
         """Point `sequence` from the first store whose copy verifies; None if none does."""
@@ -71,7 +82,7 @@ class History:
         return self._read[sequence]
 
     def _first_good(self, sequence: int) -> Point | None:
-        why = []
+        why, kinds = [], []
         for location, store in self.locations.get(sequence, ()):
             try:
                 name = point_name(sequence)
@@ -82,10 +93,16 @@ class History:
                 return point
             except (IntegrityError, InvalidStateError) as exc:
                 why.append(f"{store.label}: {exc}")
+                kinds.append(getattr(exc, "kind", None))
             except StoreUnreachable as exc:
                 self.unseen.setdefault(location, str(exc))
                 why.append(f"{store.label}: {exc}")
+                kinds.append(None)
         self.damaged[sequence] = "; ".join(why) or "not found"
+        if kinds and all(kind == NOT_AUTHENTICATED for kind in kinds):
+            self.forged.add(sequence)
+        if UNKNOWN_KEY in kinds:
+            self.unknown_key[sequence] = self.damaged[sequence]
         return None
 
     def __iter__(self) -> Iterator[Point]:

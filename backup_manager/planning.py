@@ -62,6 +62,15 @@ def plan_recovery(manager: BackupManager, paths: list[Path], facts: HostFacts, *
     if require_fence and history.unseen:
         refusals.add(RefusalKind.FENCE, "site", unseen_text(search) + "; a newer writer "
                      "there would go unseen", f"{facts.backup_command} status")
+    top = plan.newest.sequence if plan.newest is not None else 0
+    newer = sorted(n for n in history.unknown_key if n > top)
+    if newer:
+        # Not a forgery to step over: a key rotated on another machine (or an old key
+        # file). Going on from the older point would be a rollback nobody chose.
+        refusals.add(RefusalKind.KEY, "site", f"restore point(s) {', '.join(map(str, newer))}"
+                     f": {history.unknown_key[newer[-1]]}",
+                     f"{facts.backup_command} key check  # which key each store needs; put "
+                     "that key's line (from the machine that rotated it) in the key file")
     if plan.newest is not None and not accept_takeover:
         check_writers(manager, plan, facts, refusals)
     if plan.newest is None:

@@ -32,6 +32,7 @@ class RefusalKind(StrEnum):
     FORK = "fork"                  # two histories where there must be one
     FENCE = "fence"                # a store could not be checked for a newer writer
     INTENT = "intent"              # an earlier run's orders cannot be settled
+    KEY = "key"                    # a newer point is signed with a key this machine lacks
 
 
 class Refusal(StateUnrecoverableError):
@@ -121,6 +122,7 @@ HEADLINES = {
     RefusalKind.FENCE: "a store could not be checked for a newer writer "
                        "(backup.require_fence)",
     RefusalKind.INTENT: "an earlier run's orders cannot be settled",
+    RefusalKind.KEY: "a newer restore point is signed with a key this machine does not hold",
 }
 
 

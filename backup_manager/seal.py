@@ -31,7 +31,9 @@ from . import log
 from .envelope import (
     NOT_AUTHENTICATED,
     OVERHEAD,
+    UNKNOWN_KEY,
     NotAuthentic,
+    UnknownKey,
     is_sealed,
     open_sidecar,
     seal,
@@ -184,7 +186,8 @@ class SealedStore(Store):
                 raise NotAuthentic("its bytes are not those its signature names (changed "
                                    "after it was signed)")
         except NotAuthentic as exc:
-            raise self._refuse(name, str(exc)) from None
+            raise self._refuse(name, str(exc), UNKNOWN_KEY if isinstance(exc, UnknownKey)
+                               else NOT_AUTHENTICATED) from None
         self._sidecar = (name + SIDECAR_SUFFIX, sidecar)
         self._authentic(name)
         return plain
@@ -232,11 +235,11 @@ class SealedStore(Store):
         except NotAuthentic:
             return False
 
-    def _refuse(self, name: str, why: str) -> IntegrityError:
+    def _refuse(self, name: str, why: str, kind: str = NOT_AUTHENTICATED) -> IntegrityError:
         log.error("refused %s in %s: %s", name, self.label, why)
         if self.refused is not None:
             self.refused.add(self.label, name, why)
-        return IntegrityError(NOT_AUTHENTICATED, f"{name} in {self.label}: {why}")
+        return IntegrityError(kind, f"{name} in {self.label}: {why}")
 
     def _authentic(self, name: str) -> None:
         if self.refused is not None:

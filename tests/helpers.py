@@ -8,6 +8,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -266,14 +267,22 @@ SLOW_DOWN = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code
 
 
 class FaultProxy:
-    """HTTP proxy to an S3 endpoint that injects faults on request."""
+    """HTTP proxy to an S3 endpoint that injects faults on request: `fail_503` answers
+    the next N requests 503 SlowDown, `reads_503` every GET and HEAD, `busy` every
+    request for a key ending in one of its entries; `drop` closes the next N connections
+    unanswered; `delay` holds each request. `kill(pid, method, path_end)` SIGKILLs a
+    process when its request arrives and drops it (a process dying between two of its
+    requests); `meanwhile(action, method, path_end)` runs `action()` first (another
+    process a step ahead), then passes the request on."""
 
     def __init__(self, upstream_port):
         self.fail_503 = 0
         self.reads_503 = False  # every GET and HEAD answered 503: writes still go through
+        self.busy: set[str] = set()
         self.drop = 0
         self.delay = 0.0
         self.requests = 0
+        self.trap: tuple[str, str, object, bool] | None = None
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -286,18 +295,28 @@ class FaultProxy:
                 proxy.requests += 1
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
+                path = self.path.split("?")[0]
+                trap = proxy.trap
+                if trap and self.command == trap[0] and path.endswith(trap[1]):
+                    proxy.trap = None
+                    trap[2]()
+                    if trap[3]:
+                        self.close_connection = True
+                        return
                 if proxy.drop > 0:
                     proxy.drop -= 1
                     self.connection.shutdown(socket.SHUT_RDWR)
                     self.close_connection = True
                     return
-                if proxy.fail_503 > 0 or (proxy.reads_503 and self.command in ("GET", "HEAD")):
+                if proxy.fail_503 > 0 or (proxy.reads_503 and self.command in ("GET", "HEAD")) \
+                        or any(path.endswith(end) for end in proxy.busy):
                     proxy.fail_503 = max(0, proxy.fail_503 - 1)
                     self.send_response(503)
                     self.send_header("Content-Type", "application/xml")
                     self.send_header("Content-Length", str(len(SLOW_DOWN)))
                     self.end_headers()
-                    self.wfile.write(SLOW_DOWN)
+                    if self.command != "HEAD":
+                        self.wfile.write(SLOW_DOWN)
                     return
                 time.sleep(proxy.delay)
                 conn = http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=30)
@@ -323,6 +342,12 @@ class FaultProxy:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
+
+    def kill(self, pid, method, path_end):
+        self.trap = (method, path_end, lambda: os.kill(pid, signal.SIGKILL), True)
+
+    def meanwhile(self, action, method, path_end):
+        self.trap = (method, path_end, action, False)
 
     def close(self):
         self.server.shutdown()

@@ -170,11 +170,13 @@ def test_encryption_without_cryptography_says_what_to_install(project, state_fil
     assert "pip install 'daliolite[keys]'" in proc.stdout
 
 
-def test_a_claim_cut_in_two_in_a_signed_mirror_is_never_signed_after_the_fact(project):
+@pytest.mark.parametrize("whose", ["mine", "another"])
+def test_a_claim_cut_in_two_in_a_signed_mirror_is_never_signed_after_the_fact(project, whose):
     """A point without its sidecar in a mirror of signed copies (a claim killed between
-    the two, or one planted by whoever can write there) holds its number: nothing here
-    can prove who wrote it, so the claim is refused with what to do, and no signature is
-    ever made for it."""
+    the two, or one planted by whoever can write there) is never signed here: nothing
+    can prove who wrote it. One naming this writer (whose run was killed before any
+    order) has its number passed over; one naming another writer holds it, and the
+    claim is refused with what to do."""
     from datetime import UTC, datetime
 
     from backup_manager import UnfinishedClaim, WriterConflict
@@ -186,12 +188,18 @@ def test_a_claim_cut_in_two_in_a_signed_mirror_is_never_signed_after_the_fact(pr
     with bm.changes("run", "day 0"):
         pass
     first = bm.history().newest()
-    orphan = Point(2, datetime.now(UTC), bm.writer, "orders", "intent: 0 order(s)",
+    writer = bm.writer if whose == "mine" else "0123456789ab"
+    orphan = Point(2, datetime.now(UTC), writer, "orders", "intent: 0 order(s)",
                    (first.sequence, first.digest), {}, {"orders": []})
     (project / "mirror" / point_name(2)).write_bytes(encode_point(orphan))
-    with pytest.raises(WriterConflict, match="delete .*point-0000000002.json") as refused:
-        bm.claim_point("orders", "intent", details={"orders": []})
-    assert not isinstance(refused.value, UnfinishedClaim)
-    assert "signature is missing" in str(refused.value)
+    if whose == "mine":
+        point, _ = bm.claim_point("orders", "intent", details={"orders": []})
+        assert point.sequence == 3 and point.follows == (first.sequence, first.digest)
+        assert bm.history().newest().sequence == 3
+    else:
+        with pytest.raises(WriterConflict, match="delete .*point-0000000002.json") as refused:
+            bm.claim_point("orders", "intent", details={"orders": []})
+        assert not isinstance(refused.value, UnfinishedClaim)
+        assert "signature is missing" in str(refused.value)
+        assert not (project / "backups" / point_name(2)).exists()
     assert not (project / "mirror" / (point_name(2) + ".sha256")).exists()
-    assert not (project / "backups" / point_name(2)).exists()

@@ -6,19 +6,12 @@ is a break found from the outside, and fails until the code keeps the promise.""
 
 from __future__ import annotations
 
-import http.client
-import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import threading
-import uuid
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import boto3
 import pytest
 import yaml
 
@@ -48,29 +41,6 @@ def hook(tmp_path_factory):
     folder = tmp_path_factory.mktemp("hook")
     (folder / "sitecustomize.py").write_text(STEP_HOOK)
     return folder
-
-
-@pytest.fixture
-def bucket(moto_server):
-    name = f"attack-{uuid.uuid4().hex[:12]}"
-    boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1").create_bucket(
-        Bucket=name)
-    return moto_server, name
-
-
-@pytest.fixture
-def server():
-    broker = FakeAlpaca()
-    yield broker
-    broker.stop()
-
-
-@pytest.fixture
-def s3_proxy(bucket):
-    endpoint, _ = bucket
-    proxy = S3Proxy(int(endpoint.rsplit(":", 1)[1]))
-    yield proxy
-    proxy.close()
 
 
 def patient(home):
@@ -116,69 +86,6 @@ def told(**runs):
             word in line for word in ("order:", "decision:", "settling", "refusing",
                                       "intent", "ERROR", "CRITICAL")))
         for who, p in runs.items())
-
-
-class S3Proxy:
-    """An HTTP proxy to the S3 endpoint that acts when a request whose method and path
-    end as told arrives: `kill(pid, ...)` SIGKILLs process `pid` and drops the request
-    (the process dies between two of its requests: a redeploy's SIGKILL, the OOM
-    killer); `meanwhile(action, ...)` runs `action()` (another process, to its end),
-    then passes the request on (two instances racing, the other one a step ahead)."""
-
-    def __init__(self, upstream_port):
-        self.trap: tuple[str, str, object, bool] | None = None
-        proxy = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def handle_one(self):
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else None
-                trap = proxy.trap
-                if trap and self.command == trap[0] and \
-                        self.path.split("?")[0].endswith(trap[1]):
-                    proxy.trap = None
-                    trap[2]()
-                    if trap[3]:
-                        self.close_connection = True
-                        return
-                upstream = http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=30)
-                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
-                upstream.request(self.command, self.path, body=body, headers=headers)
-                reply = upstream.getresponse()
-                data = reply.read()
-                self.send_response(reply.status)
-                for key, value in reply.getheaders():
-                    if key.lower() not in ("content-length", "transfer-encoding", "connection",
-                                           "server", "date"):
-                        self.send_header(key, value)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
-                upstream.close()
-
-            do_GET = do_PUT = do_HEAD = do_POST = do_DELETE = handle_one
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def kill(self, pid, method, path_end):
-        self.trap = (method, path_end, lambda: os.kill(pid, signal.SIGKILL), True)
-
-    def meanwhile(self, action, method, path_end):
-        self.trap = (method, path_end, action, False)
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 class HaltedSymbol(FakeAlpaca):

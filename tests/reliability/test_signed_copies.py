@@ -314,13 +314,14 @@ def test_after_rotation_new_copies_use_the_new_key_and_old_copies_still_restore(
     older = cli(new, "restore", "--all", "--point", old_top, "--yes")
     assert older.returncode == 0, older.stdout + older.stderr
     assert state(new).read_bytes() == first, "a point signed before the rotation restores"
-    # Without the old key (the rotated file cut back to the new key), point 1 is refused:
+    # Without the old key (the rotated file cut back to the new key), point 1 is refused,
+    # as signed with a key the file does not hold (not as a forgery):
     lines = (home / "backup.key").read_text().splitlines()
     (new / "backup.key").write_text("\n".join(line for line in lines
                                               if line not in first_key) + "\n")
     verify = cli(new, "--json", "verify", "--cloud")
     assert verify.returncode == 1
-    assert (pname(old_top), "not authenticated") in {
+    assert (pname(old_top), "unknown key") in {
         (p["name"], p["status"]) for p in json.loads(verify.stdout)["problems"]}
 
 
