@@ -171,26 +171,24 @@ class S3Store(Store):
                                  f"{self.label}/{name}: S3's stored checksum does not match")
         return data
 
-    def written_at(self, name: str) -> datetime | None:
+    def _head(self, name: str, **extra: Any) -> dict[str, Any] | None:
+        """HeadObject's answer for `name`; None if it is missing."""
         try:
-            reply = self.client.head_object(Bucket=self.bucket, Key=self.key(name),
-                                            **self._owner)
+            return self.client.head_object(Bucket=self.bucket, Key=self.key(name),
+                                           **extra, **self._owner)
         except Exception as exc:
             if _error_code(exc) in _NOT_FOUND:
                 return None
             raise translate_error(exc, f"checking {self.label}/{name}") from None
-        return reply["LastModified"].astimezone(UTC)
+
+    def written_at(self, name: str) -> datetime | None:
+        reply = self._head(name)
+        return None if reply is None else reply["LastModified"].astimezone(UTC)
 
     def stored_checksum(self, name: str) -> str | None:
         """S3's stored SHA-256 (base64) of an object; None if missing or not recorded."""
-        try:
-            reply = self.client.head_object(Bucket=self.bucket, Key=self.key(name),
-                                            ChecksumMode="ENABLED", **self._owner)
-        except Exception as exc:
-            if _error_code(exc) in _NOT_FOUND:
-                return None
-            raise translate_error(exc, f"checking {self.label}/{name}") from None
-        return reply.get("ChecksumSHA256")
+        reply = self._head(name, ChecksumMode="ENABLED")
+        return None if reply is None else reply.get("ChecksumSHA256")
 
     def write(self, name: str, data: bytes) -> None:
         """Upload once; S3 verifies the SHA-256 on arrival and never overwrites a key."""
@@ -245,13 +243,9 @@ class S3Store(Store):
     def lock_of(self, name: str) -> tuple[str, datetime] | None:
         """(mode, retain-until) of the object's current version; None if it is not
         locked, or missing. HeadObject, since GetObjectRetention is not everywhere."""
-        try:
-            reply = self.client.head_object(Bucket=self.bucket, Key=self.key(name),
-                                            **self._owner)
-        except Exception as exc:
-            if _error_code(exc) in _NOT_FOUND:
-                return None
-            raise translate_error(exc, f"checking {self.label}/{name}") from None
+        reply = self._head(name)
+        if reply is None:
+            return None
         mode = reply.get("ObjectLockMode")
         until = reply.get("ObjectLockRetainUntilDate")
         return (mode, until) if mode and until else None
