@@ -43,6 +43,23 @@ def hook(tmp_path_factory):
     return folder
 
 
+def cli(home, *args):
+    return subprocess.run([sys.executable, "-m", "backup_manager", "--config",
+                           str(home / "config.yaml"), *map(str, args)], cwd=home,
+                          capture_output=True, text=True, env=environment(),
+                          stdin=subprocess.DEVNULL, timeout=TIMEOUT)
+
+
+def with_key(home, **backup):
+    """backup.key_file set (and `key init` run): the copies off the machine are signed."""
+    config = home / "config.yaml"
+    doc = yaml.safe_load(config.read_text())
+    doc["backup"].update(key_file="backup.key", **backup)
+    config.write_text(yaml.safe_dump(doc))
+    made = cli(home, "key", "init")
+    assert made.returncode == 0, made.stderr
+
+
 def patient(home):
     """The bot waits a minute for each broker answer (while the test holds one back)."""
     config = home / "config.yaml"
@@ -202,9 +219,12 @@ def test_an_intent_seconds_old_on_a_machine_whose_clock_is_slow_is_refused(
     assert "that machine may be placing them now" in newer[0].stderr
 
 
+@pytest.mark.parametrize("signed", [False, True], ids=["unsigned", "signed"])
 def test_a_claim_killed_between_its_point_and_its_sidecar_does_not_block_for_ever(
-        tmp_path, server, bucket, s3_proxy):
-    """A month after its last rebalance the bot is killed (a redeploy's SIGKILL) after its
+        tmp_path, server, bucket, s3_proxy, signed):
+    """(Also with a key configured: a signed store reads no point without its signed
+    sidecar, so the claim cut in two cannot even be read there.)
+    A month after its last rebalance the bot is killed (a redeploy's SIGKILL) after its
     claim's point reached the bucket and before its sidecar did: the bucket holds point
     3 without a sidecar, which no listing counts, and nothing was ordered. Every later
     run on a rebalance day claims number 3 again, finds the key taken with other bytes,
@@ -214,6 +234,8 @@ def test_a_claim_killed_between_its_point_and_its_sidecar_does_not_block_for_eve
     _, name = bucket
     home = make_home(tmp_path, "bot", kind="alpaca", base_url=server.url)
     set_cloud(home, s3_proxy.url, name)
+    if signed:
+        with_key(home)
     month_of_history(home, server)
     before = len(server.submitted())
     bot = subprocess.Popen(command(home), cwd=home.parent, env=environment(),

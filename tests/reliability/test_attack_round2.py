@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 
 import pytest
 import yaml
 
 from tests.reliability.test_attack_orders import (
     TIMEOUT,
+    cli,
     month_of_history,
     today,
     told,
     while_ordering,
+    with_key,
 )
 from tests.reliability.test_orders_once import (
     SYMBOLS,
@@ -33,57 +34,7 @@ from tests.reliability.test_orders_once import (
 pytest.importorskip("alpaca.trading.client")
 
 
-def cli(home, *args):
-    return subprocess.run([sys.executable, "-m", "backup_manager", "--config",
-                           str(home / "config.yaml"), *map(str, args)], cwd=home,
-                          capture_output=True, text=True, env=environment(),
-                          stdin=subprocess.DEVNULL, timeout=TIMEOUT)
-
-
-def with_key(home, **backup):
-    """backup.key_file set (and `key init` run): the copies off the machine are signed."""
-    config = home / "config.yaml"
-    doc = yaml.safe_load(config.read_text())
-    doc["backup"].update(key_file="backup.key", **backup)
-    config.write_text(yaml.safe_dump(doc))
-    made = cli(home, "key", "init")
-    assert made.returncode == 0, made.stderr
-
-
 # --- orders are placed once, with signed copies (promises 14 and 15) -----------------
-
-
-def test_a_signed_claim_killed_between_its_point_and_its_sidecar_does_not_block_for_ever(
-        tmp_path, server, bucket, s3_proxy):
-    """With a key configured (signed copies), a month after its last rebalance the bot is
-    killed (a redeploy's SIGKILL) after its claim's point reached the bucket and before
-    its signed sidecar did: nothing was ordered. Without a key the next run finishes
-    that claim and the one after trades; with a key, the unfinished claim cannot be read
-    (the signed store refuses a point without its sidecar), so every later run refuses
-    (exit 3) with "another writer committed it first": there is no other writer, and
-    the bot never trades again. Promise 15: a run that finds an unfinished intent
-    settles it. (Today the month-old rebalance already dies as in
-    test_a_rebalance_with_signed_copies_places_its_orders; with that fixed, this test
-    still fails, as described.)"""
-    _, name = bucket
-    home = make_home(tmp_path, "bot", kind="alpaca", base_url=server.url)
-    set_cloud(home, s3_proxy.url, name)
-    with_key(home)
-    month_of_history(home, server)
-    before = len(server.submitted())
-    bot = subprocess.Popen(command(home), cwd=home.parent, env=environment(),
-                           stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    s3_proxy.kill(bot.pid, "PUT", "/point-0000000003.json.sha256")
-    _, err = bot.communicate(timeout=TIMEOUT)
-    assert bot.returncode == -9, err
-    assert len(server.submitted()) == before, "killed before its first order"
-    runs = {}
-    for attempt in ("next", "the one after", "the third"):
-        runs[attempt] = run(home)
-        if runs[attempt].returncode == 0:
-            break
-    assert runs[attempt].returncode == 0, told(**runs)
-    assert today(server, before) == SYMBOLS
 
 
 def test_a_rebalance_with_signed_copies_places_its_orders(tmp_path):
